@@ -1,0 +1,68 @@
+// Package storetest is the one contract test suite that every store
+// implementation (memory, postgres) must pass.
+package storetest
+
+import (
+	"context"
+	"time"
+
+	"github.com/mockstagram/pipeline/influencer"
+)
+
+// Store is the full behaviour the contract suite checks. Consumers (handlers,
+// HTTP API, CLI) declare the small subsets they need next to their code.
+type Store interface {
+	// Record stores a batch in ONE transaction: every sample is inserted into
+	// the timeline keyed by (pk, minute) with conflicts ignored; the summary
+	// (current values if the minute is newer than the last one, running
+	// follower sum and count, last minute, username) is updated only from the
+	// rows actually inserted; failures are recorded as missed (pk, minute)
+	// unless a sample exists for that (pk, minute). A sample inserted for a
+	// (pk, minute) previously recorded as missed removes the missed entry.
+	// Samples must have distinct pks and be valid (callers validate first);
+	// a store returns an error rather than storing an invalid sample.
+	Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error)
+
+	// Summary returns the influencer's summary, or influencer.ErrNotFound.
+	Summary(ctx context.Context, pk int64) (influencer.Summary, error)
+	// Timeline returns the stored points with from <= minute < to, oldest
+	// first, at most limit of them.
+	Timeline(ctx context.Context, pk int64, from, to time.Time, limit int) ([]influencer.Point, error)
+	// MissedSince counts missed (pk, minute) entries with minute >= since.
+	MissedSince(ctx context.Context, since time.Time) (int64, error)
+
+	// Track adds pks to the registry (or re-activates them) and returns how
+	// many changed. Untrack deactivates them. Both bump the registry version.
+	Track(ctx context.Context, pks []int64) (int, error)
+	Untrack(ctx context.Context, pks []int64) (int, error)
+	// Bootstrap tracks pks only if the registry was never bootstrapped before
+	// (a marker is kept in the store); it reports whether it did.
+	Bootstrap(ctx context.Context, pks []int64) (bool, error)
+	// Tracked lists registry rows (active or not) with pk > after, by pk, at
+	// most limit.
+	Tracked(ctx context.Context, after int64, limit int) ([]influencer.Tracked, error)
+	// ActivePKs returns all active pks (ascending) and the registry version
+	// they belong to.
+	ActivePKs(ctx context.Context) ([]int64, int64, error)
+	// RegistryVersion is a number that changes whenever the registry changes;
+	// it is cheap (no scan) so the scheduler can poll it every minute.
+	RegistryVersion(ctx context.Context) (int64, error)
+
+	// TryLead tries to take the named leadership lock (only one scheduler
+	// schedules at a time). ok=false means someone else holds it. The lease
+	// is held until Release or until the holder's connection is lost
+	// (then Lost is closed).
+	TryLead(ctx context.Context, name string) (lease Lease, ok bool, err error)
+
+	// Ping checks the store is reachable (readiness).
+	Ping(ctx context.Context) error
+}
+
+// Lease is a held leadership lock.
+type Lease interface {
+	Lost() <-chan struct{}
+	Release(ctx context.Context) error
+}
+
+// Now is the fixed time the suite uses for its minutes.
+func Now() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }
