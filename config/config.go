@@ -1,0 +1,184 @@
+// Package config holds the one configuration of every mockstagram process:
+// defaults, loading from flags, MOCKSTAGRAM_* environment variables and an
+// optional YAML file, and validation that reports every problem at once.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mockstagram/pipeline/influencer"
+)
+
+// Broker names accepted by MOCKSTAGRAM_BROKER.
+const (
+	BrokerGoChannel = "gochannel"
+	BrokerKafka     = "kafka"
+	BrokerPostgres  = "postgres"
+)
+
+// Simulator modes for the built-in simulator.
+const (
+	SimulatorRandomWalk    = "random-walk"
+	SimulatorDeterministic = "deterministic"
+)
+
+// Config is shared by every subcommand. Flag names map to environment
+// variables by upper-casing and prefixing: --api-url is MOCKSTAGRAM_API_URL.
+// In a config file the keys are the flag names (api-url: ...).
+type Config struct {
+	APIURL            string        `name:"api-url" help:"Base URL of the Mockstagram API. Unset: 'run' starts the built-in simulator, 'fetcher' uses http://127.0.0.1:3000."`
+	DatabaseURL       string        `name:"database-url" help:"PostgreSQL URL (postgres://...). Empty: in-memory store."`
+	Broker            string        `name:"broker" default:"gochannel" help:"Message broker: gochannel, kafka or postgres."`
+	KafkaBrokers      []string      `name:"kafka-brokers" sep:"," help:"Kafka bootstrap brokers (host:port, comma-separated)."`
+	HTTPAddr          string        `name:"http-addr" default:":8080" help:"Listen address of the HTTP API and dashboard."`
+	Shards            int           `name:"shards" default:"1024" help:"Number of shards pks are hashed into; one task per shard and minute."`
+	RegistryBootstrap string        `name:"registry-bootstrap" default:"1000000-1000999" help:"pk range tracked at the first start of an empty registry (FROM-TO); empty: none."`
+	AdminToken        string        `name:"admin-token" help:"Bearer token for admin endpoints; empty disables them."`
+	SpreadWindow      time.Duration `name:"spread-window" default:"45s" help:"Shard s is published at s/shards of this window after the minute starts."`
+	DeadlineGrace     time.Duration `name:"deadline-grace" default:"0s" help:"Extra time after the end of minute M during which a fetch still counts for M."`
+	FetchConcurrency  int           `name:"fetch-concurrency" default:"256" help:"Maximum in-flight API requests per fetcher process."`
+	FetchTimeout      time.Duration `name:"fetch-timeout" default:"5s" help:"Timeout of one API request."`
+	FetchRetryInitial time.Duration `name:"fetch-retry-initial" default:"100ms" help:"First backoff interval between fetch retries (exponential, with jitter)."`
+	FetchRetryMax     time.Duration `name:"fetch-retry-max" default:"5s" help:"Largest backoff interval between fetch retries."`
+	RecorderRetries   int           `name:"recorder-retries" default:"8" help:"Attempts to store a result batch before it is nacked for redelivery."`
+	SimulatorMode     string        `name:"simulator-mode" default:"random-walk" help:"Mode of the built-in simulator: random-walk or deterministic."`
+	LogLevel          string        `name:"log-level" default:"info" help:"debug, info, warn or error."`
+	LogFormat         string        `name:"log-format" default:"json" help:"json or text."`
+	ShutdownTimeout   time.Duration `name:"shutdown-timeout" default:"30s" help:"How long a stopping process waits for in-flight work."`
+}
+
+// Default returns the configuration with every default applied; a test keeps
+// it equal to the defaults in the struct tags.
+func Default() Config {
+	return Config{
+		Broker:            BrokerGoChannel,
+		HTTPAddr:          ":8080",
+		Shards:            1024,
+		RegistryBootstrap: "1000000-1000999",
+		SpreadWindow:      45 * time.Second,
+		FetchConcurrency:  256,
+		FetchTimeout:      5 * time.Second,
+		FetchRetryInitial: 100 * time.Millisecond,
+		FetchRetryMax:     5 * time.Second,
+		RecorderRetries:   8,
+		SimulatorMode:     SimulatorRandomWalk,
+		LogLevel:          "info",
+		LogFormat:         "json",
+		ShutdownTimeout:   30 * time.Second,
+	}
+}
+
+// Validate reports every problem of the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.APIURL != "" {
+		if err := validateHTTPURL(c.APIURL); err != nil {
+			bad("api-url: %w", err)
+		}
+	}
+	if c.DatabaseURL != "" {
+		u, err := url.Parse(c.DatabaseURL)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			bad("database-url: want postgres://user@host:port/db")
+		}
+	}
+	switch c.Broker {
+	case BrokerGoChannel:
+	case BrokerKafka:
+		if len(c.KafkaBrokers) == 0 {
+			bad("kafka-brokers: required when broker is kafka")
+		}
+	case BrokerPostgres:
+		if c.DatabaseURL == "" {
+			bad("broker postgres needs database-url")
+		}
+	default:
+		bad("broker: %q is not one of gochannel, kafka, postgres", c.Broker)
+	}
+	for _, b := range c.KafkaBrokers {
+		if _, port, ok := strings.Cut(b, ":"); !ok || port == "" {
+			bad("kafka-brokers: %q is not host:port", b)
+		}
+	}
+	if c.HTTPAddr == "" {
+		bad("http-addr: empty")
+	}
+	if c.Shards < 1 || c.Shards > 1<<20 {
+		bad("shards: %d not in [1, 1048576]", c.Shards)
+	}
+	if c.RegistryBootstrap != "" {
+		if _, err := influencer.ParseRange(c.RegistryBootstrap); err != nil {
+			bad("registry-bootstrap: %w", err)
+		}
+	}
+	if c.SpreadWindow < 0 || c.SpreadWindow >= time.Minute {
+		bad("spread-window: %s not in [0s, 1m)", c.SpreadWindow)
+	}
+	if c.DeadlineGrace < 0 || c.DeadlineGrace > 30*time.Second {
+		bad("deadline-grace: %s not in [0s, 30s]", c.DeadlineGrace)
+	}
+	if c.FetchConcurrency < 1 || c.FetchConcurrency > 100_000 {
+		bad("fetch-concurrency: %d not in [1, 100000]", c.FetchConcurrency)
+	}
+	if c.FetchTimeout <= 0 || c.FetchTimeout > time.Minute {
+		bad("fetch-timeout: %s not in (0s, 1m]", c.FetchTimeout)
+	}
+	if c.FetchRetryInitial <= 0 || c.FetchRetryMax < c.FetchRetryInitial {
+		bad("fetch-retry-initial/fetch-retry-max: want 0 < initial (%s) <= max (%s)", c.FetchRetryInitial, c.FetchRetryMax)
+	}
+	if c.RecorderRetries < 0 || c.RecorderRetries > 100 {
+		bad("recorder-retries: %d not in [0, 100]", c.RecorderRetries)
+	}
+	if c.SimulatorMode != SimulatorRandomWalk && c.SimulatorMode != SimulatorDeterministic {
+		bad("simulator-mode: %q is not random-walk or deterministic", c.SimulatorMode)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		bad("log-format: %q is not json or text", c.LogFormat)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown-timeout: must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+// FetcherBaseURL is the API base URL a stand-alone fetcher uses.
+func (c Config) FetcherBaseURL() string {
+	if c.APIURL == "" {
+		return "http://127.0.0.1:3000"
+	}
+	return c.APIURL
+}
+
+// BootstrapRange returns the bootstrap range, if one is configured.
+func (c Config) BootstrapRange() (influencer.Range, bool) {
+	if c.RegistryBootstrap == "" {
+		return influencer.Range{}, false
+	}
+	r, err := influencer.ParseRange(c.RegistryBootstrap)
+	return r, err == nil
+}
+
+func validateHTTPURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%q: %w", raw, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q: want http(s)://host[:port]", raw)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q: must not have a query or fragment", raw)
+	}
+	return nil
+}

@@ -1,0 +1,130 @@
+package config_test
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mockstagram/pipeline/config"
+)
+
+func TestDefaultsMatchTags(t *testing.T) {
+	got, err := config.Load(nil)
+	require.NoError(t, err)
+	assert.Equal(t, config.Default(), got)
+	require.NoError(t, config.Default().Validate())
+}
+
+func TestGoodFixtures(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.good.yml")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			_, err := config.Load([]string{"--config", f})
+			require.NoError(t, err)
+		})
+	}
+}
+
+func TestGoodFixtureValues(t *testing.T) {
+	c, err := config.Load([]string{"--config", "testdata/postgres.good.yml"})
+	require.NoError(t, err)
+	assert.Equal(t, "postgres", c.Broker)
+	assert.Equal(t, 256, c.Shards)
+	assert.Equal(t, 40*time.Second, c.SpreadWindow)
+	assert.Equal(t, "1000000-1999999", c.RegistryBootstrap)
+
+	k, err := config.Load([]string{"--config", "testdata/kafka.good.yml"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"kafka-1:9092", "kafka-2:9092"}, k.KafkaBrokers)
+}
+
+func TestBadFixtures(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.bad.yml")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			want := expectedErrors(t, f)
+			require.NotEmpty(t, want, "bad fixture must say which error it expects")
+			_, err := config.Load([]string{"--config", f})
+			require.Error(t, err)
+			for _, w := range want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func expectedErrors(t *testing.T, path string) []string {
+	t.Helper()
+	fh, err := os.Open(path)
+	require.NoError(t, err)
+	defer fh.Close()
+	var out []string
+	sc := bufio.NewScanner(fh)
+	for sc.Scan() {
+		if w, ok := strings.CutPrefix(sc.Text(), "# error: "); ok {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// Precedence: flag over environment over file over default.
+func TestPrecedence(t *testing.T) {
+	t.Setenv("MOCKSTAGRAM_SHARDS", "77")
+	t.Setenv("MOCKSTAGRAM_API_URL", "http://env:3000")
+	c, err := config.Load([]string{"--config", "testdata/postgres.good.yml"})
+	require.NoError(t, err)
+	assert.Equal(t, 77, c.Shards, "env beats file")
+	assert.Equal(t, "http://env:3000", c.APIURL)
+	assert.Equal(t, 512, c.FetchConcurrency, "file beats default")
+
+	c, err = config.Load([]string{"--config", "testdata/postgres.good.yml", "--shards", "5"})
+	require.NoError(t, err)
+	assert.Equal(t, 5, c.Shards, "flag beats env")
+}
+
+func TestEnvNames(t *testing.T) {
+	for _, tc := range []struct {
+		env, value string
+		get        func(config.Config) any
+		want       any
+	}{
+		{"MOCKSTAGRAM_API_URL", "http://api:3000", func(c config.Config) any { return c.APIURL }, "http://api:3000"},
+		{"MOCKSTAGRAM_DATABASE_URL", "postgres://h/db", func(c config.Config) any { return c.DatabaseURL }, "postgres://h/db"},
+		{"MOCKSTAGRAM_HTTP_ADDR", ":9999", func(c config.Config) any { return c.HTTPAddr }, ":9999"},
+		{"MOCKSTAGRAM_SHARDS", "64", func(c config.Config) any { return c.Shards }, 64},
+		{"MOCKSTAGRAM_REGISTRY_BOOTSTRAP", "1000000-1999999", func(c config.Config) any { return c.RegistryBootstrap }, "1000000-1999999"},
+		{"MOCKSTAGRAM_ADMIN_TOKEN", "tok", func(c config.Config) any { return c.AdminToken }, "tok"},
+		{"MOCKSTAGRAM_KAFKA_BROKERS", "a:1,b:2", func(c config.Config) any { return c.KafkaBrokers }, []string{"a:1", "b:2"}},
+		{"MOCKSTAGRAM_BROKER", "gochannel", func(c config.Config) any { return c.Broker }, "gochannel"},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			t.Setenv(tc.env, tc.value)
+			c, err := config.Load(nil)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, tc.get(c))
+		})
+	}
+}
+
+func TestValidateReportsEverything(t *testing.T) {
+	c := config.Default()
+	c.Broker = "x"
+	c.Shards = -1
+	c.FetchTimeout = 0
+	err := c.Validate()
+	require.Error(t, err)
+	for _, w := range []string{"broker:", "shards:", "fetch-timeout:"} {
+		assert.Contains(t, err.Error(), w)
+	}
+}
