@@ -77,8 +77,9 @@ type Failure struct {
 	Minute time.Time `json:"minute"`
 	// Class is a short machine-readable class: expired, not_found, timeout,
 	// http_5xx, rate_limited, malformed, invalid, connection, ...
-	Class  string `json:"class"`
-	Reason string `json:"reason"`
+	Class    string `json:"class"`
+	Reason   string `json:"reason"`
+	Attempts int    `json:"attempts,omitempty"`
 }
 
 // Batch is everything learnt about one shard in one minute: the samples to

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/store"
 )
 
 // Store is the full behaviour the contract suite checks. Consumers (handlers,
@@ -20,26 +21,30 @@ type Store interface {
 	// unless a sample exists for that (pk, minute). A sample inserted for a
 	// (pk, minute) previously recorded as missed removes the missed entry.
 	// Samples must have distinct pks and be valid (callers validate first);
-	// a store returns an error rather than storing an invalid sample.
+	// a store returns an error wrapping store.ErrInvalid rather than storing
+	// any of an invalid batch. Samples need not share the batch's Minute.
 	Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error)
 
 	// Summary returns the influencer's summary, or influencer.ErrNotFound.
 	Summary(ctx context.Context, pk int64) (influencer.Summary, error)
 	// Timeline returns the stored points with from <= minute < to, oldest
-	// first, at most limit of them.
+	// first, at most limit (> 0) of them; no points is an empty, non-nil
+	// slice.
 	Timeline(ctx context.Context, pk int64, from, to time.Time, limit int) ([]influencer.Point, error)
 	// MissedSince counts missed (pk, minute) entries with minute >= since.
 	MissedSince(ctx context.Context, since time.Time) (int64, error)
 
 	// Track adds pks to the registry (or re-activates them) and returns how
-	// many changed. Untrack deactivates them. Both bump the registry version.
+	// many changed. Untrack deactivates them. Both bump the registry version
+	// when (and only when) they change something; a non-positive pk is an
+	// error wrapping store.ErrInvalid and changes nothing.
 	Track(ctx context.Context, pks []int64) (int, error)
 	Untrack(ctx context.Context, pks []int64) (int, error)
 	// Bootstrap tracks pks only if the registry was never bootstrapped before
 	// (a marker is kept in the store); it reports whether it did.
 	Bootstrap(ctx context.Context, pks []int64) (bool, error)
 	// Tracked lists registry rows (active or not) with pk > after, by pk, at
-	// most limit.
+	// most limit (> 0); no rows is an empty, non-nil slice.
 	Tracked(ctx context.Context, after int64, limit int) ([]influencer.Tracked, error)
 	// ActivePKs returns all active pks (ascending) and the registry version
 	// they belong to.
@@ -51,7 +56,7 @@ type Store interface {
 	// TryLead tries to take the named leadership lock (only one scheduler
 	// schedules at a time). ok=false means someone else holds it. The lease
 	// is held until Release or until the holder's connection is lost
-	// (then Lost is closed).
+	// (then Lost is closed). Release also closes Lost.
 	TryLead(ctx context.Context, name string) (lease Lease, ok bool, err error)
 
 	// Ping checks the store is reachable (readiness).
@@ -59,10 +64,7 @@ type Store interface {
 }
 
 // Lease is a held leadership lock.
-type Lease interface {
-	Lost() <-chan struct{}
-	Release(ctx context.Context) error
-}
+type Lease = store.Lease
 
 // Now is the fixed time the suite uses for its minutes.
 func Now() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }

@@ -1,0 +1,386 @@
+// Package memory is an in-memory store with the same behaviour as the
+// Postgres store, for the zero-setup demo and fast unit tests. It keeps every
+// sample it is given (no retention), so it suits demos and tests, not days of
+// one million influencers.
+package memory
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/store"
+	"github.com/mockstagram/pipeline/store/storetest"
+)
+
+var _ storetest.Store = (*Store)(nil)
+
+// point is one stored minute; minute is Unix seconds.
+type point struct {
+	minute              int64
+	follower, following int64
+}
+
+type missedKey struct {
+	pk     int64
+	minute int64 // Unix seconds
+}
+
+type missedEntry struct {
+	class, reason string
+	recordedAt    time.Time
+}
+
+type registryEntry struct {
+	active    bool
+	updatedAt time.Time
+}
+
+// Store is the in-memory store. The zero value is not usable; call New.
+type Store struct {
+	clock clockwork.Clock
+
+	mu       sync.RWMutex
+	timeline map[int64][]point // per pk, sorted by minute
+	summary  map[int64]*influencer.Summary
+	missed   map[missedKey]missedEntry
+	// missedPerMinute counts missed entries per minute so MissedSince does
+	// not walk every entry.
+	missedPerMinute map[int64]int64
+	registry        map[int64]*registryEntry
+	registryPKs     []int64 // every registry pk, ascending
+	version         int64
+	bootstrapped    bool
+
+	leaseMu sync.Mutex
+	leases  map[string]*lease
+}
+
+// New returns an empty store that takes registry and missed timestamps from
+// clock.
+func New(clock clockwork.Clock) *Store {
+	return &Store{
+		clock:           clock,
+		timeline:        make(map[int64][]point),
+		summary:         make(map[int64]*influencer.Summary),
+		missed:          make(map[missedKey]missedEntry),
+		missedPerMinute: make(map[int64]int64),
+		registry:        make(map[int64]*registryEntry),
+		leases:          make(map[string]*lease),
+	}
+}
+
+// Record implements storetest.Store.
+func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+	if err := ctx.Err(); err != nil {
+		return influencer.RecordResult{}, err
+	}
+	if err := store.ValidateBatch(b); err != nil {
+		return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), err)
+	}
+	now := s.clock.Now()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	var res influencer.RecordResult
+	for _, smp := range b.Samples {
+		m := smp.Minute.Unix()
+		tl := s.timeline[smp.PK]
+		i, found := slices.BinarySearchFunc(tl, m, comparePoint)
+		if found {
+			res.Duplicates++
+			continue
+		}
+		s.timeline[smp.PK] = slices.Insert(tl, i, point{minute: m, follower: smp.FollowerCount, following: smp.FollowingCount})
+		res.Inserted++
+
+		sum, ok := s.summary[smp.PK]
+		if !ok {
+			sum = &influencer.Summary{PK: smp.PK}
+			s.summary[smp.PK] = sum
+		}
+		sum.Samples++
+		sum.FollowerSum += smp.FollowerCount
+		if !ok || m > sum.LastMinute.Unix() {
+			sum.Username = smp.Username
+			sum.FollowerCount = smp.FollowerCount
+			sum.FollowingCount = smp.FollowingCount
+			sum.LastMinute = time.Unix(m, 0).UTC()
+		}
+		s.removeMissed(missedKey{pk: smp.PK, minute: m})
+	}
+	for _, f := range b.Failures {
+		k := missedKey{pk: f.PK, minute: f.Minute.Unix()}
+		if _, found := slices.BinarySearchFunc(s.timeline[f.PK], k.minute, comparePoint); found {
+			continue
+		}
+		if _, dup := s.missed[k]; dup {
+			continue
+		}
+		s.missed[k] = missedEntry{class: f.Class, reason: f.Reason, recordedAt: now}
+		s.missedPerMinute[k.minute]++
+		res.Missed++
+	}
+	return res, nil
+}
+
+func comparePoint(p point, minute int64) int {
+	switch {
+	case p.minute < minute:
+		return -1
+	case p.minute > minute:
+		return 1
+	}
+	return 0
+}
+
+func (s *Store) removeMissed(k missedKey) {
+	if _, ok := s.missed[k]; !ok {
+		return
+	}
+	delete(s.missed, k)
+	if s.missedPerMinute[k.minute]--; s.missedPerMinute[k.minute] <= 0 {
+		delete(s.missedPerMinute, k.minute)
+	}
+}
+
+// Summary implements storetest.Store.
+func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sum, ok := s.summary[pk]
+	if !ok {
+		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, influencer.ErrNotFound)
+	}
+	return *sum, nil
+}
+
+// Timeline implements storetest.Store.
+func (s *Store) Timeline(ctx context.Context, pk int64, from, to time.Time, limit int) ([]influencer.Point, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("timeline of pk %d: %w: limit %d is not positive", pk, store.ErrInvalid, limit)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	tl := s.timeline[pk]
+	// First point with minute >= from (rounded up to a whole second, like
+	// the minute-aligned keys themselves).
+	lo := ceilUnix(from)
+	i, _ := slices.BinarySearchFunc(tl, lo, comparePoint)
+	hi := ceilUnix(to)
+	out := make([]influencer.Point, 0, min(limit, len(tl)-i))
+	for ; i < len(tl) && tl[i].minute < hi && len(out) < limit; i++ {
+		p := tl[i]
+		out = append(out, influencer.Point{
+			Minute:         time.Unix(p.minute, 0).UTC(),
+			FollowerCount:  p.follower,
+			FollowingCount: p.following,
+		})
+	}
+	return out, nil
+}
+
+// ceilUnix is t in Unix seconds, rounded up: minute keys are whole seconds,
+// so key >= t exactly when key >= ceilUnix(t).
+func ceilUnix(t time.Time) int64 {
+	u := t.Unix()
+	if t.Nanosecond() > 0 {
+		u++
+	}
+	return u
+}
+
+// MissedSince implements storetest.Store.
+func (s *Store) MissedSince(ctx context.Context, since time.Time) (int64, error) {
+	lo := ceilUnix(since)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var n int64
+	for m, c := range s.missedPerMinute {
+		if m >= lo {
+			n += c
+		}
+	}
+	return n, nil
+}
+
+// Track implements storetest.Store.
+func (s *Store) Track(ctx context.Context, pks []int64) (int, error) {
+	if err := store.ValidatePKs(pks); err != nil {
+		return 0, fmt.Errorf("track: %w", err)
+	}
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.trackLocked(pks, now), nil
+}
+
+func (s *Store) trackLocked(pks []int64, now time.Time) int {
+	changed := 0
+	var added []int64
+	for _, pk := range pks {
+		e, ok := s.registry[pk]
+		switch {
+		case !ok:
+			s.registry[pk] = &registryEntry{active: true, updatedAt: now}
+			added = append(added, pk)
+		case !e.active:
+			e.active, e.updatedAt = true, now
+		default:
+			continue
+		}
+		changed++
+	}
+	if len(added) > 0 {
+		slices.Sort(added)
+		s.registryPKs = mergeSorted(s.registryPKs, added)
+	}
+	if changed > 0 {
+		s.version++
+	}
+	return changed
+}
+
+// mergeSorted merges two ascending slices of distinct values.
+func mergeSorted(a, b []int64) []int64 {
+	if len(a) == 0 || b[0] > a[len(a)-1] {
+		return append(a, b...)
+	}
+	out := make([]int64, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		if a[i] < b[j] {
+			out = append(out, a[i])
+			i++
+		} else {
+			out = append(out, b[j])
+			j++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
+}
+
+// Untrack implements storetest.Store.
+func (s *Store) Untrack(ctx context.Context, pks []int64) (int, error) {
+	if err := store.ValidatePKs(pks); err != nil {
+		return 0, fmt.Errorf("untrack: %w", err)
+	}
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := 0
+	for _, pk := range pks {
+		if e, ok := s.registry[pk]; ok && e.active {
+			e.active, e.updatedAt = false, now
+			changed++
+		}
+	}
+	if changed > 0 {
+		s.version++
+	}
+	return changed, nil
+}
+
+// Bootstrap implements storetest.Store.
+func (s *Store) Bootstrap(ctx context.Context, pks []int64) (bool, error) {
+	if err := store.ValidatePKs(pks); err != nil {
+		return false, fmt.Errorf("bootstrap: %w", err)
+	}
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bootstrapped {
+		return false, nil
+	}
+	s.bootstrapped = true
+	s.trackLocked(pks, now)
+	return true, nil
+}
+
+// Tracked implements storetest.Store.
+func (s *Store) Tracked(ctx context.Context, after int64, limit int) ([]influencer.Tracked, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("tracked: %w: limit %d is not positive", store.ErrInvalid, limit)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	i, found := slices.BinarySearch(s.registryPKs, after)
+	if found {
+		i++
+	}
+	out := make([]influencer.Tracked, 0, min(limit, len(s.registryPKs)-i))
+	for ; i < len(s.registryPKs) && len(out) < limit; i++ {
+		pk := s.registryPKs[i]
+		e := s.registry[pk]
+		t := influencer.Tracked{PK: pk, Active: e.active, UpdatedAt: e.updatedAt}
+		if sum, ok := s.summary[pk]; ok {
+			t.Username = sum.Username
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// ActivePKs implements storetest.Store.
+func (s *Store) ActivePKs(ctx context.Context) ([]int64, int64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]int64, 0, len(s.registryPKs))
+	for _, pk := range s.registryPKs {
+		if s.registry[pk].active {
+			out = append(out, pk)
+		}
+	}
+	return out, s.version, nil
+}
+
+// RegistryVersion implements storetest.Store.
+func (s *Store) RegistryVersion(ctx context.Context) (int64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.version, nil
+}
+
+// Ping implements storetest.Store; memory is always reachable.
+func (s *Store) Ping(ctx context.Context) error { return ctx.Err() }
+
+// TryLead implements storetest.Store with a process-local lock per name. A
+// lease is never lost; Release closes Lost and frees the name.
+func (s *Store) TryLead(ctx context.Context, name string) (storetest.Lease, bool, error) {
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	if _, held := s.leases[name]; held {
+		return nil, false, nil
+	}
+	l := &lease{store: s, name: name, lost: make(chan struct{})}
+	s.leases[name] = l
+	return l, true, nil
+}
+
+type lease struct {
+	store *Store
+	name  string
+	lost  chan struct{}
+	once  sync.Once
+}
+
+func (l *lease) Lost() <-chan struct{} { return l.lost }
+
+func (l *lease) Release(ctx context.Context) error {
+	l.once.Do(func() {
+		l.store.leaseMu.Lock()
+		defer l.store.leaseMu.Unlock()
+		if l.store.leases[l.name] == l {
+			delete(l.store.leases, l.name)
+		}
+		close(l.lost)
+	})
+	return nil
+}

@@ -1,0 +1,159 @@
+// Package postgres is the PostgreSQL store (pgx/v5). The timeline is a
+// TimescaleDB hypertable where the extension is available and a table
+// partitioned by day otherwise; the schema comes from package migrations.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/jonboulle/clockwork"
+
+	"github.com/mockstagram/pipeline/migrations"
+	"github.com/mockstagram/pipeline/store/storetest"
+)
+
+var _ storetest.Store = (*Store)(nil)
+
+// DefaultLeaseCheckInterval is how often a held leadership lease pings its
+// dedicated connection.
+const DefaultLeaseCheckInterval = 5 * time.Second
+
+// Partitions kept ahead: Maintain ensures yesterday through today+partitionDaysAhead.
+const partitionDaysAhead = 2
+
+// Store is the Postgres store. It is safe for concurrent use.
+type Store struct {
+	pool               *pgxpool.Pool
+	logger             *slog.Logger
+	clock              clockwork.Clock
+	leaseCheckInterval time.Duration
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLeaseCheckInterval sets how often a held lease pings its connection to
+// notice a lost lock (default DefaultLeaseCheckInterval).
+func WithLeaseCheckInterval(d time.Duration) Option {
+	return func(s *Store) {
+		if d > 0 {
+			s.leaseCheckInterval = d
+		}
+	}
+}
+
+// New connects to dsn (a pgx/pgxpool connection string; pool_* parameters
+// are honoured), applies pending migrations and creates the timeline
+// partitions around the clock's today.
+func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.Clock, opts ...Option) (*Store, error) {
+	if err := Migrate(ctx, dsn, logger); err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	s := &Store{
+		pool:               pool,
+		logger:             logger,
+		clock:              clock,
+		leaseCheckInterval: DefaultLeaseCheckInterval,
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if err := s.Maintain(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Migrate applies the schema migrations to the database at dsn with a
+// connection of its own, which it closes. Concurrent callers are serialised
+// by an advisory lock.
+func Migrate(ctx context.Context, dsn string, logger *slog.Logger) error {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return fmt.Errorf("parse database url: %w", err)
+	}
+	db := stdlib.OpenDB(*cfg.ConnConfig)
+	defer db.Close()
+	if err := migrations.Up(ctx, db, logger); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// Close closes the pool. Held leases keep their own connections until
+// released.
+func (s *Store) Close() { s.pool.Close() }
+
+// Pool exposes the connection pool (for the Postgres broker on the same
+// database).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Ping implements storetest.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping postgres: %w", err)
+	}
+	return nil
+}
+
+// Maintain creates the timeline partitions for yesterday through today+2
+// days (UTC, from the clock). It is cheap when they exist and safe to call
+// from many processes at once; call it hourly. On a hypertable it does
+// nothing.
+func (s *Store) Maintain(ctx context.Context) error {
+	today := s.clock.Now().UTC().Truncate(24 * time.Hour)
+	first := today.AddDate(0, 0, -1)
+	days := 1 + 1 + partitionDaysAhead
+	var created int
+	err := s.pool.QueryRow(ctx, `SELECT ensure_sample_partitions($1::date, $2::integer)`, first, days).Scan(&created)
+	if err != nil {
+		return fmt.Errorf("ensure partitions from %s for %d days: %w", first.Format(time.DateOnly), days, err)
+	}
+	if created > 0 {
+		s.logger.InfoContext(ctx, "timeline partitions created",
+			slog.String("from", first.Format(time.DateOnly)), slog.Int("created", created))
+	}
+	return nil
+}
+
+// ensureDays creates the partitions of the given UTC days.
+func (s *Store) ensureDays(ctx context.Context, days []time.Time) error {
+	var created int
+	err := s.pool.QueryRow(ctx,
+		`SELECT coalesce(sum(ensure_sample_partitions(d, 1)), 0)::integer FROM unnest($1::date[]) AS d`,
+		days).Scan(&created)
+	if err != nil {
+		return fmt.Errorf("ensure partitions for %d days: %w", len(days), err)
+	}
+	if created > 0 {
+		s.logger.Info("timeline partitions created on demand", slog.Int("created", created))
+	}
+	return nil
+}
+
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// SQLSTATE codes the store reacts to.
+const (
+	stateNoPartition = "23514" // check_violation: "no partition of relation found for row"
+	stateDeadlock    = "40P01"
+	stateSerialize   = "40001"
+)

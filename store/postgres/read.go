@@ -1,0 +1,63 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/store"
+)
+
+// Summary implements storetest.Store.
+func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, error) {
+	sum := influencer.Summary{PK: pk}
+	err := s.pool.QueryRow(ctx, `
+SELECT username, follower_count, following_count, last_minute, samples, follower_sum
+FROM influencer_summary WHERE pk = $1`, pk).Scan(
+		&sum.Username, &sum.FollowerCount, &sum.FollowingCount, &sum.LastMinute, &sum.Samples, &sum.FollowerSum)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, influencer.ErrNotFound)
+	}
+	if err != nil {
+		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, err)
+	}
+	sum.LastMinute = sum.LastMinute.UTC()
+	return sum, nil
+}
+
+// Timeline implements storetest.Store. It reads the primary key index only.
+func (s *Store) Timeline(ctx context.Context, pk int64, from, to time.Time, limit int) ([]influencer.Point, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("timeline of pk %d: %w: limit %d is not positive", pk, store.ErrInvalid, limit)
+	}
+	rows, err := s.pool.Query(ctx, `
+SELECT minute, follower_count, following_count FROM samples
+WHERE pk = $1 AND minute >= $2 AND minute < $3
+ORDER BY minute LIMIT $4`, pk, from, to, limit)
+	if err != nil {
+		return nil, fmt.Errorf("timeline of pk %d: %w", pk, err)
+	}
+	points, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (influencer.Point, error) {
+		var p influencer.Point
+		err := row.Scan(&p.Minute, &p.FollowerCount, &p.FollowingCount)
+		p.Minute = p.Minute.UTC()
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("timeline of pk %d: %w", pk, err)
+	}
+	return points, nil
+}
+
+// MissedSince implements storetest.Store.
+func (s *Store) MissedSince(ctx context.Context, since time.Time) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM missed WHERE minute >= $1`, since).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count missed since %s: %w", since.Format(time.RFC3339), err)
+	}
+	return n, nil
+}
