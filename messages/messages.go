@@ -1,0 +1,162 @@
+// Package messages is the one place for topic names, handler names, metadata
+// keys and the payloads that travel between the pipeline's stages.
+package messages
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/mockstagram/pipeline/influencer"
+)
+
+// Topics.
+const (
+	TopicFetchTasks      = "influencer_fetch_tasks"
+	TopicFetcherResults  = "fetcher_results"
+	TopicFetcherDLQ      = "fetcher_dlq"
+	TopicResultDLQ       = "result_handler_dlq"
+	TopicSuspicionTasks  = "suspicion_tasks"
+	TopicFetchTasksDLQ   = "influencer_fetch_tasks_dlq"
+	TopicSuspicionResult = "suspicion_results"
+)
+
+// Handler names (also consumer group suffixes).
+const (
+	HandlerFetcher  = "fetcher"
+	HandlerRecorder = "recorder"
+)
+
+// Metadata keys.
+const (
+	MetaShard  = "shard"  // partition key: the shard number
+	MetaMinute = "minute" // RFC 3339 minute of the task or result
+	MetaReason = "reason" // why a message was dead-lettered
+	MetaClass  = "class"  // failure class of a dead letter
+	MetaStage  = "stage"  // the stage that dead-lettered it
+)
+
+// MaxPayload bounds every decoded payload (a 1,000,000-pk shard is ~20 MB;
+// realistic shards are far smaller).
+const MaxPayload = 32 << 20
+
+// Task asks the fetcher to fetch pks for one shard-minute.
+type Task struct {
+	Minute   time.Time `json:"minute"`
+	Shard    int       `json:"shard"`
+	Deadline time.Time `json:"deadline"`
+	PKs      []int64   `json:"pks"`
+}
+
+// Validate reports why a task cannot be worked on.
+func (t Task) Validate() error {
+	var errs []error
+	if t.Minute.IsZero() || !t.Minute.Equal(t.Minute.Truncate(time.Minute)) {
+		errs = append(errs, errors.New("task minute missing or not minute-aligned"))
+	}
+	if t.Shard < 0 {
+		errs = append(errs, fmt.Errorf("task shard %d negative", t.Shard))
+	}
+	if t.Deadline.Before(t.Minute) {
+		errs = append(errs, errors.New("task deadline before its minute"))
+	}
+	for _, pk := range t.PKs {
+		if pk <= 0 {
+			errs = append(errs, fmt.Errorf("task pk %d not positive", pk))
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ErrMalformed marks a payload that can never be processed: it goes to the
+// poison queue instead of being retried.
+var ErrMalformed = errors.New("malformed message")
+
+// NewTask builds the message for a task; the shard is the partition key.
+func NewTask(t Task) (*message.Message, error) {
+	return newJSON(t, t.Shard, t.Minute)
+}
+
+// NewResult builds the message for a fetched batch.
+func NewResult(b influencer.Batch) (*message.Message, error) {
+	return newJSON(b, b.Shard, b.Minute)
+}
+
+// DecodeTask decodes and validates a task payload.
+func DecodeTask(payload []byte) (Task, error) {
+	var t Task
+	if err := decodeStrict(payload, &t); err != nil {
+		return Task{}, err
+	}
+	if err := t.Validate(); err != nil {
+		return Task{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return t, nil
+}
+
+// DecodeResult decodes a result payload. Samples are validated one by one by
+// the recorder; here only the envelope is checked.
+func DecodeResult(payload []byte) (influencer.Batch, error) {
+	var b influencer.Batch
+	if err := decodeStrict(payload, &b); err != nil {
+		return influencer.Batch{}, err
+	}
+	if b.Minute.IsZero() || !b.Minute.Equal(b.Minute.Truncate(time.Minute)) {
+		return influencer.Batch{}, fmt.Errorf("%w: result minute missing or not minute-aligned", ErrMalformed)
+	}
+	if b.Shard < 0 {
+		return influencer.Batch{}, fmt.Errorf("%w: result shard %d negative", ErrMalformed, b.Shard)
+	}
+	return b, nil
+}
+
+// FetchDeadLetter is one pk that could not be fetched for a minute.
+type FetchDeadLetter struct {
+	influencer.Failure
+	Shard int `json:"shard"`
+}
+
+// NewFetchDeadLetter builds a fetcher_dlq record.
+func NewFetchDeadLetter(d FetchDeadLetter) (*message.Message, error) {
+	msg, err := newJSON(d, d.Shard, d.Minute)
+	if err != nil {
+		return nil, err
+	}
+	msg.Metadata.Set(MetaReason, d.Reason)
+	msg.Metadata.Set(MetaClass, d.Class)
+	msg.Metadata.Set(MetaStage, HandlerFetcher)
+	return msg, nil
+}
+
+func newJSON(v any, shard int, minute time.Time) (*message.Message, error) {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", v, err)
+	}
+	msg := message.NewMessage(watermill.NewUUID(), payload)
+	msg.Metadata.Set(MetaShard, strconv.Itoa(shard))
+	msg.Metadata.Set(MetaMinute, minute.UTC().Format(time.RFC3339))
+	return msg, nil
+}
+
+func decodeStrict(payload []byte, v any) error {
+	if len(payload) > MaxPayload {
+		return fmt.Errorf("%w: payload of %d bytes exceeds %d", ErrMalformed, len(payload), MaxPayload)
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %T: %w", ErrMalformed, v, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after %T", ErrMalformed, v)
+	}
+	return nil
+}
