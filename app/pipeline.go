@@ -1,0 +1,195 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jonboulle/clockwork"
+	"go.uber.org/fx"
+
+	"github.com/mockstagram/pipeline/broker"
+	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/handlers"
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/middleware"
+	"github.com/mockstagram/pipeline/simulator"
+)
+
+// PubSubModule provides the configured broker's publisher and subscriber.
+var PubSubModule = fx.Module("pubsub",
+	fx.Provide(NewPubSub),
+)
+
+// NewPubSub builds the broker and closes it on stop (after the router).
+func NewPubSub(lc fx.Lifecycle, cfg config.Config, logger *slog.Logger) (message.Publisher, message.Subscriber, error) {
+	ps, err := broker.New(cfg, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	lc.Append(fx.StopHook(ps.Close))
+	return ps.Publisher, ps.Subscriber, nil
+}
+
+// APIBaseURL is the Mockstagram API the fetcher calls.
+type APIBaseURL string
+
+// SimulatorModule provides the API base URL, starting the built-in simulator
+// when 'run' has no API URL configured.
+var SimulatorModule = fx.Module("simulator",
+	fx.Provide(NewAPIBaseURL),
+)
+
+// NewAPIBaseURL returns the configured API URL or starts the simulator.
+func NewAPIBaseURL(lc fx.Lifecycle, cfg config.Config, roles Roles, clock clockwork.Clock, logger *slog.Logger) (APIBaseURL, error) {
+	if cfg.APIURL != "" || !roles.BuiltInSimulator {
+		return APIBaseURL(cfg.FetcherBaseURL()), nil
+	}
+	rng := influencer.Range{From: 1_000_000, To: 1_999_999}
+	if r, ok := cfg.BootstrapRange(); ok {
+		rng.From, rng.To = min(rng.From, r.From), max(rng.To, r.To)
+	}
+	sim, err := simulator.New(simulator.Config{Mode: simulator.Mode(cfg.SimulatorMode), Range: rng}, clock)
+	if err != nil {
+		return "", fmt.Errorf("built-in simulator: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("built-in simulator: %w", err)
+	}
+	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 5 * time.Second}
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			go func() {
+				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					logger.Error("built-in simulator", "err", err)
+				}
+			}()
+			return nil
+		},
+		OnStop: func(ctx context.Context) error { return srv.Shutdown(ctx) },
+	})
+	url := "http://" + ln.Addr().String()
+	logger.Info("started the built-in Mockstagram simulator", "url", url, "mode", cfg.SimulatorMode, "range", rng.String())
+	return APIBaseURL(url), nil
+}
+
+// RouterModule provides the Watermill router; it runs from OnStart (with a
+// context of its own) until OnStop closes it.
+var RouterModule = fx.Module("router",
+	fx.Provide(NewRouter),
+)
+
+// NewRouter creates the router and ties it to the lifecycle. Handlers are
+// added by HandlersModule before start; a router without handlers (an
+// api-only or scheduler-only process) is not run. It takes the subscriber so
+// that the broker is created first and therefore closed after the router.
+func NewRouter(lc fx.Lifecycle, cfg config.Config, _ message.Subscriber, logger *slog.Logger) (*message.Router, error) {
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, watermill.NewSlogLogger(logger))
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	done := make(chan struct{})
+	lc.Append(fx.Hook{
+		OnStart: func(ctx context.Context) error {
+			if len(router.Handlers()) == 0 {
+				close(done)
+				return nil
+			}
+			go func() {
+				defer close(done)
+				if err := router.Run(context.Background()); err != nil {
+					logger.Error("router stopped", "err", err)
+				}
+			}()
+			select {
+			case <-router.Running():
+				return nil
+			case <-ctx.Done():
+				return fmt.Errorf("router did not start: %w", ctx.Err())
+			}
+		},
+		OnStop: func(ctx context.Context) error {
+			err := router.Close()
+			select {
+			case <-done:
+			case <-ctx.Done():
+			}
+			return err
+		},
+	})
+	return router, nil
+}
+
+// HandlersModule adds the stages this process runs.
+var HandlersModule = fx.Module("handlers",
+	fx.Invoke(addFetcher, addRecorder, runScheduler),
+)
+
+func retryConfig(cfg config.Config) middleware.Retry {
+	return middleware.Retry{MaxRetries: cfg.RecorderRetries, InitialInterval: 100 * time.Millisecond, MaxInterval: 5 * time.Second}
+}
+
+func addFetcher(roles Roles, cfg config.Config, base APIBaseURL, router *message.Router, pub message.Publisher, sub message.Subscriber,
+	clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) error {
+	if !roles.Fetcher {
+		return nil
+	}
+	f, err := handlers.NewFetcher(handlers.FetcherConfig{
+		BaseURL:       string(base),
+		Concurrency:   cfg.FetchConcurrency,
+		Timeout:       cfg.FetchTimeout,
+		RetryInitial:  cfg.FetchRetryInitial,
+		RetryMax:      cfg.FetchRetryMax,
+		DeadlineGrace: cfg.DeadlineGrace,
+	}, handlers.NewHTTPClient(cfg.FetchConcurrency), pub, clock, logger.With("stage", "fetcher"), m)
+	if err != nil {
+		return err
+	}
+	h := router.AddHandler(messages.HandlerFetcher, messages.TopicFetchTasks, sub, messages.TopicFetcherResults, pub, f.Handle)
+	mws, err := middleware.Chain(logger, pub, messages.TopicFetcherDLQ, retryConfig(cfg))
+	if err != nil {
+		return err
+	}
+	h.AddMiddleware(mws...)
+	return nil
+}
+
+func addRecorder(roles Roles, cfg config.Config, s Store, router *message.Router, pub message.Publisher, sub message.Subscriber,
+	logger *slog.Logger, m *metrics.Pipeline) error {
+	if !roles.Recorder {
+		return nil
+	}
+	r := handlers.NewRecorder(s, logger.With("stage", "recorder"), m)
+	h := router.AddConsumerHandler(messages.HandlerRecorder, messages.TopicFetcherResults, sub, r.Handle)
+	mws, err := middleware.Chain(logger, pub, messages.TopicResultDLQ, retryConfig(cfg))
+	if err != nil {
+		return err
+	}
+	h.AddMiddleware(mws...)
+	return nil
+}
+
+// runScheduler runs the scheduler as leader or hot standby. It starts after
+// the router (it depends on it), so in-process subscribers are ready before
+// the first task is published.
+func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s Store, _ *message.Router, pub message.Publisher,
+	clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) {
+	if !roles.Scheduler {
+		return
+	}
+	logger = logger.With("stage", "scheduler")
+	sched := handlers.NewScheduler(s, pub, clock, handlers.SchedulerConfig{
+		Shards: cfg.Shards, SpreadWindow: cfg.SpreadWindow, DeadlineGrace: cfg.DeadlineGrace,
+	}, logger, m)
+	leader := handlers.Leader{TryLead: tryLead(s), Interval: 5 * time.Second, Clock: clock, Logger: logger}
+	background(lc, func(ctx context.Context) { leader.Run(ctx, sched.Run) })
+}

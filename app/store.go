@@ -1,0 +1,104 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"go.uber.org/fx"
+
+	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/handlers"
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/store"
+	"github.com/mockstagram/pipeline/store/memory"
+	"github.com/mockstagram/pipeline/store/postgres"
+)
+
+// Store is everything the process uses of a store; memory.Store and
+// postgres.Store implement it.
+type Store interface {
+	Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error)
+	Summary(ctx context.Context, pk int64) (influencer.Summary, error)
+	Timeline(ctx context.Context, pk int64, from, to time.Time, limit int) ([]influencer.Point, error)
+	MissedSince(ctx context.Context, since time.Time) (int64, error)
+	Track(ctx context.Context, pks []int64) (int, error)
+	Untrack(ctx context.Context, pks []int64) (int, error)
+	Bootstrap(ctx context.Context, pks []int64) (bool, error)
+	Tracked(ctx context.Context, after int64, limit int) ([]influencer.Tracked, error)
+	ActivePKs(ctx context.Context) ([]int64, int64, error)
+	RegistryVersion(ctx context.Context) (int64, error)
+	TryLead(ctx context.Context, name string) (store.Lease, bool, error)
+	Ping(ctx context.Context) error
+}
+
+var (
+	_ Store = (*memory.Store)(nil)
+	_ Store = (*postgres.Store)(nil)
+)
+
+// StoreModule provides the store named by the configuration: in-memory when
+// database-url is empty, else PostgreSQL (migrated at start, partitions
+// maintained hourly), and seeds the registry at the first start.
+var StoreModule = fx.Module("store",
+	fx.Provide(NewStore),
+	fx.Invoke(bootstrapRegistry),
+)
+
+// NewStore opens the configured store and closes it on stop.
+func NewStore(lc fx.Lifecycle, cfg config.Config, clock clockwork.Clock, logger *slog.Logger) (Store, error) {
+	if cfg.DatabaseURL == "" {
+		logger.Info("using the in-memory store (nothing survives a restart)")
+		return memory.New(clock), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pg, err := postgres.New(ctx, cfg.DatabaseURL, logger, clock)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres store: %w", err)
+	}
+	background(lc, func(ctx context.Context) {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-clock.After(time.Hour):
+			}
+			if err := pg.Maintain(ctx); err != nil {
+				logger.Error("partition maintenance", "err", err)
+			}
+		}
+	})
+	lc.Append(fx.StopHook(pg.Close))
+	return pg, nil
+}
+
+func bootstrapRegistry(lc fx.Lifecycle, cfg config.Config, s Store, logger *slog.Logger) {
+	r, ok := cfg.BootstrapRange()
+	if !ok {
+		return
+	}
+	lc.Append(fx.StartHook(func(ctx context.Context) error {
+		seeded, err := s.Bootstrap(ctx, r.PKs())
+		if err != nil {
+			return fmt.Errorf("bootstrap registry %s: %w", r, err)
+		}
+		if seeded {
+			logger.Info("registry bootstrapped", "range", r.String())
+		}
+		return nil
+	}))
+}
+
+// tryLead adapts the store's lock to the scheduler's Leader.
+func tryLead(s Store) handlers.TryLeadFunc {
+	return func(ctx context.Context) (handlers.Lease, bool, error) {
+		l, ok, err := s.TryLead(ctx, "mockstagram-scheduler")
+		if err != nil || !ok {
+			return handlers.Lease{}, ok, err
+		}
+		return handlers.Lease{Lost: l.Lost(), Release: l.Release}, true, nil
+	}
+}

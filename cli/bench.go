@@ -1,0 +1,180 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/fx"
+
+	"github.com/mockstagram/pipeline/app"
+	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/influencer"
+)
+
+// BenchCmd is 'mockstagram bench': the whole pipeline in one process on N
+// influencers against the built-in deterministic simulator, for several
+// whole minutes of wall time.
+type BenchCmd struct {
+	Influencers int `default:"100000" help:"Number of influencers (pks 1000000..)."`
+	Minutes     int `default:"3" help:"Whole minutes to measure (the partial first minute is not counted)."`
+}
+
+// Run runs the benchmark and prints per-minute and overall figures.
+func (c BenchCmd) Run(e env, cfg config.Config) error {
+	if c.Influencers < 1 || c.Influencers > 5_000_000 || c.Minutes < 1 {
+		return usageError{fmt.Errorf("want 1 <= --influencers <= 5000000 and --minutes >= 1")}
+	}
+	cfg.APIURL = ""
+	cfg.SimulatorMode = config.SimulatorDeterministic
+	cfg.RegistryBootstrap = influencer.Range{From: 1_000_000, To: 1_000_000 + int64(c.Influencers) - 1}.String()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	if cfg.LogLevel == "info" {
+		cfg.LogLevel = "warn"
+	}
+	meter := &benchMeter{want: c.Influencers, minutes: map[time.Time]*minuteStat{}}
+	a := fx.New(app.Options(cfg, app.AllRoles()),
+		fx.Decorate(func(s app.Store) app.Store { meter.Store = s; return meter }),
+		fx.NopLogger, fx.StartTimeout(5*time.Minute))
+	if err := a.Err(); err != nil {
+		return err
+	}
+	startCtx, cancel := context.WithTimeout(e.ctx, 5*time.Minute)
+	defer cancel()
+	started := time.Now()
+	if err := a.Start(startCtx); err != nil {
+		return err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		_ = a.Stop(stopCtx)
+	}()
+	first := started.Truncate(time.Minute).Add(time.Minute)
+	last := first.Add(time.Duration(c.Minutes-1) * time.Minute)
+	fmt.Fprintf(e.stdout, "bench: %d influencers, %d shards, store=%s; measuring minutes %s..%s\n",
+		c.Influencers, cfg.Shards, storeName(cfg), first.Format("15:04"), last.Format("15:04"))
+	// Wait until the last measured minute is complete, or one minute past its end.
+	deadline := last.Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		if meter.complete(last) {
+			break
+		}
+		select {
+		case <-e.ctx.Done():
+			return e.ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	return meter.report(e, first, last, c.Influencers)
+}
+
+func storeName(cfg config.Config) string {
+	if cfg.DatabaseURL == "" {
+		return "memory"
+	}
+	return "postgres"
+}
+
+type minuteStat struct {
+	inserted, missed int
+	completed        time.Time
+	lags             []time.Duration // per batch: commit time - end of minute
+	weights          []int
+}
+
+// benchMeter wraps the store and records when each minute's samples commit.
+type benchMeter struct {
+	app.Store
+	want    int
+	mu      sync.Mutex
+	minutes map[time.Time]*minuteStat
+}
+
+func (m *benchMeter) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+	res, err := m.Store.Record(ctx, b)
+	if err != nil {
+		return res, err
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.minutes[b.Minute]
+	if st == nil {
+		st = &minuteStat{}
+		m.minutes[b.Minute] = st
+	}
+	st.inserted += res.Inserted
+	st.missed += res.Missed
+	if res.Inserted > 0 {
+		st.lags = append(st.lags, now.Sub(b.Minute.Add(time.Minute)))
+		st.weights = append(st.weights, res.Inserted)
+	}
+	if st.completed.IsZero() && st.inserted+st.missed >= m.want {
+		st.completed = now
+	}
+	return res, nil
+}
+
+func (m *benchMeter) complete(minute time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.minutes[minute]
+	return st != nil && !st.completed.IsZero()
+}
+
+func (m *benchMeter) report(e env, first, last time.Time, n int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "minute\tstored\tmissed\tnot stored\tall stored at (s after minute end)\t")
+	var stored, missed int
+	type lw struct {
+		lag time.Duration
+		w   int
+	}
+	var all []lw
+	for mi := first; !mi.After(last); mi = mi.Add(time.Minute) {
+		st := m.minutes[mi]
+		if st == nil {
+			st = &minuteStat{}
+		}
+		done := "never"
+		if !st.completed.IsZero() {
+			done = fmt.Sprintf("%+.1f", st.completed.Sub(mi.Add(time.Minute)).Seconds())
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t\n", mi.Format("15:04"), st.inserted, st.missed, n-st.inserted-st.missed, done)
+		stored += st.inserted
+		missed += st.missed
+		for i := range st.lags {
+			all = append(all, lw{st.lags[i], st.weights[i]})
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	slices.SortFunc(all, func(a, b lw) int { return int(a.lag - b.lag) })
+	q := func(p float64) time.Duration {
+		total := 0
+		for _, x := range all {
+			total += x.w
+		}
+		target, acc := int(p*float64(total)), 0
+		for _, x := range all {
+			acc += x.w
+			if acc >= target {
+				return x.lag
+			}
+		}
+		return 0
+	}
+	minutes := int(last.Sub(first)/time.Minute) + 1
+	expected := n * minutes
+	fmt.Fprintf(e.stdout, "sustained %.0f samples/s stored (%d of %d expected, %.3f%%), %d missed\n",
+		float64(stored)/float64(minutes*60), stored, expected, 100*float64(stored)/float64(expected), missed)
+	fmt.Fprintf(e.stdout, "freshness (sample commit time minus end of its minute): p50 %+.1fs, p99 %+.1fs\n", q(0.50).Seconds(), q(0.99).Seconds())
+	return nil
+}

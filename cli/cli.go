@@ -1,0 +1,82 @@
+// Package cli is the mockstagram command line: kong parses flags, the
+// MOCKSTAGRAM_* environment and the optional config file into config.Config,
+// and each subcommand starts the fx application or a tool.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/mockstagram/pipeline/config"
+)
+
+// CLI is the command line.
+type CLI struct {
+	config.File
+	config.Config `embed:""`
+
+	Run       RunCmd      `cmd:"" help:"All stages and the HTTP API in one process (starts the built-in simulator when --api-url is unset)."`
+	Scheduler StageCmd    `cmd:"" help:"Only the scheduler (leader or hot standby)."`
+	Fetcher   StageCmd    `cmd:"" help:"Only a fetcher; run any number."`
+	Recorder  StageCmd    `cmd:"" help:"Only a recorder; run any number."`
+	API       StageCmd    `cmd:"" name:"api" help:"Only the HTTP API and dashboard."`
+	Simulate  SimulateCmd `cmd:"" help:"Serve a Mockstagram API simulator."`
+	Migrate   MigrateCmd  `cmd:"" help:"Apply database migrations."`
+	Registry  RegistryCmd `cmd:"" help:"Change or list the tracked influencers."`
+	Bench     BenchCmd    `cmd:"" help:"Run the whole pipeline on N influencers against the simulator and report throughput and freshness."`
+}
+
+// env is what every command gets.
+type env struct {
+	ctx    context.Context
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	var cli CLI
+	exitCode := -1
+	opts := append(config.KongOptions(),
+		kong.Name("mockstagram"),
+		kong.Description("Mockstagram follower pipeline."),
+		kong.UsageOnError(),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { exitCode = code }),
+	)
+	parser, err := kong.New(&cli, opts...)
+	if err != nil {
+		fmt.Fprintln(stderr, "mockstagram:", err)
+		return 2
+	}
+	kctx, err := parser.Parse(args)
+	if exitCode >= 0 {
+		return exitCode // --help
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "mockstagram:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	e := env{ctx: ctx, stdout: stdout, stderr: stderr}
+	if err := kctx.Run(e, cli.Config); err != nil {
+		var usage usageError
+		if errors.As(err, &usage) {
+			fmt.Fprintln(stderr, "mockstagram:", err)
+			return 2
+		}
+		fmt.Fprintln(stderr, "mockstagram:", err)
+		return 1
+	}
+	return 0
+}
+
+type usageError struct{ error }

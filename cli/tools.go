@@ -1,0 +1,192 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/jonboulle/clockwork"
+
+	"github.com/mockstagram/pipeline/app"
+	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/simulator"
+	"github.com/mockstagram/pipeline/store/postgres"
+)
+
+// SimulateCmd is 'mockstagram simulate'.
+type SimulateCmd struct {
+	Addr          string        `default:":3000" help:"Listen address."`
+	Mode          string        `default:"random-walk" enum:"random-walk,deterministic" help:"random-walk (like the real server) or deterministic (counts are a pure function of pk and minute)."`
+	Range         string        `default:"1000000-1999999" help:"Known pks (FROM-TO); others answer InfluencerNotFoundError."`
+	Seed          int64         `default:"1" help:"Random seed."`
+	ErrorRate     float64       `help:"Fraction of GETs answered 5xx."`
+	RateLimitRate float64       `name:"rate-limit-rate" help:"Fraction of GETs answered 429 with Retry-After."`
+	RetryAfter    time.Duration `default:"1s" help:"Retry-After of 429 answers."`
+	Latency       time.Duration `help:"Latency added to every GET."`
+	LatencyJitter time.Duration `help:"Plus a uniform random latency below this."`
+	SpikeRate     float64       `help:"Fraction of GETs with a latency spike."`
+	SpikeLatency  time.Duration `help:"Latency of a spike."`
+	TimeoutRate   float64       `help:"Fraction of GETs that never answer."`
+	MalformedRate float64       `help:"Fraction of GETs answered with a malformed body."`
+	OversizeRate  float64       `help:"Fraction of GETs answered with an oversized body."`
+	UnknownRate   float64       `help:"Fraction of known pks answered as not found."`
+	MaxInFlight   int           `help:"Requests served at once (0 = unlimited); the rest queue."`
+}
+
+// Run serves the simulator until interrupted.
+func (c SimulateCmd) Run(e env, cfg config.Config) error {
+	r, err := influencer.ParseRange(c.Range)
+	if err != nil {
+		return usageError{err}
+	}
+	sim, err := simulator.New(simulator.Config{
+		Mode: simulator.Mode(c.Mode), Range: r, Seed: c.Seed,
+		ErrorRate: c.ErrorRate, RateLimitRate: c.RateLimitRate, RetryAfter: c.RetryAfter,
+		Latency: c.Latency, LatencyJitter: c.LatencyJitter, SpikeRate: c.SpikeRate, SpikeLatency: c.SpikeLatency,
+		TimeoutRate: c.TimeoutRate, MalformedRate: c.MalformedRate, OversizeRate: c.OversizeRate,
+		UnknownRate: c.UnknownRate, MaxInFlight: c.MaxInFlight,
+	}, clockwork.NewRealClock())
+	if err != nil {
+		return usageError{err}
+	}
+	// Requests hanging on an injected timeout end when the server stops.
+	baseCtx, cancelBase := context.WithCancel(context.Background())
+	defer cancelBase()
+	srv := &http.Server{Addr: c.Addr, Handler: sim, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return baseCtx }}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	fmt.Fprintf(e.stdout, "Mockstagram simulator (%s) serving pks %s on %s\n", c.Mode, r, c.Addr)
+	select {
+	case err := <-errc:
+		return err
+	case <-e.ctx.Done():
+	}
+	cancelBase()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(ctx)
+}
+
+// MigrateCmd is 'mockstagram migrate'.
+type MigrateCmd struct{}
+
+// Run applies the migrations.
+func (MigrateCmd) Run(e env, cfg config.Config) error {
+	if cfg.DatabaseURL == "" {
+		return usageError{errors.New("migrate needs --database-url (MOCKSTAGRAM_DATABASE_URL)")}
+	}
+	if err := postgres.Migrate(e.ctx, cfg.DatabaseURL, app.NewLogger(cfg)); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "migrations applied")
+	return nil
+}
+
+// RegistryCmd is 'mockstagram registry add|remove|list'.
+type RegistryCmd struct {
+	Add    RegistryChange `cmd:"" help:"Track influencers."`
+	Remove RegistryChange `cmd:"" help:"Stop tracking influencers."`
+	List   RegistryList   `cmd:"" help:"List tracked influencers."`
+}
+
+// RegistryChange selects pks by --range and/or --pk.
+type RegistryChange struct {
+	Range string  `help:"Inclusive pk range FROM-TO."`
+	PK    []int64 `name:"pk" help:"A pk (repeatable)."`
+}
+
+func (c RegistryChange) pks() ([]int64, error) {
+	var pks []int64
+	if c.Range != "" {
+		r, err := influencer.ParseRange(c.Range)
+		if err != nil {
+			return nil, err
+		}
+		pks = r.PKs()
+	}
+	for _, pk := range c.PK {
+		if pk <= 0 {
+			return nil, fmt.Errorf("pk %d is not positive", pk)
+		}
+		pks = append(pks, pk)
+	}
+	if len(pks) == 0 {
+		return nil, errors.New("give --range FROM-TO and/or --pk N")
+	}
+	return pks, nil
+}
+
+// Run adds or removes pks, depending on the command.
+func (c RegistryChange) Run(e env, cfg config.Config, kctx *kong.Context) error {
+	pks, err := c.pks()
+	if err != nil {
+		return usageError{err}
+	}
+	s, closeStore, err := openStore(e.ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	if kctx.Command() == "registry remove" {
+		n, err := s.Untrack(e.ctx, pks)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%d influencers no longer tracked\n", n)
+		return nil
+	}
+	n, err := s.Track(e.ctx, pks)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%d influencers now tracked\n", n)
+	return nil
+}
+
+// RegistryList is 'mockstagram registry list'.
+type RegistryList struct {
+	After int64 `help:"List pks greater than this."`
+	Limit int   `default:"100" help:"At most this many rows."`
+}
+
+// Run prints registry rows.
+func (c RegistryList) Run(e env, cfg config.Config) error {
+	if c.Limit < 1 || c.Limit > 1_000_000 {
+		return usageError{errors.New("--limit must be in [1, 1000000]")}
+	}
+	s, closeStore, err := openStore(e.ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	rows, err := s.Tracked(e.ctx, c.After, c.Limit)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PK\tUSERNAME\tACTIVE\tUPDATED")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", r.PK, r.Username, strconv.FormatBool(r.Active), r.UpdatedAt.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func openStore(ctx context.Context, cfg config.Config) (*postgres.Store, func(), error) {
+	if cfg.DatabaseURL == "" {
+		return nil, nil, usageError{errors.New("registry commands need --database-url (MOCKSTAGRAM_DATABASE_URL): the in-memory store lives only inside 'run'")}
+	}
+	s, err := postgres.New(ctx, cfg.DatabaseURL, slog.New(slog.DiscardHandler), clockwork.NewRealClock())
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, s.Close, nil
+}
