@@ -31,11 +31,13 @@ func (c BenchCmd) Run(e env, cfg config.Config) error {
 	cfg.APIURL = ""
 	cfg.SimulatorMode = config.SimulatorDeterministic
 	cfg.RegistryBootstrap = influencer.Range{From: 1_000_000, To: 1_000_000 + int64(c.Influencers) - 1}.String()
-	cfg.HTTPAddr = "127.0.0.1:0"
+	if cfg.HTTPAddr == config.Default().HTTPAddr {
+		cfg.HTTPAddr = "127.0.0.1:0"
+	}
 	if cfg.LogLevel == "info" {
 		cfg.LogLevel = "warn"
 	}
-	meter := &benchMeter{want: c.Influencers, minutes: map[time.Time]*minuteStat{}}
+	meter := &benchMeter{want: c.Influencers, minutes: map[int64]*minuteStat{}}
 	a := fx.New(app.Options(cfg, app.AllRoles()),
 		fx.Decorate(func(s app.Store) app.Store { meter.Store = s; return meter }),
 		fx.NopLogger, fx.StartTimeout(5*time.Minute))
@@ -91,7 +93,7 @@ type benchMeter struct {
 	app.Store
 	want    int
 	mu      sync.Mutex
-	minutes map[time.Time]*minuteStat
+	minutes map[int64]*minuteStat // by unix minute (time.Time keys compare locations)
 }
 
 func (m *benchMeter) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
@@ -102,10 +104,10 @@ func (m *benchMeter) Record(ctx context.Context, b influencer.Batch) (influencer
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := m.minutes[b.Minute]
+	st := m.minutes[b.Minute.Unix()]
 	if st == nil {
 		st = &minuteStat{}
-		m.minutes[b.Minute] = st
+		m.minutes[b.Minute.Unix()] = st
 	}
 	st.inserted += res.Inserted
 	st.missed += res.Missed
@@ -122,7 +124,7 @@ func (m *benchMeter) Record(ctx context.Context, b influencer.Batch) (influencer
 func (m *benchMeter) complete(minute time.Time) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := m.minutes[minute]
+	st := m.minutes[minute.Unix()]
 	return st != nil && !st.completed.IsZero()
 }
 
@@ -138,7 +140,7 @@ func (m *benchMeter) report(e env, first, last time.Time, n int) error {
 	}
 	var all []lw
 	for mi := first; !mi.After(last); mi = mi.Add(time.Minute) {
-		st := m.minutes[mi]
+		st := m.minutes[mi.Unix()]
 		if st == nil {
 			st = &minuteStat{}
 		}

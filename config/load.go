@@ -114,3 +114,24 @@ func (f fileResolver) Validate(app *kong.Application) error {
 	}
 	return nil
 }
+
+// EnvNames lists every MOCKSTAGRAM_* environment variable a Config reads.
+func EnvNames() ([]string, error) {
+	var cli struct {
+		File
+		Config `embed:""`
+	}
+	parser, err := kong.New(&cli, KongOptions()...)
+	if err != nil {
+		return nil, fmt.Errorf("config parser: %w", err)
+	}
+	var names []string
+	_ = kong.Visit(parser.Model, func(node kong.Visitable, next kong.Next) error {
+		if fl, ok := node.(*kong.Flag); ok {
+			names = append(names, fl.Envs...)
+		}
+		return next(nil)
+	})
+	sort.Strings(names)
+	return names, nil
+}

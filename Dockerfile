@@ -1,0 +1,11 @@
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -o /mockstagram ./cmd/mockstagram
+
+FROM gcr.io/distroless/static-debian12
+COPY --from=build /mockstagram /mockstagram
+USER nonroot
+ENTRYPOINT ["/mockstagram"]
