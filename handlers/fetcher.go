@@ -211,6 +211,7 @@ func (f *Fetcher) fetchPK(ctx context.Context, pk int64, minute, deadline time.T
 		}
 	}
 	backoff := f.cfg.RetryInitial
+	var last *fetchError // the previous attempt's error
 	for attempt := 1; ; attempt++ {
 		select {
 		case f.sem <- struct{}{}:
@@ -226,6 +227,15 @@ func (f *Fetcher) fetchPK(ctx context.Context, pk int64, minute, deadline time.T
 			class = ferr.class
 		}
 		f.metrics.FetchDuration.WithLabelValues(class).Observe(time.Since(start).Seconds())
+		if ferr != nil && ctx.Err() != nil {
+			// The minute's deadline (or shutdown) cut this request short: its
+			// "context canceled" is no connection error of the API.
+			if last == nil {
+				last = &fetchError{class: ClassTimeout, reason: "request still running"}
+			}
+			return fail(last.class, last.reason+"; gave up at the minute's deadline", attempt)
+		}
+		last = ferr
 
 		if ferr == nil {
 			if !now.Before(deadline) {

@@ -97,6 +97,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 }
 
 func (s *Scheduler) publish(minute time.Time, shard int, now time.Time) error {
+	if shard >= len(s.shards) {
+		return nil // the registry has not been loaded yet
+	}
 	pks := s.shards[shard]
 	if len(pks) == 0 {
 		return nil

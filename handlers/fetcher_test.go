@@ -1,0 +1,788 @@
+package handlers_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mockstagram/pipeline/handlers"
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/simulator"
+)
+
+const (
+	fetchGrace   = 5 * time.Second
+	fetchShard   = 3
+	retryInitial = time.Millisecond
+	retryMax     = 4 * time.Millisecond
+)
+
+var (
+	fetchStart    = minute0.Add(10 * time.Second)         // the fake clock when a test starts
+	fetchDeadline = minute0.Add(time.Minute + fetchGrace) // the task deadline
+)
+
+// fetchEnv is a fetcher on a fake clock with a recording DLQ publisher.
+type fetchEnv struct {
+	f     *handlers.Fetcher
+	clock *clockwork.FakeClock
+	dlq   *fakePublisher
+	m     *metrics.Pipeline
+}
+
+func newFetchEnv(t *testing.T, baseURL string, mod func(*handlers.FetcherConfig)) fetchEnv {
+	t.Helper()
+	return newFetchEnvAt(t, baseURL, clockwork.NewFakeClockAt(fetchStart), mod)
+}
+
+func newFetchEnvAt(t *testing.T, baseURL string, clock *clockwork.FakeClock, mod func(*handlers.FetcherConfig)) fetchEnv {
+	t.Helper()
+	cfg := handlers.FetcherConfig{
+		BaseURL:       baseURL,
+		Concurrency:   4,
+		Timeout:       10 * time.Second,
+		RetryInitial:  retryInitial,
+		RetryMax:      retryMax,
+		DeadlineGrace: fetchGrace,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	client := handlers.NewHTTPClient(cfg.Concurrency)
+	t.Cleanup(client.CloseIdleConnections)
+	dlq := &fakePublisher{}
+	m := newMetrics()
+	f, err := handlers.NewFetcher(cfg, client, dlq, clock, discardLogger(), m)
+	require.NoError(t, err)
+	return fetchEnv{f: f, clock: clock, dlq: dlq, m: m}
+}
+
+func task(pks ...int64) messages.Task {
+	return messages.Task{Minute: minute0, Shard: fetchShard, Deadline: fetchDeadline, PKs: pks}
+}
+
+func taskMessage(t *testing.T, tk messages.Task) *message.Message {
+	t.Helper()
+	msg, err := messages.NewTask(tk)
+	require.NoError(t, err)
+	return msg
+}
+
+// handled is what Handle returned.
+type handled struct {
+	task messages.Task
+	out  []*message.Message
+	err  error
+}
+
+// handleFunc returns a function that runs Handle, safe to call in another
+// goroutine; check its answer with result.
+func (e fetchEnv) handleFunc(t *testing.T, tk messages.Task) func() handled {
+	t.Helper()
+	msg := taskMessage(t, tk)
+	return func() handled {
+		out, err := e.f.Handle(msg)
+		return handled{task: tk, out: out, err: err}
+	}
+}
+
+// handle runs Handle and returns the decoded result batch.
+func (e fetchEnv) handle(t *testing.T, tk messages.Task) influencer.Batch {
+	t.Helper()
+	return result(t, e.handleFunc(t, tk)())
+}
+
+// result checks that Handle returned one result message and decodes it.
+func result(t *testing.T, h handled) influencer.Batch {
+	t.Helper()
+	tk, out, err := h.task, h.out, h.err
+	require.NoError(t, err)
+	require.Len(t, out, 1)
+	b, err := messages.DecodeResult(out[0].Payload)
+	require.NoError(t, err)
+	assert.Equal(t, strconv.Itoa(tk.Shard), out[0].Metadata.Get(messages.MetaShard))
+	assert.Equal(t, tk.Minute.Format(time.RFC3339), out[0].Metadata.Get(messages.MetaMinute))
+	return b
+}
+
+// drive runs fn in a goroutine and, whenever at least waiters timers are
+// pending on the fake clock (the task deadline plus a pk's backoff), advances
+// the clock by step, but never up to the deadline, so that the deadline only
+// ends the fetch through the fetcher's own give-up check.
+func drive[T any](t *testing.T, clock *clockwork.FakeClock, waiters int, step time.Duration, fn func() T) T {
+	t.Helper()
+	ctx := waitCtx(t)
+	done := make(chan T, 1)
+	go func() { done <- fn() }()
+	for {
+		bctx, cancel := context.WithCancel(ctx)
+		blocked := make(chan error, 1)
+		go func() { blocked <- clock.BlockUntilContext(bctx, waiters) }()
+		select {
+		case v := <-done:
+			cancel()
+			<-blocked
+			return v
+		case err := <-blocked:
+			cancel()
+			require.NoError(t, err, "fetch neither finished nor waited")
+			d := min(step, fetchDeadline.Sub(clock.Now())-time.Nanosecond)
+			clock.Advance(d)
+		}
+	}
+}
+
+func sampleJSON(pk int64) string {
+	return fmt.Sprintf(`{"pk":%d,"username":"influencer-%d","followerCount":1200,"followingCount":300}`, pk, pk)
+}
+
+func handSample(pk int64, at time.Time) influencer.Sample {
+	return influencer.Sample{PK: pk, Username: "influencer-" + strconv.FormatInt(pk, 10),
+		FollowerCount: 1200, FollowingCount: 300, Minute: minute0, FetchedAt: at}
+}
+
+// apiServer serves fn under the API path and counts the requests.
+type apiServer struct {
+	*httptest.Server
+	requests atomic.Int64
+}
+
+func newAPIServer(t *testing.T, fn func(w http.ResponseWriter, r *http.Request, pk int64, n int64)) *apiServer {
+	t.Helper()
+	s := &apiServer{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := s.requests.Add(1)
+		raw, ok := strings.CutPrefix(r.URL.Path, "/api/v1/influencers/")
+		pk, err := strconv.ParseInt(raw, 10, 64)
+		if !ok || err != nil || r.Method != http.MethodGet {
+			http.Error(w, "unexpected request "+r.Method+" "+r.URL.Path, http.StatusTeapot)
+			return
+		}
+		fn(w, r, pk, n)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func newSimulator(t *testing.T, clock clockwork.Clock) (*simulator.Server, string) {
+	t.Helper()
+	sim, err := simulator.New(simulator.Config{Mode: simulator.Deterministic, Range: influencer.Range{From: 1, To: 100}}, clock)
+	require.NoError(t, err)
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	return sim, srv.URL
+}
+
+func simSample(pk int64, at time.Time) influencer.Sample {
+	follower, following := simulator.Counts(pk, at)
+	return influencer.Sample{PK: pk, Username: simulator.Username(pk), FollowerCount: follower,
+		FollowingCount: following, Minute: minute0, FetchedAt: at}
+}
+
+func deadLetters(t *testing.T, p *fakePublisher) []messages.FetchDeadLetter {
+	t.Helper()
+	var out []messages.FetchDeadLetter
+	for _, pub := range p.published() {
+		require.Equal(t, messages.TopicFetcherDLQ, pub.topic)
+		var dl messages.FetchDeadLetter
+		require.NoError(t, json.Unmarshal(pub.msg.Payload, &dl))
+		assert.Equal(t, dl.Reason, pub.msg.Metadata.Get(messages.MetaReason))
+		assert.Equal(t, dl.Class, pub.msg.Metadata.Get(messages.MetaClass))
+		assert.Equal(t, messages.HandlerFetcher, pub.msg.Metadata.Get(messages.MetaStage))
+		assert.Equal(t, strconv.Itoa(dl.Shard), pub.msg.Metadata.Get(messages.MetaShard))
+		out = append(out, dl)
+	}
+	return out
+}
+
+func TestFetcherFetchesEveryPKFromTheSimulator(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClockAt(fetchStart)
+	sim, url := newSimulator(t, clock)
+	e := newFetchEnvAt(t, url, clock, func(c *handlers.FetcherConfig) { c.Concurrency = 3 })
+
+	// Unsorted with a duplicate: each pk is fetched once, samples come sorted.
+	got := e.f.Fetch(context.Background(), task(17, 3, 42, 1, 99, 3, 100, 8))
+
+	want := influencer.Batch{Minute: minute0, Shard: fetchShard}
+	for _, pk := range []int64{1, 3, 8, 17, 42, 99, 100} {
+		want.Samples = append(want.Samples, simSample(pk, fetchStart))
+	}
+	assert.Equal(t, want, got)
+	assert.Equal(t, int64(7), sim.Requests())
+	assert.Empty(t, e.dlq.published())
+	assert.Equal(t, 0.0, testutil.ToFloat64(e.m.FetchRetries))
+}
+
+func TestFetcherHandleReturnsOneResultMessage(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClockAt(fetchStart)
+	_, url := newSimulator(t, clock)
+	e := newFetchEnvAt(t, url, clock, nil)
+
+	got := e.handle(t, task(5, 4, 6))
+
+	assert.Equal(t, influencer.Batch{Minute: minute0, Shard: fetchShard, Samples: []influencer.Sample{
+		simSample(4, fetchStart), simSample(5, fetchStart), simSample(6, fetchStart),
+	}}, got)
+	assert.Empty(t, e.dlq.published())
+}
+
+func TestFetcherUnknownPKIsNotRetriedAndDeadLettered(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClockAt(fetchStart)
+	sim, url := newSimulator(t, clock) // knows pks 1..100
+	e := newFetchEnvAt(t, url, clock, nil)
+	dlq, m := e.dlq, e.m
+
+	got := e.handle(t, task(2, 500, 1))
+
+	wantFailure := influencer.Failure{PK: 500, Minute: minute0, Class: handlers.ClassNotFound,
+		Reason: "InfluencerNotFoundError", Attempts: 1}
+	assert.Equal(t, influencer.Batch{Minute: minute0, Shard: fetchShard,
+		Samples:  []influencer.Sample{simSample(1, fetchStart), simSample(2, fetchStart)},
+		Failures: []influencer.Failure{wantFailure}}, got)
+	assert.Equal(t, int64(3), sim.Requests(), "the unknown pk is asked once")
+	assert.Equal(t, []messages.FetchDeadLetter{{Failure: wantFailure, Shard: fetchShard}}, deadLetters(t, dlq))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.FetchFailures.WithLabelValues(handlers.ClassNotFound)))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.DeadLetters.WithLabelValues(messages.TopicFetcherDLQ)))
+	assert.Equal(t, 0.0, testutil.ToFloat64(m.FetchRetries))
+}
+
+func TestFetcherPermanentFailures(t *testing.T) {
+	t.Parallel()
+	const pk = 7
+	long := strings.Repeat("a", influencer.MaxUsernameLength+1)
+	tests := []struct {
+		name         string
+		status       int
+		body         string
+		class        string
+		reason       string // exact, unless prefix is set
+		reasonPrefix bool
+	}{
+		{"malformed json", 200, `{"pk":7,"username":`, handlers.ClassMalformed, "malformed body: ", true},
+		{"not an object", 200, `[1,2,3]`, handlers.ClassMalformed, "malformed body: ", true},
+		{"trailing garbage", 200, sampleJSON(pk) + `}`, handlers.ClassMalformed, "malformed body: ", true},
+		{"html", 200, `<html>oops</html>`, handlers.ClassMalformed, "malformed body: ", true},
+		{"count as string", 200, `{"pk":7,"username":"u","followerCount":"12","followingCount":3}`, handlers.ClassMalformed, "malformed body: ", true},
+		{"pk as string", 200, `{"pk":"7","username":"u","followerCount":12,"followingCount":3}`, handlers.ClassMalformed, "malformed body: ", true},
+		{"fractional count", 200, `{"pk":7,"username":"u","followerCount":12.5,"followingCount":3}`, handlers.ClassMalformed, "malformed body: ", true},
+		{"count overflows", 200, `{"pk":7,"username":"u","followerCount":1e400,"followingCount":3}`, handlers.ClassMalformed, "malformed body: ", true},
+		{"NaN count", 200, `{"pk":7,"username":"u","followerCount":"NaN","followingCount":3}`, handlers.ClassMalformed, "malformed body: ", true},
+		{"missing field", 200, `{"pk":7,"username":"u","followerCount":12}`, handlers.ClassMalformed, "body misses [followingCount]", false},
+		{"null field", 200, `{"pk":7,"username":null,"followerCount":12,"followingCount":3}`, handlers.ClassMalformed, "body misses [username]", false},
+		{"empty object", 200, `{}`, handlers.ClassMalformed, "body misses [pk username followerCount followingCount]", false},
+		{"negative count", 200, `{"pk":7,"username":"u","followerCount":-5,"followingCount":3}`, handlers.ClassInvalid, "followerCount -5 out of range [0, 10000000000]", false},
+		{"absurd count", 200, `{"pk":7,"username":"u","followerCount":12,"followingCount":10000000001}`, handlers.ClassInvalid, "followingCount 10000000001 out of range [0, 10000000000]", false},
+		{"pk mismatch", 200, sampleJSON(8), handlers.ClassInvalid, "body is for pk 8, asked for 7", false},
+		{"control chars in username", 200, `{"pk":7,"username":"evil\u0007\n","followerCount":12,"followingCount":3}`, handlers.ClassInvalid, "username contains control characters", false},
+		{"empty username", 200, `{"pk":7,"username":"","followerCount":12,"followingCount":3}`, handlers.ClassInvalid, "username is empty", false},
+		{"overlong username", 200, `{"pk":7,"username":"` + long + `","followerCount":12,"followingCount":3}`, handlers.ClassInvalid, "username longer than 64 bytes", false},
+		{"oversize body", 200, `{"pk":7,"username":"u","followerCount":12,"followingCount":3,"pad":"` + strings.Repeat("x", 1100) + `"}`, handlers.ClassOversize, "HTTP 200 body larger than 1024 bytes", false},
+		{"oversize 5xx body", 503, strings.Repeat("x", 2048), handlers.ClassOversize, "HTTP 503 body larger than 1024 bytes", false},
+		{"not found with 404", 404, simulator.NotFoundBody, handlers.ClassNotFound, "InfluencerNotFoundError", false},
+		{"plain 404", 404, "no such route", handlers.ClassClient, "HTTP 404", false},
+		{"400", 400, `{"error":{"name":"ValidationError"}}`, handlers.ClassClient, "HTTP 400", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
+				w.WriteHeader(tt.status)
+				_, _ = w.Write([]byte(tt.body))
+			})
+			e := newFetchEnv(t, srv.URL, func(c *handlers.FetcherConfig) { c.MaxBody = 1024 })
+
+			got := e.handle(t, task(pk))
+
+			assert.Empty(t, got.Samples)
+			require.Len(t, got.Failures, 1)
+			fl := got.Failures[0]
+			if tt.reasonPrefix {
+				assert.True(t, strings.HasPrefix(fl.Reason, tt.reason), "reason %q", fl.Reason)
+				assert.Greater(t, len(fl.Reason), len(tt.reason), "reason %q", fl.Reason)
+				fl.Reason = tt.reason
+			}
+			assert.Equal(t, influencer.Failure{PK: pk, Minute: minute0, Class: tt.class, Reason: tt.reason, Attempts: 1}, fl)
+			assert.Equal(t, int64(1), srv.requests.Load(), "a permanent failure is not retried")
+			dls := deadLetters(t, e.dlq)
+			require.Len(t, dls, 1)
+			assert.Equal(t, got.Failures[0], dls[0].Failure)
+			assert.Equal(t, fetchShard, dls[0].Shard)
+			assert.Equal(t, 1.0, testutil.ToFloat64(e.m.FetchFailures.WithLabelValues(tt.class)))
+			assert.Equal(t, 0.0, testutil.ToFloat64(e.m.FetchRetries))
+		})
+	}
+}
+
+func TestFetcherRetriesTransientErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		status []int // answers before the 200
+	}{
+		{"5xx twice", []int{500, 503}},
+		{"502 then 504", []int{502, 504}},
+		{"429 without Retry-After", []int{429}},
+		{"500 429 503", []int{500, 429, 503}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, n int64) {
+				if int(n) <= len(tt.status) {
+					w.WriteHeader(tt.status[n-1])
+					_, _ = w.Write([]byte("<html>busy</html>"))
+					return
+				}
+				_, _ = w.Write([]byte(sampleJSON(pk)))
+			})
+			e := newFetchEnv(t, srv.URL, nil)
+
+			got := result(t, drive(t, e.clock, 2, retryMax, e.handleFunc(t, task(7))))
+
+			require.Empty(t, got.Failures)
+			require.Len(t, got.Samples, 1)
+			assert.Equal(t, handSample(7, got.Samples[0].FetchedAt), got.Samples[0])
+			assert.True(t, got.Samples[0].FetchedAt.After(fetchStart), "fetched after the backoffs")
+			assert.Equal(t, int64(len(tt.status)+1), srv.requests.Load())
+			assert.Equal(t, float64(len(tt.status)), testutil.ToFloat64(e.m.FetchRetries))
+			assert.Empty(t, e.dlq.published())
+		})
+	}
+}
+
+func TestFetcherHonoursRetryAfter(t *testing.T) {
+	t.Parallel()
+	ctx := waitCtx(t)
+	var (
+		mu   sync.Mutex
+		seen []time.Time // fake time of each request
+	)
+	clock := clockwork.NewFakeClockAt(fetchStart)
+	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, n int64) {
+		mu.Lock()
+		seen = append(seen, clock.Now())
+		mu.Unlock()
+		if n == 1 {
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		_, _ = w.Write([]byte(sampleJSON(pk)))
+	})
+	e := newFetchEnvAt(t, srv.URL, clock, nil)
+	f := e.f
+
+	done := make(chan influencer.Batch, 1)
+	go func() { done <- f.Fetch(context.Background(), task(7)) }()
+
+	// The deadline timer and the Retry-After wait.
+	require.NoError(t, clock.BlockUntilContext(ctx, 2))
+	clock.Advance(2*time.Second - time.Millisecond)
+	require.NoError(t, clock.BlockUntilContext(ctx, 2))
+	assert.Equal(t, int64(1), srv.requests.Load(), "no retry before Retry-After")
+	clock.Advance(time.Millisecond)
+
+	var got influencer.Batch
+	select {
+	case got = <-done:
+	case <-ctx.Done():
+		t.Fatal("fetch did not finish")
+	}
+	at := fetchStart.Add(2 * time.Second)
+	assert.Equal(t, influencer.Batch{Minute: minute0, Shard: fetchShard, Samples: []influencer.Sample{handSample(7, at)}}, got)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []time.Time{fetchStart, at}, seen)
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.m.FetchRetries))
+}
+
+func TestFetcherRetryAfterBeyondDeadlineGivesUp(t *testing.T) {
+	t.Parallel()
+	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
+		w.Header().Set("Retry-After", "60")
+		w.WriteHeader(http.StatusTooManyRequests)
+	})
+	e := newFetchEnv(t, srv.URL, nil)
+	e.clock.Advance(30 * time.Second) // 35 s left before the deadline
+
+	got := e.handle(t, task(7))
+
+	assert.Equal(t, []influencer.Failure{{PK: 7, Minute: minute0, Class: handlers.ClassRateLimited,
+		Reason: "HTTP 429; gave up at the minute's deadline", Attempts: 1}}, got.Failures)
+	assert.Equal(t, int64(1), srv.requests.Load())
+	assert.Len(t, deadLetters(t, e.dlq), 1)
+}
+
+func TestFetcherGivesUpAtTheDeadline(t *testing.T) {
+	t.Parallel()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedURL := closed.URL
+	closed.Close() // connection refused
+
+	tests := []struct {
+		name   string
+		url    func(t *testing.T) (string, func() int64)
+		class  string
+		reason string // prefix
+	}{
+		{"persistent 5xx", func(t *testing.T) (string, func() int64) {
+			srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			})
+			return srv.URL, srv.requests.Load
+		}, handlers.ClassServer, "HTTP 503; gave up at the minute's deadline"},
+		{"connection refused", func(t *testing.T) (string, func() int64) {
+			return closedURL, nil
+		}, handlers.ClassConnection, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			url, requests := tt.url(t)
+			e := newFetchEnv(t, url, nil)
+			e.clock.Advance(fetchDeadline.Sub(fetchStart) - 50*time.Millisecond) // 50 ms left
+
+			got := result(t, drive(t, e.clock, 2, retryMax, e.handleFunc(t, task(7))))
+
+			assert.Empty(t, got.Samples)
+			require.Len(t, got.Failures, 1)
+			fl := got.Failures[0]
+			assert.Equal(t, tt.class, fl.Class)
+			assert.Greater(t, fl.Attempts, 1)
+			assert.True(t, strings.HasPrefix(fl.Reason, tt.reason), "reason %q", fl.Reason)
+			assert.True(t, strings.HasSuffix(fl.Reason, "; gave up at the minute's deadline"), "reason %q", fl.Reason)
+			if requests != nil {
+				assert.Equal(t, int64(fl.Attempts), requests())
+			}
+			assert.Equal(t, float64(fl.Attempts-1), testutil.ToFloat64(e.m.FetchRetries))
+			assert.Equal(t, []messages.FetchDeadLetter{{Failure: fl, Shard: fetchShard}}, deadLetters(t, e.dlq))
+			assert.Equal(t, 1.0, testutil.ToFloat64(e.m.FetchFailures.WithLabelValues(tt.class)))
+		})
+	}
+}
+
+func TestFetcherRequestTimeoutIsRetried(t *testing.T) {
+	t.Parallel()
+	srv := newAPIServer(t, func(w http.ResponseWriter, r *http.Request, pk, n int64) {
+		if n == 1 {
+			<-r.Context().Done() // hang until the client gives up
+			return
+		}
+		_, _ = w.Write([]byte(sampleJSON(pk)))
+	})
+	e := newFetchEnv(t, srv.URL, func(c *handlers.FetcherConfig) { c.Timeout = 50 * time.Millisecond })
+
+	got := result(t, drive(t, e.clock, 2, retryMax, e.handleFunc(t, task(7))))
+
+	require.Empty(t, got.Failures)
+	require.Len(t, got.Samples, 1)
+	assert.Equal(t, handSample(7, got.Samples[0].FetchedAt), got.Samples[0])
+	assert.Equal(t, int64(2), srv.requests.Load())
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.m.FetchRetries))
+}
+
+func TestFetcherRequestRunningAtTheDeadline(t *testing.T) {
+	t.Parallel()
+	ctx := waitCtx(t)
+	arrived := make(chan struct{}, 1)
+	srv := newAPIServer(t, func(_ http.ResponseWriter, r *http.Request, _, _ int64) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+	})
+	e := newFetchEnv(t, srv.URL, nil)
+
+	done := make(chan handled, 1)
+	handle := e.handleFunc(t, task(7))
+	go func() { done <- handle() }()
+	select {
+	case <-arrived:
+	case <-ctx.Done():
+		t.Fatal("no request")
+	}
+	e.clock.Advance(fetchDeadline.Sub(fetchStart))
+
+	var got influencer.Batch
+	select {
+	case h := <-done:
+		got = result(t, h)
+	case <-ctx.Done():
+		t.Fatal("fetch did not end at the deadline")
+	}
+	want := influencer.Failure{PK: 7, Minute: minute0, Class: handlers.ClassTimeout,
+		Reason: "request still running; gave up at the minute's deadline", Attempts: 1}
+	assert.Equal(t, influencer.Batch{Minute: minute0, Shard: fetchShard, Failures: []influencer.Failure{want}}, got)
+	assert.Equal(t, []messages.FetchDeadLetter{{Failure: want, Shard: fetchShard}}, deadLetters(t, e.dlq))
+}
+
+func TestFetcherExpiredTask(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		now      time.Time
+		deadline time.Time // of the task
+		expiry   time.Time // the effective deadline in the reason
+	}{
+		{"at the deadline", fetchDeadline, fetchDeadline, fetchDeadline},
+		{"long after", fetchDeadline.Add(time.Hour), fetchDeadline, fetchDeadline},
+		{"task deadline earlier than grace", minute0.Add(40 * time.Second), minute0.Add(30 * time.Second), minute0.Add(30 * time.Second)},
+		{"task deadline later than grace", fetchDeadline, fetchDeadline.Add(time.Hour), fetchDeadline},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newAPIServer(t, func(http.ResponseWriter, *http.Request, int64, int64) {})
+			e := newFetchEnv(t, srv.URL, nil)
+			e.clock.Advance(tt.now.Sub(fetchStart))
+			tk := task(9, 4)
+			tk.Deadline = tt.deadline
+
+			got := e.handle(t, tk)
+
+			reason := fmt.Sprintf("task received at %s, after its deadline %s",
+				tt.now.Format(time.RFC3339), tt.expiry.Format(time.RFC3339))
+			assert.Equal(t, influencer.Batch{Minute: minute0, Shard: fetchShard, Failures: []influencer.Failure{
+				{PK: 9, Minute: minute0, Class: handlers.ClassExpired, Reason: reason},
+				{PK: 4, Minute: minute0, Class: handlers.ClassExpired, Reason: reason},
+			}}, got)
+			assert.Equal(t, int64(0), srv.requests.Load(), "no request for an expired task")
+			assert.Empty(t, e.dlq.published(), "expired pks are not dead-lettered")
+			assert.Equal(t, 1.0, testutil.ToFloat64(e.m.TasksExpired))
+			assert.Equal(t, 2.0, testutil.ToFloat64(e.m.FetchFailures.WithLabelValues(handlers.ClassExpired)))
+			assert.Equal(t, 0.0, testutil.ToFloat64(e.m.DeadLetters.WithLabelValues(messages.TopicFetcherDLQ)))
+		})
+	}
+}
+
+func TestFetcherHandleRejectsMalformedPayloads(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		payload string
+	}{
+		{"not json", `{`},
+		{"empty", ``},
+		{"unknown field", `{"minute":"2025-03-14T09:26:00Z","shard":1,"deadline":"2025-03-14T09:27:05Z","pks":[1],"extra":1}`},
+		{"trailing data", `{"minute":"2025-03-14T09:26:00Z","shard":1,"deadline":"2025-03-14T09:27:05Z","pks":[1]} {}`},
+		{"minute not aligned", `{"minute":"2025-03-14T09:26:30Z","shard":1,"deadline":"2025-03-14T09:27:05Z","pks":[1]}`},
+		{"missing minute", `{"shard":1,"deadline":"2025-03-14T09:27:05Z","pks":[1]}`},
+		{"negative shard", `{"minute":"2025-03-14T09:26:00Z","shard":-1,"deadline":"2025-03-14T09:27:05Z","pks":[1]}`},
+		{"deadline before minute", `{"minute":"2025-03-14T09:26:00Z","shard":1,"deadline":"2025-03-14T09:25:00Z","pks":[1]}`},
+		{"non-positive pk", `{"minute":"2025-03-14T09:26:00Z","shard":1,"deadline":"2025-03-14T09:27:05Z","pks":[1,0]}`},
+		{"pks of wrong type", `{"minute":"2025-03-14T09:26:00Z","shard":1,"deadline":"2025-03-14T09:27:05Z","pks":["1"]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newAPIServer(t, func(http.ResponseWriter, *http.Request, int64, int64) {})
+			e := newFetchEnv(t, srv.URL, nil)
+
+			out, err := e.f.Handle(message.NewMessage(watermill.NewUUID(), []byte(tt.payload)))
+
+			require.ErrorIs(t, err, messages.ErrMalformed)
+			assert.Nil(t, out)
+			assert.Equal(t, int64(0), srv.requests.Load())
+			assert.Empty(t, e.dlq.published())
+		})
+	}
+}
+
+func TestFetcherHandleFailsWhenTheDLQFails(t *testing.T) {
+	t.Parallel()
+	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte(simulator.NotFoundBody))
+	})
+	e := newFetchEnv(t, srv.URL, nil)
+	e.dlq.failN, e.dlq.err = 1, fmt.Errorf("broker down")
+
+	out, err := e.f.Handle(taskMessage(t, task(7)))
+
+	require.EqualError(t, err, "publish dead letter: broker down")
+	assert.NotErrorIs(t, err, messages.ErrMalformed)
+	assert.Nil(t, out)
+	assert.Equal(t, 0.0, testutil.ToFloat64(e.m.DeadLetters.WithLabelValues(messages.TopicFetcherDLQ)))
+}
+
+func TestFetcherBoundsConcurrency(t *testing.T) {
+	t.Parallel()
+	ctx := waitCtx(t)
+	const (
+		limit = 3
+		pks   = 10
+	)
+	var inFlight, peak atomic.Int64
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	srv := newAPIServer(t, func(w http.ResponseWriter, r *http.Request, pk, _ int64) {
+		n := inFlight.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		select {
+		case entered <- struct{}{}:
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case <-r.Context().Done():
+		}
+		inFlight.Add(-1) // before the answer reaches the fetcher
+		_, _ = w.Write([]byte(sampleJSON(pk)))
+	})
+	e := newFetchEnv(t, srv.URL, func(c *handlers.FetcherConfig) { c.Concurrency = limit })
+	// The transport alone would allow all of them.
+	client := handlers.NewHTTPClient(pks)
+	t.Cleanup(client.CloseIdleConnections)
+	f, err := handlers.NewFetcher(handlers.FetcherConfig{BaseURL: srv.URL, Concurrency: limit, Timeout: 10 * time.Second,
+		RetryInitial: retryInitial, RetryMax: retryMax, DeadlineGrace: fetchGrace}, client, e.dlq, e.clock, discardLogger(), e.m)
+	require.NoError(t, err)
+
+	var all []int64
+	for pk := int64(1); pk <= pks; pk++ {
+		all = append(all, pk)
+	}
+	done := make(chan influencer.Batch, 1)
+	go func() { done <- f.Fetch(context.Background(), task(all...)) }()
+
+	recv := func(ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatal("timed out")
+		}
+	}
+	send := func() {
+		t.Helper()
+		select {
+		case release <- struct{}{}:
+		case <-ctx.Done():
+			t.Fatal("timed out")
+		}
+	}
+	for range limit {
+		recv(entered)
+	}
+	// Each released request lets exactly one more in.
+	for range pks - limit {
+		send()
+		recv(entered)
+	}
+	for range limit {
+		send()
+	}
+	var got influencer.Batch
+	select {
+	case got = <-done:
+	case <-ctx.Done():
+		t.Fatal("fetch did not finish")
+	}
+	assert.Len(t, got.Samples, pks)
+	assert.Empty(t, got.Failures)
+	assert.Equal(t, int64(limit), peak.Load())
+	assert.Equal(t, int64(pks), srv.requests.Load())
+}
+
+func TestFetcherCallsOnlyTheConfiguredURL(t *testing.T) {
+	t.Parallel()
+	var (
+		mu    sync.Mutex
+		calls []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls = append(calls, r.Method+" "+r.URL.RequestURI())
+		mu.Unlock()
+		pk, _ := strconv.ParseInt(r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:], 10, 64)
+		_, _ = w.Write([]byte(sampleJSON(pk)))
+	}))
+	t.Cleanup(srv.Close)
+
+	tests := []struct {
+		base string
+		want []string
+	}{
+		{srv.URL, []string{"GET /api/v1/influencers/12", "GET /api/v1/influencers/34"}},
+		{srv.URL + "/", []string{"GET /api/v1/influencers/12", "GET /api/v1/influencers/34"}},
+		{srv.URL + "/mock//", []string{"GET /mock/api/v1/influencers/12", "GET /mock/api/v1/influencers/34"}},
+		{srv.URL + "/mock?token=x#frag", []string{"GET /mock/api/v1/influencers/12", "GET /mock/api/v1/influencers/34"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.base, func(t *testing.T) {
+			mu.Lock()
+			calls = nil
+			mu.Unlock()
+			e := newFetchEnv(t, tt.base, func(c *handlers.FetcherConfig) { c.Concurrency = 1 })
+
+			got := e.f.Fetch(context.Background(), task(34, 12))
+
+			assert.Equal(t, []influencer.Sample{handSample(12, fetchStart), handSample(34, fetchStart)}, got.Samples)
+			mu.Lock()
+			defer mu.Unlock()
+			assert.ElementsMatch(t, tt.want, calls)
+		})
+	}
+}
+
+func TestFetcherDoesNotFollowRedirects(t *testing.T) {
+	t.Parallel()
+	other := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
+		_, _ = w.Write([]byte(sampleJSON(pk)))
+	})
+	srv := newAPIServer(t, func(w http.ResponseWriter, r *http.Request, _, _ int64) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusFound)
+	})
+	e := newFetchEnv(t, srv.URL, nil)
+
+	got := e.handle(t, task(7))
+
+	assert.Equal(t, []influencer.Failure{{PK: 7, Minute: minute0, Class: handlers.ClassClient, Reason: "HTTP 302", Attempts: 1}}, got.Failures)
+	assert.Equal(t, int64(1), srv.requests.Load())
+	assert.Equal(t, int64(0), other.requests.Load())
+}
+
+func TestNewFetcherRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		base    string
+		conc    int
+		wantErr string
+	}{
+		{"empty", "", 1, `fetcher base URL "": want http(s)://host[:port]`},
+		{"no scheme", "localhost:8080", 1, `fetcher base URL "localhost:8080": want http(s)://host[:port]`},
+		{"ftp", "ftp://example.com", 1, `fetcher base URL "ftp://example.com": want http(s)://host[:port]`},
+		{"no host", "http://", 1, `fetcher base URL "http://": want http(s)://host[:port]`},
+		{"path only", "/api", 1, `fetcher base URL "/api": want http(s)://host[:port]`},
+		{"unparsable", "http://[::1", 1, `fetcher base URL "http://[::1": want http(s)://host[:port]`},
+		{"zero concurrency", "http://example.com", 0, "fetcher concurrency 0 < 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f, err := handlers.NewFetcher(handlers.FetcherConfig{BaseURL: tt.base, Concurrency: tt.conc},
+				handlers.NewHTTPClient(1), &fakePublisher{}, clockwork.NewFakeClock(), discardLogger(), newMetrics())
+			require.EqualError(t, err, tt.wantErr)
+			assert.Nil(t, f)
+		})
+	}
+}

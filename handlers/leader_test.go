@@ -1,0 +1,218 @@
+package handlers_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mockstagram/pipeline/handlers"
+)
+
+const leaderInterval = 5 * time.Second
+
+// tryResult is one scripted answer of fakeLock.TryLead.
+type tryResult struct {
+	ok  bool
+	err error
+}
+
+// fakeLock answers TryLead from a script (then "not ok") and records releases.
+type fakeLock struct {
+	script []tryResult
+
+	mu       sync.Mutex
+	tries    int
+	lost     []chan struct{}
+	released chan error // the release context's Err at each Release
+}
+
+func newFakeLock(script ...tryResult) *fakeLock {
+	return &fakeLock{script: script, released: make(chan error, 10)}
+}
+
+func (l *fakeLock) TryLead(context.Context) (handlers.Lease, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.tries++
+	if l.tries > len(l.script) {
+		return handlers.Lease{}, false, nil
+	}
+	r := l.script[l.tries-1]
+	if !r.ok {
+		return handlers.Lease{}, false, r.err
+	}
+	lost := make(chan struct{})
+	l.lost = append(l.lost, lost)
+	return handlers.Lease{Lost: lost, Release: func(ctx context.Context) error {
+		l.released <- ctx.Err()
+		return nil
+	}}, true, nil
+}
+
+func (l *fakeLock) triesSoFar() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.tries
+}
+
+func (l *fakeLock) lose(i int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	close(l.lost[i])
+}
+
+// fakeWork records when it starts and stops.
+type fakeWork struct {
+	lock    *fakeLock
+	started chan int // TryLead calls made when work started
+	stopped chan error
+	err     error // returned at once when set
+}
+
+func newFakeWork(lock *fakeLock) *fakeWork {
+	return &fakeWork{lock: lock, started: make(chan int, 10), stopped: make(chan error, 10)}
+}
+
+func (w *fakeWork) run(ctx context.Context) error {
+	w.started <- w.lock.triesSoFar()
+	if w.err != nil {
+		w.stopped <- w.err
+		return w.err
+	}
+	<-ctx.Done()
+	w.stopped <- ctx.Err()
+	return nil
+}
+
+func recvT[T any](t *testing.T, ctx context.Context, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-ctx.Done():
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
+}
+
+func assertNotReceived[T any](t *testing.T, ch <-chan T, what string) {
+	t.Helper()
+	select {
+	case v := <-ch:
+		t.Errorf("unexpected %s: %v", what, v)
+	default:
+	}
+}
+
+// startLeader runs the leader and returns a cancel that waits for Run.
+func startLeader(t *testing.T, clock clockwork.Clock, lock *fakeLock, work *fakeWork) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	l := handlers.Leader{TryLead: lock.TryLead, Interval: leaderInterval, Clock: clock, Logger: discardLogger()}
+	go func() {
+		defer close(done)
+		l.Run(ctx, work.run)
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Error("Leader.Run did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func TestLeaderWorksOnlyWhileHoldingTheLock(t *testing.T) {
+	t.Parallel()
+	ctx := waitCtx(t)
+	clock := clockwork.NewFakeClock()
+	lock := newFakeLock(tryResult{}, tryResult{err: errors.New("db down")}, tryResult{}, tryResult{ok: true})
+	work := newFakeWork(lock)
+	startLeader(t, clock, lock, work)
+
+	for tries := 1; tries <= 3; tries++ {
+		require.NoError(t, clock.BlockUntilContext(ctx, 1)) // standing by
+		assert.Equal(t, tries, lock.triesSoFar())
+		assertNotReceived(t, work.started, "work start without the lock")
+		clock.Advance(leaderInterval)
+	}
+	assert.Equal(t, 4, recvT(t, ctx, work.started, "work start"), "work starts once the lock is held")
+	assertNotReceived(t, work.stopped, "work stop while holding the lock")
+	assertNotReceived(t, lock.released, "release while holding the lock")
+
+	lock.lose(0)
+	assert.ErrorIs(t, recvT(t, ctx, work.stopped, "work stop"), context.Canceled)
+	assert.NoError(t, recvT(t, ctx, lock.released, "release"))
+
+	// Back to standby: the next try comes one interval later.
+	require.NoError(t, clock.BlockUntilContext(ctx, 1))
+	assert.Equal(t, 4, lock.triesSoFar())
+	clock.Advance(leaderInterval)
+	require.NoError(t, clock.BlockUntilContext(ctx, 1))
+	assert.Equal(t, 5, lock.triesSoFar())
+	assertNotReceived(t, work.started, "work start without the lock")
+}
+
+func TestLeaderCancelStopsWorkAndReleases(t *testing.T) {
+	t.Parallel()
+	ctx := waitCtx(t)
+	clock := clockwork.NewFakeClock()
+	lock := newFakeLock(tryResult{ok: true})
+	work := newFakeWork(lock)
+	stop := startLeader(t, clock, lock, work)
+
+	assert.Equal(t, 1, recvT(t, ctx, work.started, "work start"))
+	stop() // returns only once Run has returned
+
+	assert.ErrorIs(t, recvT(t, ctx, work.stopped, "work stop"), context.Canceled)
+	assert.NoError(t, recvT(t, ctx, lock.released, "release"), "release gets a live context")
+	assert.Equal(t, 1, lock.triesSoFar())
+}
+
+func TestLeaderCancelWhileStandingBy(t *testing.T) {
+	t.Parallel()
+	ctx := waitCtx(t)
+	clock := clockwork.NewFakeClock()
+	lock := newFakeLock()
+	work := newFakeWork(lock)
+	stop := startLeader(t, clock, lock, work)
+
+	require.NoError(t, clock.BlockUntilContext(ctx, 1))
+	stop()
+
+	assert.Equal(t, 1, lock.triesSoFar())
+	assertNotReceived(t, work.started, "work start")
+}
+
+func TestLeaderReleasesWhenWorkEnds(t *testing.T) {
+	t.Parallel()
+	ctx := waitCtx(t)
+	clock := clockwork.NewFakeClock()
+	lock := newFakeLock(tryResult{ok: true}, tryResult{ok: true})
+	work := newFakeWork(lock)
+	work.err = errors.New("scheduler failed")
+	startLeader(t, clock, lock, work)
+
+	assert.Equal(t, 1, recvT(t, ctx, work.started, "work start"))
+	assert.NoError(t, recvT(t, ctx, lock.released, "release"))
+
+	// It tries again one interval later and leads again.
+	require.NoError(t, clock.BlockUntilContext(ctx, 1))
+	clock.Advance(leaderInterval)
+	assert.Equal(t, 2, recvT(t, ctx, work.started, "second work start"))
+	assert.NoError(t, recvT(t, ctx, lock.released, "second release"))
+}
