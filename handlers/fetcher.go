@@ -73,6 +73,9 @@ func NewFetcher(cfg FetcherConfig, client *http.Client, dlq Publisher, clock clo
 	if cfg.Concurrency < 1 {
 		return nil, fmt.Errorf("fetcher concurrency %d < 1", cfg.Concurrency)
 	}
+	if cfg.Timeout <= 0 || cfg.RetryInitial <= 0 || cfg.RetryMax < cfg.RetryInitial {
+		return nil, fmt.Errorf("fetcher timeout %s / retry %s..%s: want positive timeout and 0 < initial <= max", cfg.Timeout, cfg.RetryInitial, cfg.RetryMax)
+	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 64 << 10
 	}
