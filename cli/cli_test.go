@@ -188,3 +188,19 @@ func TestUnreachableDatabase(t *testing.T) {
 		assert.Empty(t, r.stdout)
 	}
 }
+
+func TestStandaloneStagesNeedSharedBrokerAndDatabase(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"fetcher"}, "fetcher alone needs a shared broker"},
+		{[]string{"scheduler", "--database-url", "postgres://h/db"}, "scheduler alone needs a shared broker"},
+		{[]string{"api"}, "api alone needs --database-url"},
+	} {
+		r := run(t, tc.args...)
+		assert.Equal(t, 2, r.code, "%v", tc.args)
+		assert.Contains(t, r.stderr, tc.want, "%v", tc.args)
+	}
+}

@@ -41,6 +41,9 @@ func (StageCmd) Run(e env, cfg config.Config, kctx *kong.Context) error {
 	default:
 		return fmt.Errorf("unknown stage %q", kctx.Command())
 	}
+	if err := checkStage(kctx.Command(), cfg); err != nil {
+		return usageError{err}
+	}
 	return serve(e, cfg, roles, func(srv *app.HTTPServer, _ app.APIBaseURL) {
 		fmt.Fprintf(e.stdout, "mockstagram %s running; health and metrics at http://%s\n", kctx.Command(), displayHost(srv.Addr))
 	})
@@ -84,4 +87,17 @@ func displayHost(addr string) string {
 		return "localhost:" + addr[8:]
 	}
 	return addr
+}
+
+// checkStage rejects stand-alone stages that could not work: stages talk to
+// each other only through a shared broker, and share data only through a
+// shared database.
+func checkStage(stage string, cfg config.Config) error {
+	if stage != "api" && cfg.Broker == config.BrokerGoChannel {
+		return fmt.Errorf("%s alone needs a shared broker (--broker kafka or postgres); gochannel only connects stages inside 'run'", stage)
+	}
+	if stage != "fetcher" && cfg.DatabaseURL == "" {
+		return fmt.Errorf("%s alone needs --database-url (MOCKSTAGRAM_DATABASE_URL): the in-memory store lives only inside 'run'", stage)
+	}
+	return nil
 }
