@@ -17,6 +17,7 @@ import (
 	"github.com/mockstagram/pipeline/app"
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/registry"
 	"github.com/mockstagram/pipeline/simulator"
 	"github.com/mockstagram/pipeline/store/postgres"
 )
@@ -104,31 +105,11 @@ type RegistryChange struct {
 	PK    []int64 `name:"pk" help:"A pk (repeatable)."`
 }
 
-func (c RegistryChange) pks() ([]int64, error) {
-	var pks []int64
-	if c.Range != "" {
-		r, err := influencer.ParseRange(c.Range)
-		if err != nil {
-			return nil, err
-		}
-		pks = r.PKs()
-	}
-	for _, pk := range c.PK {
-		if pk <= 0 {
-			return nil, fmt.Errorf("pk %d is not positive", pk)
-		}
-		pks = append(pks, pk)
-	}
-	if len(pks) == 0 {
-		return nil, errors.New("give --range FROM-TO and/or --pk N")
-	}
-	return pks, nil
-}
-
-// Run adds or removes pks, depending on the command.
+// Run adds or removes pks, depending on the command; it goes through the
+// same registry.Service as the admin API.
 func (c RegistryChange) Run(e env, cfg config.Config, kctx *kong.Context) error {
-	pks, err := c.pks()
-	if err != nil {
+	change := registry.Change{Range: c.Range, PKs: c.PK}
+	if _, err := change.Resolve(); err != nil {
 		return usageError{err}
 	}
 	s, closeStore, err := openStore(e.ctx, cfg)
@@ -136,15 +117,16 @@ func (c RegistryChange) Run(e env, cfg config.Config, kctx *kong.Context) error 
 		return err
 	}
 	defer closeStore()
+	svc := registry.New(s)
 	if kctx.Command() == "registry remove" {
-		n, err := s.Untrack(e.ctx, pks)
+		n, err := svc.Remove(e.ctx, change)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "%d influencers no longer tracked\n", n)
 		return nil
 	}
-	n, err := s.Track(e.ctx, pks)
+	n, err := svc.Add(e.ctx, change)
 	if err != nil {
 		return err
 	}
