@@ -11,6 +11,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jonboulle/clockwork"
 	"go.uber.org/fx"
 
@@ -24,19 +25,30 @@ import (
 	"github.com/mockstagram/pipeline/simulator"
 )
 
-// PubSubModule provides the configured broker's publisher and subscriber.
+// PubSubModule provides the configured broker and its shared publisher.
 var PubSubModule = fx.Module("pubsub",
-	fx.Provide(NewPubSub),
+	fx.Provide(NewBroker, func(b *broker.Broker) message.Publisher { return b.Publisher() }),
 )
 
-// NewPubSub builds the broker and closes it on stop (after the router).
-func NewPubSub(lc fx.Lifecycle, cfg config.Config, logger *slog.Logger) (message.Publisher, message.Subscriber, error) {
-	ps, err := broker.New(cfg, logger)
-	if err != nil {
-		return nil, nil, err
+// pooler is a store that can lend its connection pool to the Postgres broker.
+type pooler interface{ Pool() *pgxpool.Pool }
+
+// NewBroker builds the broker named by the configuration and closes it on
+// stop (after the router, which depends on it). The Postgres broker uses the
+// store's database and pool.
+func NewBroker(lc fx.Lifecycle, cfg config.Config, s Store, logger *slog.Logger) (*broker.Broker, error) {
+	deps := broker.Deps{Logger: logger}
+	if p, ok := s.(pooler); ok {
+		deps.Pool = p.Pool()
 	}
-	lc.Append(fx.StopHook(ps.Close))
-	return ps.Publisher, ps.Subscriber, nil
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := broker.New(ctx, cfg, deps)
+	if err != nil {
+		return nil, fmt.Errorf("broker %s: %w", cfg.Broker, err)
+	}
+	lc.Append(fx.StopHook(b.Close))
+	return b, nil
 }
 
 // APIBaseURL is the Mockstagram API the fetcher calls.
@@ -90,9 +102,9 @@ var RouterModule = fx.Module("router",
 
 // NewRouter creates the router and ties it to the lifecycle. Handlers are
 // added by HandlersModule before start; a router without handlers (an
-// api-only or scheduler-only process) is not run. It takes the subscriber so
+// api-only or scheduler-only process) is not run. It takes the broker so
 // that the broker is created first and therefore closed after the router.
-func NewRouter(lc fx.Lifecycle, cfg config.Config, _ message.Subscriber, logger *slog.Logger) (*message.Router, error) {
+func NewRouter(lc fx.Lifecycle, cfg config.Config, _ *broker.Broker, logger *slog.Logger) (*message.Router, error) {
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, watermill.NewSlogLogger(logger))
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -138,10 +150,14 @@ func retryConfig(cfg config.Config) middleware.Retry {
 	return middleware.Retry{MaxRetries: cfg.RecorderRetries, InitialInterval: 100 * time.Millisecond, MaxInterval: 5 * time.Second}
 }
 
-func addFetcher(roles Roles, cfg config.Config, base APIBaseURL, router *message.Router, pub message.Publisher, sub message.Subscriber,
+func addFetcher(roles Roles, cfg config.Config, base APIBaseURL, router *message.Router, b *broker.Broker, pub message.Publisher,
 	clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) error {
 	if !roles.Fetcher {
 		return nil
+	}
+	sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerFetcher))
+	if err != nil {
+		return err
 	}
 	f, err := handlers.NewFetcher(handlers.FetcherConfig{
 		BaseURL:       string(base),
@@ -163,10 +179,14 @@ func addFetcher(roles Roles, cfg config.Config, base APIBaseURL, router *message
 	return nil
 }
 
-func addRecorder(roles Roles, cfg config.Config, s Store, router *message.Router, pub message.Publisher, sub message.Subscriber,
+func addRecorder(roles Roles, cfg config.Config, s Store, router *message.Router, b *broker.Broker, pub message.Publisher,
 	logger *slog.Logger, m *metrics.Pipeline) error {
 	if !roles.Recorder {
 		return nil
+	}
+	sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerRecorder))
+	if err != nil {
+		return err
 	}
 	r := handlers.NewRecorder(s, logger.With("stage", "recorder"), m)
 	h := router.AddConsumerHandler(messages.HandlerRecorder, messages.TopicFetcherResults, sub, r.Handle)

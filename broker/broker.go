@@ -1,47 +1,220 @@
-// Package broker builds the Watermill publisher and subscriber for the
-// configured broker. Handlers never know which one they run on.
+// Package broker builds the Watermill publisher and the subscribers of the
+// configured broker (gochannel, kafka or postgres). Handlers never know which
+// one they run on.
+//
+// One Broker per process: it owns one publisher shared by every handler and
+// one subscriber per handler (per consumer group), and Close closes them all.
 package broker
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/messages"
 )
 
-// PubSub is a publisher and a subscriber of one broker.
-type PubSub struct {
-	Publisher  message.Publisher
-	Subscriber message.Subscriber
-}
+// ConsumerGroupPrefix prefixes a handler's name to make its consumer group:
+// all processes running the fetcher share "mockstagram-fetcher".
+const ConsumerGroupPrefix = "mockstagram-"
 
-// Close closes both sides.
-func (p PubSub) Close() error {
-	perr := p.Publisher.Close()
-	serr := p.Subscriber.Close()
-	if perr != nil {
-		return perr
+// ConsumerGroup is the consumer group of the handler with the given name.
+func ConsumerGroup(handler string) string { return ConsumerGroupPrefix + handler }
+
+// Topics are every topic of the pipeline. The Kafka broker creates them at
+// start; a test keeps the list equal to the Topic* constants of messages.
+func Topics() []string {
+	return []string{
+		messages.TopicFetchTasks,
+		messages.TopicFetcherResults,
+		messages.TopicFetcherDLQ,
+		messages.TopicResultDLQ,
+		messages.TopicSuspicionTasks,
+		messages.TopicFetchTasksDLQ,
+		messages.TopicSuspicionResult,
 	}
-	return serr
 }
 
-// New builds the broker named by cfg.Broker.
-func New(cfg config.Config, logger *slog.Logger) (PubSub, error) {
+// Deps are what a broker may need besides the configuration.
+type Deps struct {
+	Logger *slog.Logger
+	// Pool is the store's pool; required for the postgres broker, whose
+	// topic tables live in the store's database. Each running subscription
+	// holds one connection while its handler works on a message (the read
+	// transaction stays open until the ack) and a waiting member of a busy
+	// consumer group holds one blocked on the group's lock, so size the pool
+	// for the subscriptions plus the store's own use.
+	Pool *pgxpool.Pool
+}
+
+// Broker is one process's connection to the configured message broker.
+type Broker struct {
+	pub        message.Publisher
+	newSub     func(consumerGroup string) (message.Subscriber, error)
+	closePub   func() error
+	logger     watermill.LoggerAdapter
+	brokerName string
+
+	mu     sync.Mutex
+	closed bool
+	subs   []message.Subscriber
+}
+
+// New builds the broker named by cfg.Broker. For kafka it creates the missing
+// topics (cfg.KafkaPartitions partitions each) before it returns; for
+// postgres the topic tables are created on first use.
+func New(ctx context.Context, cfg config.Config, deps Deps) (*Broker, error) {
+	logger := deps.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	wl := watermill.NewSlogLogger(logger)
+	b := &Broker{logger: wl, brokerName: cfg.Broker}
 	switch cfg.Broker {
 	case config.BrokerGoChannel:
-		ch := NewGoChannel(wl)
-		return PubSub{Publisher: ch, Subscriber: ch}, nil
+		ch := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024}, wl)
+		b.pub = ch
+		b.closePub = ch.Close
+		b.newSub = func(string) (message.Subscriber, error) { return newGoChannelSubscriber(ch), nil }
+	case config.BrokerKafka:
+		k, err := newKafka(ctx, cfg, wl)
+		if err != nil {
+			return nil, fmt.Errorf("kafka broker: %w", err)
+		}
+		b.pub = k.publisher
+		b.closePub = k.publisher.Close
+		b.newSub = k.subscriber
+	case config.BrokerPostgres:
+		if deps.Pool == nil {
+			return nil, errors.New("postgres broker: no database pool (the store's pool is required)")
+		}
+		p, err := newPostgres(cfg, deps.Pool, wl)
+		if err != nil {
+			return nil, fmt.Errorf("postgres broker: %w", err)
+		}
+		b.pub = p.publisher
+		b.closePub = p.publisher.Close
+		b.newSub = p.subscriber
 	default:
-		return PubSub{}, fmt.Errorf("broker %q is not available in this build yet", cfg.Broker)
+		return nil, fmt.Errorf("broker %q is not one of gochannel, kafka, postgres", cfg.Broker)
 	}
+	return b, nil
 }
 
-// NewGoChannel is the in-memory broker: one process, nothing durable.
-func NewGoChannel(logger watermill.LoggerAdapter) *gochannel.GoChannel {
-	return gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024}, logger)
+// Publisher is the process's one publisher, safe for concurrent use by every
+// handler. Its Close does nothing: the router closes the publisher of each
+// handler that stops, which must not close it under the others. Broker.Close
+// closes it.
+func (b *Broker) Publisher() message.Publisher { return sharedPublisher{b.pub} }
+
+// Subscriber returns a new subscriber in consumerGroup (use ConsumerGroup of
+// the handler's name); create one per handler. Subscribers of one group share
+// the topic's messages: on kafka they split the partitions between them, on
+// postgres one of them works at a time and the others take over when it stops
+// (failover, not throughput). gochannel has no groups: every subscriber of a
+// topic gets every message. Closing the subscriber (the router does) stops its
+// subscriptions only; Broker.Close closes the ones still open.
+func (b *Broker) Subscriber(consumerGroup string) (message.Subscriber, error) {
+	if consumerGroup == "" {
+		return nil, errors.New("subscriber: empty consumer group")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errors.New("subscriber: broker closed")
+	}
+	sub, err := b.newSub(consumerGroup)
+	if err != nil {
+		return nil, fmt.Errorf("%s subscriber %s: %w", b.brokerName, consumerGroup, err)
+	}
+	b.subs = append(b.subs, sub)
+	return sub, nil
 }
+
+// Close closes every subscriber, then the publisher. Closing twice is a no-op.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	subs := b.subs
+	b.subs = nil
+	b.mu.Unlock()
+
+	var errs []error
+	for _, s := range subs {
+		if err := s.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close subscriber: %w", err))
+		}
+	}
+	if err := b.closePub(); err != nil {
+		errs = append(errs, fmt.Errorf("close publisher: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// sharedPublisher hides Close from the users of the shared publisher.
+type sharedPublisher struct{ message.Publisher }
+
+// Close does nothing; Broker.Close closes the publisher.
+func (sharedPublisher) Close() error { return nil }
+
+// goChannelSubscriber is one handler's view of the in-memory broker: closing
+// it ends its own subscriptions (gochannel closes a subscription's channel
+// when its context ends) without closing the GoChannel that the publisher and
+// the other handlers still use.
+type goChannelSubscriber struct {
+	ch *gochannel.GoChannel
+
+	mu      sync.Mutex
+	closed  bool
+	cancels []context.CancelFunc
+}
+
+func newGoChannelSubscriber(ch *gochannel.GoChannel) *goChannelSubscriber {
+	return &goChannelSubscriber{ch: ch}
+}
+
+func (s *goChannelSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("subscriber closed")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	out, err := s.ch.Subscribe(ctx, topic)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.cancels = append(s.cancels, cancel)
+	return out, nil
+}
+
+func (s *goChannelSubscriber) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	for _, cancel := range s.cancels {
+		cancel()
+	}
+	return nil
+}
+
+var (
+	_ message.Subscriber = (*goChannelSubscriber)(nil)
+	_ message.Publisher  = sharedPublisher{}
+)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -49,6 +50,11 @@ type Config struct {
 	LogLevel          string        `name:"log-level" default:"info" help:"debug, info, warn or error."`
 	LogFormat         string        `name:"log-format" default:"json" help:"json or text."`
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" default:"30s" help:"How long a stopping process waits for in-flight work."`
+
+	// Broker tuning (package broker).
+	KafkaVersion         string        `name:"kafka-version" default:"3.7.0" help:"Kafka protocol version the client speaks (X.Y.Z); at most the brokers' version."`
+	KafkaPartitions      int           `name:"kafka-partitions" default:"16" help:"Partitions of each topic created at start when missing (existing topics are left as they are)."`
+	PostgresPollInterval time.Duration `name:"postgres-poll-interval" default:"250ms" help:"With broker postgres: how often an idle subscriber polls its topic table."`
 }
 
 // Default returns the configuration with every default applied; a test keeps
@@ -69,6 +75,10 @@ func Default() Config {
 		LogLevel:          "info",
 		LogFormat:         "json",
 		ShutdownTimeout:   30 * time.Second,
+
+		KafkaVersion:         "3.7.0",
+		KafkaPartitions:      16,
+		PostgresPollInterval: 250 * time.Millisecond,
 	}
 }
 
@@ -105,6 +115,15 @@ func (c Config) Validate() error {
 		if _, port, ok := strings.Cut(b, ":"); !ok || port == "" {
 			bad("kafka-brokers: %q is not host:port", b)
 		}
+	}
+	if !kafkaVersionRE.MatchString(c.KafkaVersion) {
+		bad("kafka-version: %q is not X.Y.Z", c.KafkaVersion)
+	}
+	if c.KafkaPartitions < 1 || c.KafkaPartitions > 10_000 {
+		bad("kafka-partitions: %d not in [1, 10000]", c.KafkaPartitions)
+	}
+	if c.PostgresPollInterval <= 0 || c.PostgresPollInterval > time.Minute {
+		bad("postgres-poll-interval: %s not in (0s, 1m]", c.PostgresPollInterval)
 	}
 	if c.HTTPAddr == "" {
 		bad("http-addr: empty")
@@ -168,6 +187,10 @@ func (c Config) BootstrapRange() (influencer.Range, bool) {
 	r, err := influencer.ParseRange(c.RegistryBootstrap)
 	return r, err == nil
 }
+
+// kafkaVersionRE is the shape of a Kafka version; whether the client knows
+// the version is checked when the broker is built.
+var kafkaVersionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
 
 func validateHTTPURL(raw string) error {
 	u, err := url.Parse(raw)

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/fx/fxtest"
 
 	"github.com/mockstagram/pipeline/app"
+	"github.com/mockstagram/pipeline/broker/kafkatest"
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/handlers"
 	"github.com/mockstagram/pipeline/influencer"
@@ -49,7 +50,29 @@ type pipeline struct {
 	published map[time.Time]float64
 }
 
-func testConfig(t *testing.T, storeKind string) config.Config {
+// setup is one combination of broker and store.
+type setup struct{ broker, store string }
+
+func (s setup) String() string { return s.broker + "/" + s.store }
+
+// setups are the combinations the end-to-end tests run on.
+var setups = []setup{
+	{config.BrokerGoChannel, "memory"},
+	{config.BrokerGoChannel, "postgres"},
+	{config.BrokerPostgres, "postgres"},
+	{config.BrokerKafka, "postgres"},
+}
+
+func testConfig(t *testing.T, su setup) config.Config {
+	cfg := testConfigStore(t, su.store)
+	cfg.Broker = su.broker
+	if su.broker == config.BrokerKafka {
+		cfg.KafkaBrokers = kafkatest.Start(t, 16)
+	}
+	return cfg
+}
+
+func testConfigStore(t *testing.T, storeKind string) config.Config {
 	cfg := config.Default()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.Shards = 16
@@ -151,9 +174,9 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool, format strin
 }
 
 func TestPipelineEndToEnd(t *testing.T) {
-	for _, storeKind := range []string{"memory", "postgres"} {
-		t.Run(storeKind, func(t *testing.T) {
-			cfg := testConfig(t, storeKind)
+	for _, su := range setups {
+		t.Run(su.String(), func(t *testing.T) {
+			cfg := testConfig(t, su)
 			p := startPipeline(t, cfg)
 			ctx := context.Background()
 
@@ -315,9 +338,9 @@ func (r *recordingAPI) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // stores, for every tracked pk and minute, exactly what that server returned
 // in that minute.
 func TestRunAgainstExternalAPI(t *testing.T) {
-	for _, storeKind := range []string{"memory", "postgres"} {
-		t.Run(storeKind, func(t *testing.T) {
-			cfg := testConfig(t, storeKind)
+	for _, su := range setups {
+		t.Run(su.String(), func(t *testing.T) {
+			cfg := testConfig(t, su)
 			p := &pipeline{clock: clockwork.NewFakeClockAt(start), published: map[time.Time]float64{}}
 			sim, err := simulator.New(simulator.Config{Mode: simulator.RandomWalk, Range: influencer.Range{From: firstPK, To: firstPK + numPKs - 1}, Seed: 7}, p.clock)
 			require.NoError(t, err)

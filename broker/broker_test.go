@@ -1,0 +1,254 @@
+package broker_test
+
+import (
+	"context"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/mockstagram/pipeline/broker"
+	"github.com/mockstagram/pipeline/broker/brokertest"
+	"github.com/mockstagram/pipeline/broker/kafkatest"
+	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/store/postgres/pgtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// go-metrics (used by Sarama for its client metrics) starts one
+		// process-wide ticker goroutine for meters on first use and never
+		// stops it.
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
+	)
+}
+
+const partitions = 16
+
+// testLogger discards logs unless MOCKSTAGRAM_TEST_LOG is set (the adapters
+// log at info level on every (re)subscribe and rebalance).
+func testLogger() *slog.Logger {
+	if os.Getenv("MOCKSTAGRAM_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func newBroker(t *testing.T, cfg config.Config, deps broker.Deps) *broker.Broker {
+	t.Helper()
+	require.NoError(t, cfg.Validate())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	deps.Logger = testLogger()
+	b, err := broker.New(ctx, cfg, deps)
+	require.NoError(t, err)
+	return b
+}
+
+func TestGoChannel(t *testing.T) {
+	brokertest.Run(t, func(t *testing.T) *broker.Broker {
+		return newBroker(t, config.Default(), broker.Deps{})
+	}, brokertest.Features{})
+}
+
+func kafkaConfig(t *testing.T) config.Config {
+	cfg := config.Default()
+	cfg.Broker = config.BrokerKafka
+	cfg.KafkaBrokers = kafkatest.Start(t, 1) // 1: the broker must create its topics with KafkaPartitions itself
+	cfg.KafkaPartitions = partitions
+	return cfg
+}
+
+func TestKafka(t *testing.T) {
+	brokertest.Run(t, func(t *testing.T) *broker.Broker {
+		return newBroker(t, kafkaConfig(t), broker.Deps{})
+	}, brokertest.Features{
+		Durable:             true,
+		ConsumerGroups:      true,
+		ParallelConsumers:   true,
+		Partitioned:         true,
+		Partitions:          partitions,
+		RedeliversLastAcked: true,
+	})
+}
+
+func postgresConfig(t *testing.T) (config.Config, broker.Deps) {
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(context.Background(), url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	cfg := config.Default()
+	cfg.Broker = config.BrokerPostgres
+	cfg.DatabaseURL = url
+	cfg.PostgresPollInterval = 20 * time.Millisecond
+	return cfg, broker.Deps{Pool: pool}
+}
+
+func TestPostgres(t *testing.T) {
+	brokertest.Run(t, func(t *testing.T) *broker.Broker {
+		cfg, deps := postgresConfig(t)
+		return newBroker(t, cfg, deps)
+	}, brokertest.Features{
+		Durable:        true,
+		ConsumerGroups: true,
+	})
+}
+
+// The Kafka broker creates every topic at start with the configured
+// partition count, and a second start leaves them as they are.
+func TestKafkaCreatesTopics(t *testing.T) {
+	cfg := kafkaConfig(t)
+	b := newBroker(t, cfg, broker.Deps{})
+	require.NoError(t, b.Close())
+	cfg.KafkaPartitions = 3 // existing topics keep their 16 partitions
+	b = newBroker(t, cfg, broker.Deps{})
+	require.NoError(t, b.Close())
+
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V3_7_0_0
+	admin, err := sarama.NewClusterAdmin(cfg.KafkaBrokers, sc)
+	require.NoError(t, err)
+	defer admin.Close()
+	topics, err := admin.ListTopics()
+	require.NoError(t, err)
+	for _, topic := range broker.Topics() {
+		if assert.Contains(t, topics, topic) {
+			assert.EqualValues(t, partitions, topics[topic].NumPartitions, "partitions of %s", topic)
+			assert.Equal(t, "16777216", *topics[topic].ConfigEntries["max.message.bytes"], "max.message.bytes of %s", topic)
+		}
+	}
+}
+
+// Topics must list every Topic* constant of package messages, so that the
+// Kafka broker creates them all.
+func TestTopicsListsEveryMessagesTopic(t *testing.T) {
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "../messages/messages.go", nil, 0)
+	require.NoError(t, err)
+	var want []string
+	for _, decl := range f.Decls {
+		gd, ok := decl.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gd.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				if !strings.HasPrefix(name.Name, "Topic") {
+					continue
+				}
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				require.True(t, ok, "%s is not a string literal", name.Name)
+				want = append(want, strings.Trim(lit.Value, `"`))
+			}
+		}
+	}
+	got := broker.Topics()
+	sort.Strings(want)
+	sort.Strings(got)
+	assert.Equal(t, want, got)
+}
+
+func TestConsumerGroup(t *testing.T) {
+	assert.Equal(t, "mockstagram-fetcher", broker.ConsumerGroup(messages.HandlerFetcher))
+}
+
+func TestNewErrors(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		cfg  func(*config.Config)
+		deps broker.Deps
+		want string
+	}{
+		{"unknown broker", func(c *config.Config) { c.Broker = "nats" }, broker.Deps{}, `broker "nats" is not one of`},
+		{"postgres without pool", func(c *config.Config) { c.Broker = config.BrokerPostgres }, broker.Deps{}, "no database pool"},
+		{"kafka without brokers", func(c *config.Config) { c.Broker = config.BrokerKafka }, broker.Deps{}, "no kafka-brokers"},
+		{"kafka version too old", func(c *config.Config) {
+			c.Broker = config.BrokerKafka
+			c.KafkaBrokers = []string{"127.0.0.1:1"}
+			c.KafkaVersion = "0.10.2"
+		}, broker.Deps{}, "kafka-version"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := config.Default()
+			tc.cfg(&cfg)
+			_, err := broker.New(ctx, cfg, tc.deps)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestSubscriberAfterClose(t *testing.T) {
+	b := newBroker(t, config.Default(), broker.Deps{})
+	require.NoError(t, b.Close())
+	require.NoError(t, b.Close(), "closing twice is a no-op")
+	_, err := b.Subscriber("mockstagram-x")
+	require.Error(t, err)
+	b = newBroker(t, config.Default(), broker.Deps{})
+	_, err = b.Subscriber("")
+	require.Error(t, err)
+	require.NoError(t, b.Close())
+}
+
+// On postgres a subscriber reads inside a transaction that stays open while
+// its handler works on the message, and the schema delivers only rows of
+// transactions older than every open one. So a message published while
+// another subscriber holds an un-acked message is delivered only after that
+// ack: the recorder sees a fetcher's results when the fetcher acks its task.
+// This documents the delay; it is why the broker reads one message per
+// transaction.
+func TestPostgresDeliveryWaitsForOpenReads(t *testing.T) {
+	cfg, deps := postgresConfig(t)
+	b := newBroker(t, cfg, deps)
+	defer func() { require.NoError(t, b.Close()) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	tasks, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerFetcher))
+	require.NoError(t, err)
+	taskCh, err := tasks.Subscribe(ctx, messages.TopicFetchTasks)
+	require.NoError(t, err)
+	results, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerRecorder))
+	require.NoError(t, err)
+	resultCh, err := results.Subscribe(ctx, messages.TopicFetcherResults)
+	require.NoError(t, err)
+
+	require.NoError(t, b.Publisher().Publish(messages.TopicFetchTasks, message.NewMessage(watermill.NewUUID(), []byte("task"))))
+	var task *message.Message
+	select {
+	case task = <-taskCh:
+	case <-time.After(brokertest.Timeout):
+		t.Fatal("no task")
+	}
+	result := message.NewMessage(watermill.NewUUID(), []byte("result"))
+	require.NoError(t, b.Publisher().Publish(messages.TopicFetcherResults, result))
+	select {
+	case m := <-resultCh:
+		t.Fatalf("result %s delivered while the task's read is open", m.UUID)
+	case <-time.After(300 * time.Millisecond): // a negative check needs a bound
+	}
+	task.Ack()
+	select {
+	case m := <-resultCh:
+		require.Equal(t, result.UUID, m.UUID)
+		m.Ack()
+	case <-time.After(brokertest.Timeout):
+		t.Fatal("result not delivered after the task was acked")
+	}
+}

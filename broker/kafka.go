@@ -1,0 +1,153 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/messages"
+)
+
+// MaxKafkaMessageBytes bounds one Kafka record: the producer's limit and the
+// max.message.bytes of the topics this package creates. A result for 1,000
+// pks is ~100 KB; this leaves room for shards far larger than the default.
+const MaxKafkaMessageBytes = 16 << 20
+
+// minKafkaVersion is the oldest protocol version accepted: Kafka 4 dropped
+// the older request versions, and Sarama's consumer groups need >= 2.1.
+var minKafkaVersion = sarama.V2_1_0_0
+
+type kafkaBroker struct {
+	brokers   []string
+	version   sarama.KafkaVersion
+	publisher *kafka.Publisher
+	logger    watermill.LoggerAdapter
+}
+
+// newKafka creates the missing topics and the publisher.
+func newKafka(ctx context.Context, cfg config.Config, logger watermill.LoggerAdapter) (*kafkaBroker, error) {
+	if len(cfg.KafkaBrokers) == 0 {
+		return nil, errors.New("no kafka-brokers configured")
+	}
+	version, err := sarama.ParseKafkaVersion(cfg.KafkaVersion)
+	if err != nil {
+		return nil, fmt.Errorf("kafka-version: %w", err)
+	}
+	if !version.IsAtLeast(minKafkaVersion) {
+		return nil, fmt.Errorf("kafka-version: %s is older than %s", version, minKafkaVersion)
+	}
+	k := &kafkaBroker{brokers: cfg.KafkaBrokers, version: version, logger: logger}
+	if err := k.createTopics(ctx, Topics(), cfg.KafkaPartitions); err != nil {
+		return nil, err
+	}
+	k.publisher, err = kafka.NewPublisher(kafka.PublisherConfig{
+		Brokers:               k.brokers,
+		Marshaler:             kafka.NewWithPartitioningMarshaler(PartitionKey),
+		OverwriteSaramaConfig: k.producerConfig(),
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("publisher: %w", err)
+	}
+	return k, nil
+}
+
+// PartitionKey is the Kafka message key: the shard (messages.MetaShard), so
+// that shards spread over the partitions and one shard's messages stay in
+// order on one partition. A message without a shard is keyed by its UUID.
+func PartitionKey(_ string, msg *message.Message) (string, error) {
+	if shard := msg.Metadata.Get(messages.MetaShard); shard != "" {
+		return shard, nil
+	}
+	return msg.UUID, nil
+}
+
+func (k *kafkaBroker) baseConfig() *sarama.Config {
+	c := sarama.NewConfig()
+	c.Version = k.version
+	c.ClientID = "mockstagram"
+	// Topics are created with the configured partition count at start, never
+	// implicitly with the broker's default.
+	c.Metadata.AllowAutoTopicCreation = false
+	return c
+}
+
+func (k *kafkaBroker) producerConfig() *sarama.Config {
+	c := k.baseConfig()
+	c.Producer.Return.Successes = true // required by the sync producer
+	c.Producer.RequiredAcks = sarama.WaitForAll
+	c.Producer.Retry.Max = 10
+	c.Producer.MaxMessageBytes = MaxKafkaMessageBytes
+	// sarama's hash partitioner (FNV-1a of the key): the same shard always
+	// lands on the same partition while the partition count is unchanged.
+	c.Producer.Partitioner = sarama.NewHashPartitioner
+	return c
+}
+
+func (k *kafkaBroker) consumerConfig() *sarama.Config {
+	c := k.baseConfig()
+	c.Consumer.Return.Errors = true
+	// A new consumer group starts at the beginning of the topic: tasks
+	// published before the first fetcher joined are not skipped.
+	c.Consumer.Offsets.Initial = sarama.OffsetOldest
+	// Commit synchronously after each ack (watermill-kafka calls
+	// session.Commit when auto-commit is off) instead of every second in the
+	// background: a crash then re-delivers at most the message being handled
+	// (plus, on a Close racing an ack, the last acked one) per partition,
+	// not a second's worth. ~17 messages/s per stage make this cheap.
+	c.Consumer.Offsets.AutoCommit.Enable = false
+	c.Consumer.Fetch.Default = 1 << 20 // grows up to the record size when needed
+	return c
+}
+
+func (k *kafkaBroker) subscriber(consumerGroup string) (message.Subscriber, error) {
+	return kafka.NewSubscriber(kafka.SubscriberConfig{
+		Brokers:               k.brokers,
+		Unmarshaler:           kafka.DefaultMarshaler{},
+		OverwriteSaramaConfig: k.consumerConfig(),
+		ConsumerGroup:         consumerGroup,
+		NackResendSleep:       100 * time.Millisecond,
+		ReconnectRetrySleep:   time.Second,
+	}, k.logger)
+}
+
+// createTopics creates the topics that do not exist yet. Existing topics are
+// left alone (their partition count is not changed). Another process
+// creating the same topic at the same time is not an error.
+func (k *kafkaBroker) createTopics(ctx context.Context, topics []string, partitions int) error {
+	admin, err := sarama.NewClusterAdmin(k.brokers, k.baseConfig())
+	if err != nil {
+		return fmt.Errorf("cluster admin: %w", err)
+	}
+	defer admin.Close()
+	existing, err := admin.ListTopics()
+	if err != nil {
+		return fmt.Errorf("list topics: %w", err)
+	}
+	maxBytes := strconv.Itoa(MaxKafkaMessageBytes)
+	for _, topic := range topics {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if _, ok := existing[topic]; ok {
+			continue
+		}
+		err := admin.CreateTopic(topic, &sarama.TopicDetail{
+			NumPartitions:     int32(partitions),
+			ReplicationFactor: -1, // the cluster's default.replication.factor
+			ConfigEntries:     map[string]*string{"max.message.bytes": &maxBytes},
+		}, false)
+		if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", topic, err)
+		}
+		k.logger.Info("Created Kafka topic", watermill.LogFields{"topic": topic, "partitions": partitions})
+	}
+	return nil
+}

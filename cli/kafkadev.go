@@ -1,0 +1,30 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/mockstagram/pipeline/broker/kafkadev"
+	"github.com/mockstagram/pipeline/config"
+)
+
+// KafkaDevCmd is 'mockstagram kafka-dev': an in-memory Kafka-protocol broker
+// for trying MOCKSTAGRAM_BROKER=kafka without installing Kafka.
+type KafkaDevCmd struct {
+	Addr       string `default:"127.0.0.1:9092" help:"Listen address; clients must reach the broker at this address (it is the one advertised)."`
+	Partitions int    `default:"16" help:"Partitions of topics created without a count (mockstagram creates its own with --kafka-partitions)."`
+}
+
+// Run serves the broker until interrupted.
+func (c KafkaDevCmd) Run(e env, _ config.Config) error {
+	cluster, err := kafkadev.Start(c.Addr, c.Partitions)
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	addrs := strings.Join(cluster.ListenAddrs(), ",")
+	fmt.Fprintf(e.stdout, "Kafka dev broker (kfake, in memory, nothing persisted) listening on %s\n", addrs)
+	fmt.Fprintf(e.stdout, "Try: MOCKSTAGRAM_BROKER=kafka MOCKSTAGRAM_KAFKA_BROKERS=%s mockstagram run\n", addrs)
+	<-e.ctx.Done()
+	return nil
+}
