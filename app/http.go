@@ -16,6 +16,8 @@ import (
 
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/httpapi"
+	"github.com/mockstagram/pipeline/registry"
+	"github.com/mockstagram/pipeline/web"
 )
 
 // HTTPServer is the running API server; Addr is the bound address.
@@ -39,7 +41,11 @@ func NewHTTPServer(lc fx.Lifecycle, cfg config.Config, roles Roles, s Store, rou
 		}
 		return nil
 	}
-	api := httpapi.New(s, clock, logger.With("stage", "api"), ready)
+	api := httpapi.New(s, clock, logger.With("stage", "api"), ready, httpapi.Options{
+		Registry:   registry.New(s),
+		AdminToken: cfg.AdminToken,
+		Dashboard:  web.Handler(),
+	})
 	h := api.Handler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), roles.API)
 	srv := httpapi.NewServer(cfg.HTTPAddr, h)
 	out := &HTTPServer{}

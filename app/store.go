@@ -24,6 +24,11 @@ type Store interface {
 	Summary(ctx context.Context, pk int64) (influencer.Summary, error)
 	Timeline(ctx context.Context, pk int64, from, to time.Time, limit int) ([]influencer.Point, error)
 	MissedSince(ctx context.Context, since time.Time) (int64, error)
+	Rank(ctx context.Context, pk int64) (int64, error)
+	Leaderboard(ctx context.Context, after *influencer.Cursor, limit int) ([]influencer.Ranked, error)
+	Stats(ctx context.Context, now time.Time) (influencer.Stats, error)
+	Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]influencer.Bucket, error)
+	Prune(ctx context.Context, now time.Time, keep time.Duration) error
 	Track(ctx context.Context, pks []int64) (int, error)
 	Untrack(ctx context.Context, pks []int64) (int, error)
 	Bootstrap(ctx context.Context, pks []int64) (bool, error)
@@ -51,14 +56,32 @@ var StoreModule = fx.Module("store",
 func NewStore(lc fx.Lifecycle, cfg config.Config, clock clockwork.Clock, logger *slog.Logger) (Store, error) {
 	if cfg.DatabaseURL == "" {
 		logger.Info("using the in-memory store (nothing survives a restart)")
-		return memory.New(clock), nil
+		mem := memory.New(clock)
+		hourly(lc, clock, func(ctx context.Context) {
+			if err := mem.Prune(ctx, clock.Now(), cfg.Retention); err != nil {
+				logger.Error("retention", "err", err)
+			}
+		})
+		return mem, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pg, err := postgres.New(ctx, cfg.DatabaseURL, logger, clock)
+	pg, err := postgres.New(ctx, cfg.DatabaseURL, logger, clock, postgres.WithRetention(cfg.Retention))
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
+	// Partitions ahead, retention behind: whole partitions, hourly.
+	hourly(lc, clock, func(ctx context.Context) {
+		if err := pg.Maintain(ctx); err != nil {
+			logger.Error("partition maintenance", "err", err)
+		}
+	})
+	lc.Append(fx.StopHook(pg.Close))
+	return pg, nil
+}
+
+// hourly runs fn every hour from start to stop.
+func hourly(lc fx.Lifecycle, clock clockwork.Clock, fn func(ctx context.Context)) {
 	background(lc, func(ctx context.Context) {
 		for {
 			select {
@@ -66,13 +89,9 @@ func NewStore(lc fx.Lifecycle, cfg config.Config, clock clockwork.Clock, logger 
 				return
 			case <-clock.After(time.Hour):
 			}
-			if err := pg.Maintain(ctx); err != nil {
-				logger.Error("partition maintenance", "err", err)
-			}
+			fn(ctx)
 		}
 	})
-	lc.Append(fx.StopHook(pg.Close))
-	return pg, nil
 }
 
 func bootstrapRegistry(lc fx.Lifecycle, cfg config.Config, s Store, logger *slog.Logger) {

@@ -50,6 +50,7 @@ type Config struct {
 	LogLevel          string        `name:"log-level" default:"info" help:"debug, info, warn or error."`
 	LogFormat         string        `name:"log-format" default:"json" help:"json or text."`
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" default:"30s" help:"How long a stopping process waits for in-flight work."`
+	Retention         time.Duration `name:"retention" default:"168h" help:"How long minute points are kept (whole days are dropped); hourly and daily rollups are kept."`
 
 	// Broker tuning (package broker).
 	KafkaVersion         string        `name:"kafka-version" default:"3.7.0" help:"Kafka protocol version the client speaks (X.Y.Z); at most the brokers' version."`
@@ -75,6 +76,7 @@ func Default() Config {
 		LogLevel:          "info",
 		LogFormat:         "json",
 		ShutdownTimeout:   30 * time.Second,
+		Retention:         7 * 24 * time.Hour,
 
 		KafkaVersion:         "3.7.0",
 		KafkaPartitions:      16,
@@ -167,6 +169,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown-timeout: must be positive")
+	}
+	if c.Retention < 24*time.Hour {
+		bad("retention: %s is less than a day (minute points are dropped by whole days)", c.Retention)
 	}
 	return errors.Join(errs...)
 }

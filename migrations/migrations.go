@@ -23,6 +23,20 @@ var files embed.FS
 // Up applies every pending migration to db. It waits (up to five minutes) for
 // another process that is migrating the same database to finish first.
 func Up(ctx context.Context, db *sql.DB, logger *slog.Logger) error {
+	return up(ctx, db, logger, 0)
+}
+
+// UpTo applies the pending migrations up to and including version, like Up
+// (for tests of data migrations).
+func UpTo(ctx context.Context, db *sql.DB, logger *slog.Logger, version int64) error {
+	if version <= 0 {
+		return fmt.Errorf("migrate up to %d: version is not positive", version)
+	}
+	return up(ctx, db, logger, version)
+}
+
+// up applies pending migrations up to version, or all when version is 0.
+func up(ctx context.Context, db *sql.DB, logger *slog.Logger, version int64) error {
 	locker, err := lock.NewPostgresSessionLocker(
 		lock.WithLockTimeout(1, 300), // probe every second, give up after 5 min
 	)
@@ -36,7 +50,12 @@ func Up(ctx context.Context, db *sql.DB, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("migration provider: %w", err)
 	}
-	results, err := provider.Up(ctx)
+	var results []*goose.MigrationResult
+	if version == 0 {
+		results, err = provider.Up(ctx)
+	} else {
+		results, err = provider.UpTo(ctx, version)
+	}
 	for _, r := range results {
 		if r.Error == nil {
 			logger.InfoContext(ctx, "migration applied",

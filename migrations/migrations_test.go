@@ -55,5 +55,8 @@ ORDER BY tablename`)
 		tables = append(tables, name)
 	}
 	require.NoError(t, rows.Err())
-	assert.Equal(t, []string{"goose_db_version", "influencer_summary", "influencers", "missed", "registry_meta", "samples"}, tables)
+	assert.Equal(t, []string{
+		"global_stats", "goose_db_version", "influencer_summary", "influencers", "minute_progress", "missed",
+		"rank_buckets", "registry_history", "registry_meta", "rollup_daily", "rollup_hourly", "samples",
+	}, tables)
 }

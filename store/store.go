@@ -1,6 +1,7 @@
 // Package store holds what every store implementation shares: the defensive
-// validation of batches and pk lists, the error that marks them invalid, and
-// the leadership Lease.
+// validation of batches, pk lists and read arguments, the error that marks
+// them invalid, the rank bucket function, the retention cutoff, and the
+// leadership Lease.
 // The implementations live in store/memory and store/postgres; their common
 // contract and test suite live in store/storetest.
 package store

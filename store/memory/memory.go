@@ -1,7 +1,7 @@
 // Package memory is an in-memory store with the same behaviour as the
 // Postgres store, for the zero-setup demo and fast unit tests. It keeps every
-// sample it is given (no retention), so it suits demos and tests, not days of
-// one million influencers.
+// sample it is given until Prune drops old days, so it suits demos and tests,
+// not days of one million influencers.
 package memory
 
 import (
@@ -56,6 +56,14 @@ type Store struct {
 	registryPKs     []int64 // every registry pk, ascending
 	version         int64
 	bootstrapped    bool
+	tracked         int64 // active registry entries
+
+	// Read side, maintained by Record, Track and Untrack.
+	rank     *rankIndex          // active influencers with data
+	progress map[int64]*progress // per minute (Unix seconds)
+	history  []historyEntry      // tracked count after each registry change
+	hourly   map[int64][]rollup  // per pk, sorted by start
+	daily    map[int64][]rollup
 
 	leaseMu sync.Mutex
 	leases  map[string]*lease
@@ -71,6 +79,10 @@ func New(clock clockwork.Clock) *Store {
 		missed:          make(map[missedKey]missedEntry),
 		missedPerMinute: make(map[int64]int64),
 		registry:        make(map[int64]*registryEntry),
+		rank:            newRankIndex(),
+		progress:        make(map[int64]*progress),
+		hourly:          make(map[int64][]rollup),
+		daily:           make(map[int64][]rollup),
 		leases:          make(map[string]*lease),
 	}
 }
@@ -105,6 +117,7 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.Reco
 			sum = &influencer.Summary{PK: smp.PK}
 			s.summary[smp.PK] = sum
 		}
+		old := sum.FollowerCount
 		sum.Samples++
 		sum.FollowerSum += smp.FollowerCount
 		if !ok || m > sum.LastMinute.Unix() {
@@ -113,7 +126,18 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.Reco
 			sum.FollowingCount = smp.FollowingCount
 			sum.LastMinute = time.Unix(m, 0).UTC()
 		}
-		s.removeMissed(missedKey{pk: smp.PK, minute: m})
+		if s.isActive(smp.PK) && (!ok || old != sum.FollowerCount) {
+			if ok {
+				s.rank.remove(smp.PK, old)
+			}
+			s.rank.add(smp.PK, sum.FollowerCount)
+		}
+		s.hourly[smp.PK] = addRollup(s.hourly[smp.PK], store.Hourly, m, smp.FollowerCount, smp.FollowingCount)
+		s.daily[smp.PK] = addRollup(s.daily[smp.PK], store.Daily, m, smp.FollowerCount, smp.FollowingCount)
+		s.addProgress(m, 1, 0)
+		if s.removeMissed(missedKey{pk: smp.PK, minute: m}) {
+			s.addProgress(m, 0, -1)
+		}
 	}
 	for _, f := range b.Failures {
 		k := missedKey{pk: f.PK, minute: f.Minute.Unix()}
@@ -125,6 +149,7 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.Reco
 		}
 		s.missed[k] = missedEntry{class: f.Class, reason: f.Reason, recordedAt: now}
 		s.missedPerMinute[k.minute]++
+		s.addProgress(k.minute, 0, 1)
 		res.Missed++
 	}
 	return res, nil
@@ -140,14 +165,16 @@ func comparePoint(p point, minute int64) int {
 	return 0
 }
 
-func (s *Store) removeMissed(k missedKey) {
+// removeMissed drops a missed entry and reports whether there was one.
+func (s *Store) removeMissed(k missedKey) bool {
 	if _, ok := s.missed[k]; !ok {
-		return
+		return false
 	}
 	delete(s.missed, k)
 	if s.missedPerMinute[k.minute]--; s.missedPerMinute[k.minute] <= 0 {
 		delete(s.missedPerMinute, k.minute)
 	}
+	return true
 }
 
 // Summary implements storetest.Store.
@@ -235,16 +262,28 @@ func (s *Store) trackLocked(pks []int64, now time.Time) int {
 		default:
 			continue
 		}
+		if sum, ok := s.summary[pk]; ok {
+			s.rank.add(pk, sum.FollowerCount)
+		}
 		changed++
 	}
 	if len(added) > 0 {
 		slices.Sort(added)
 		s.registryPKs = mergeSorted(s.registryPKs, added)
 	}
-	if changed > 0 {
-		s.version++
-	}
+	s.registryChanged(int64(changed), now)
 	return changed
+}
+
+// registryChanged bumps the version and records the new tracked count after
+// delta pks changed state (none: nothing happens).
+func (s *Store) registryChanged(delta int64, now time.Time) {
+	if delta == 0 {
+		return
+	}
+	s.version++
+	s.tracked += delta
+	s.history = append(s.history, historyEntry{at: now, tracked: s.tracked})
 }
 
 // mergeSorted merges two ascending slices of distinct values.
@@ -279,12 +318,13 @@ func (s *Store) Untrack(ctx context.Context, pks []int64) (int, error) {
 	for _, pk := range pks {
 		if e, ok := s.registry[pk]; ok && e.active {
 			e.active, e.updatedAt = false, now
+			if sum, ok := s.summary[pk]; ok {
+				s.rank.remove(pk, sum.FollowerCount)
+			}
 			changed++
 		}
 	}
-	if changed > 0 {
-		s.version++
-	}
+	s.registryChanged(-int64(changed), now)
 	return changed, nil
 }
 

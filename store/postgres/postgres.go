@@ -16,6 +16,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/mockstagram/pipeline/migrations"
+	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/storetest"
 )
 
@@ -24,6 +25,9 @@ var _ storetest.Store = (*Store)(nil)
 // DefaultLeaseCheckInterval is how often a held leadership lease pings its
 // dedicated connection.
 const DefaultLeaseCheckInterval = 5 * time.Second
+
+// DefaultRetention is how long minute points are kept by default.
+const DefaultRetention = 7 * 24 * time.Hour
 
 // Partitions kept ahead: Maintain ensures yesterday through today+partitionDaysAhead.
 const partitionDaysAhead = 2
@@ -34,6 +38,7 @@ type Store struct {
 	logger             *slog.Logger
 	clock              clockwork.Clock
 	leaseCheckInterval time.Duration
+	retention          time.Duration
 }
 
 // Option configures a Store.
@@ -45,6 +50,17 @@ func WithLeaseCheckInterval(d time.Duration) Option {
 	return func(s *Store) {
 		if d > 0 {
 			s.leaseCheckInterval = d
+		}
+	}
+}
+
+// WithRetention sets how long minute points are kept (default
+// DefaultRetention): Maintain drops the timeline's whole days that ended
+// before now minus d. Rollups are kept regardless.
+func WithRetention(d time.Duration) Option {
+	return func(s *Store) {
+		if d > 0 {
+			s.retention = d
 		}
 	}
 }
@@ -65,6 +81,7 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 		logger:             logger,
 		clock:              clock,
 		leaseCheckInterval: DefaultLeaseCheckInterval,
+		retention:          DefaultRetention,
 	}
 	for _, o := range opts {
 		o(s)
@@ -109,11 +126,15 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // Maintain creates the timeline partitions for yesterday through today+2
-// days (UTC, from the clock). It is cheap when they exist and safe to call
-// from many processes at once; call it hourly. On a hypertable it does
-// nothing.
+// days (UTC, from the clock) and applies retention: minute points older
+// than the retention window go by whole days (see Prune), or, on a
+// TimescaleDB hypertable, by a retention policy it registers instead;
+// per-minute progress counters and old missed entries are pruned too.
+// It is cheap when there is nothing to do and safe to call from many
+// processes at once; call it hourly.
 func (s *Store) Maintain(ctx context.Context) error {
-	today := s.clock.Now().UTC().Truncate(24 * time.Hour)
+	now := s.clock.Now()
+	today := now.UTC().Truncate(24 * time.Hour)
 	first := today.AddDate(0, 0, -1)
 	days := 1 + 1 + partitionDaysAhead
 	var created int
@@ -124,6 +145,59 @@ func (s *Store) Maintain(ctx context.Context) error {
 	if created > 0 {
 		s.logger.InfoContext(ctx, "timeline partitions created",
 			slog.String("from", first.Format(time.DateOnly)), slog.Int("created", created))
+	}
+	var byPolicy bool
+	if err := s.pool.QueryRow(ctx, `SELECT ensure_sample_retention($1::interval)`, s.retention).Scan(&byPolicy); err != nil {
+		return fmt.Errorf("timeline retention policy: %w", err)
+	}
+	return s.prune(ctx, now, s.retention, !byPolicy)
+}
+
+// Prune applies retention as of now, keeping keep of minute data: it drops
+// the timeline's partitions (TimescaleDB: chunks) of the UTC days before
+// store.RetentionCutoff(now, keep) whole, never row by row, and deletes the
+// missed entries before the same cutoff and the per-minute progress
+// counters older than store.ProgressRetention. Rollups, summaries and the
+// rank and average counters are kept.
+func (s *Store) Prune(ctx context.Context, now time.Time, keep time.Duration) error {
+	if keep <= 0 {
+		return fmt.Errorf("prune: %w: keep %s is not positive", store.ErrInvalid, keep)
+	}
+	return s.prune(ctx, now, keep, true)
+}
+
+// pruneSQL deletes what Prune deletes row by row: missed entries before $1
+// (index range on minute), progress rows before $2, and registry_history
+// rows before $2 except the newest of them (the tracked count in effect
+// then).
+const pruneSQL = `
+WITH m AS (
+    DELETE FROM missed WHERE minute < $1 RETURNING 1
+), p AS (
+    DELETE FROM minute_progress WHERE minute < $2 RETURNING 1
+), h AS (
+    DELETE FROM registry_history WHERE at < $2
+      AND (at, version) < (SELECT at, version FROM registry_history WHERE at < $2
+                           ORDER BY at DESC, version DESC LIMIT 1)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM p)`
+
+func (s *Store) prune(ctx context.Context, now time.Time, keep time.Duration, dropSamples bool) error {
+	cutoff := store.RetentionCutoff(now, keep)
+	if dropSamples {
+		var dropped int
+		if err := s.pool.QueryRow(ctx, `SELECT drop_sample_partitions($1)`, cutoff).Scan(&dropped); err != nil {
+			return fmt.Errorf("drop timeline before %s: %w", cutoff.Format(time.DateOnly), err)
+		}
+		if dropped > 0 {
+			s.logger.InfoContext(ctx, "timeline partitions dropped",
+				slog.String("before", cutoff.Format(time.DateOnly)), slog.Int("dropped", dropped))
+		}
+	}
+	var missed, progress int64
+	if err := s.pool.QueryRow(ctx, pruneSQL, cutoff, now.Add(-store.ProgressRetention)).Scan(&missed, &progress); err != nil {
+		return fmt.Errorf("prune before %s: %w", cutoff.Format(time.DateOnly), err)
 	}
 	return nil
 }

@@ -12,12 +12,22 @@ import (
 	"github.com/mockstagram/pipeline/store"
 )
 
+// The minute-level reads: primary-key lookups and ranges only.
+const (
+	summarySQL = `
+SELECT username, follower_count, following_count, last_minute, samples, follower_sum
+FROM influencer_summary WHERE pk = $1`
+	timelineSQL = `
+SELECT minute, follower_count, following_count FROM samples
+WHERE pk = $1 AND minute >= $2 AND minute < $3
+ORDER BY minute LIMIT $4`
+	missedSinceSQL = `SELECT count(*) FROM missed WHERE minute >= $1`
+)
+
 // Summary implements storetest.Store.
 func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, error) {
 	sum := influencer.Summary{PK: pk}
-	err := s.pool.QueryRow(ctx, `
-SELECT username, follower_count, following_count, last_minute, samples, follower_sum
-FROM influencer_summary WHERE pk = $1`, pk).Scan(
+	err := s.pool.QueryRow(ctx, summarySQL, pk).Scan(
 		&sum.Username, &sum.FollowerCount, &sum.FollowingCount, &sum.LastMinute, &sum.Samples, &sum.FollowerSum)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, influencer.ErrNotFound)
@@ -34,10 +44,7 @@ func (s *Store) Timeline(ctx context.Context, pk int64, from, to time.Time, limi
 	if limit <= 0 {
 		return nil, fmt.Errorf("timeline of pk %d: %w: limit %d is not positive", pk, store.ErrInvalid, limit)
 	}
-	rows, err := s.pool.Query(ctx, `
-SELECT minute, follower_count, following_count FROM samples
-WHERE pk = $1 AND minute >= $2 AND minute < $3
-ORDER BY minute LIMIT $4`, pk, from, to, limit)
+	rows, err := s.pool.Query(ctx, timelineSQL, pk, from, to, limit)
 	if err != nil {
 		return nil, fmt.Errorf("timeline of pk %d: %w", pk, err)
 	}
@@ -56,7 +63,7 @@ ORDER BY minute LIMIT $4`, pk, from, to, limit)
 // MissedSince implements storetest.Store.
 func (s *Store) MissedSince(ctx context.Context, since time.Time) (int64, error) {
 	var n int64
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM missed WHERE minute >= $1`, since).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, missedSinceSQL, since).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count missed since %s: %w", since.Format(time.RFC3339), err)
 	}
 	return n, nil

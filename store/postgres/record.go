@@ -8,20 +8,37 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/store"
 )
 
-// recordSQL writes a whole batch in one statement (so one transaction). The
-// data-modifying CTEs all see the snapshot taken before the statement, so:
+// recordSQL writes a whole batch in one statement. The data-modifying CTEs
+// all see the snapshot taken before the statement, so:
 //   - ins inserts the samples, ignoring (pk, minute) conflicts, and returns
-//     only the rows it inserted;
+//     only the rows it inserted; everything below is derived from ins, so a
+//     redelivered batch changes nothing;
 //   - summ folds exactly those rows into influencer_summary (the batch has
-//     distinct pks, so each summary row is touched once); current values and
-//     username move only forward in time;
+//     distinct pks, so each summary row is touched once); current values,
+//     username and rank bucket move only forward in time. A new row takes
+//     its active flag from the registry. RETURNING gives the current count
+//     before (prev_follower_count, read under the row lock, so right even
+//     when another recorder updated the row after our snapshot) and after;
+//   - chg keeps the active rows whose current count changed; rb moves them
+//     between rank buckets (fine and grouped, keys in sorted order so
+//     concurrent recorders lock bucket rows in the same order) and gs adds
+//     the count and follower-total deltas to the batch's global_stats stripe;
+//   - rh and rd fold the inserted rows into the hourly and daily rollups;
 //   - unmiss drops missed entries that a sample now fills;
 //   - miss records failures unless a sample exists, either before the
-//     statement (samples) or inserted by it (ins).
+//     statement (samples) or inserted by it (ins);
+//   - prog adds the stored and missed counts per minute to the stripe's
+//     minute_progress rows (a filled gap moves one from missed to stored).
+//
+// It runs after recordLockSQL in the same implicit transaction (one pgx
+// batch, one round trip): the shared lock keeps Track/Untrack, which flip
+// active flags and move the same counters, out of the way.
 const recordSQL = `
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::text[])
@@ -33,21 +50,95 @@ WITH input AS (
     RETURNING pk, minute, follower_count, following_count
 ), summ AS (
     INSERT INTO influencer_summary AS s
-        (pk, username, follower_count, following_count, last_minute, samples, follower_sum)
-    SELECT ins.pk, input.username, ins.follower_count, ins.following_count, ins.minute, 1, ins.follower_count
-    FROM ins JOIN input ON input.pk = ins.pk
+        (pk, username, follower_count, following_count, last_minute, samples, follower_sum,
+         active, rank_bucket, prev_follower_count)
+    SELECT ins.pk, input.username, ins.follower_count, ins.following_count, ins.minute, 1, ins.follower_count,
+           coalesce(r.active, false), rank_bucket(ins.follower_count), NULL
+    FROM ins JOIN input ON input.pk = ins.pk LEFT JOIN influencers r ON r.pk = ins.pk
     ON CONFLICT (pk) DO UPDATE SET
-        samples         = s.samples + 1,
-        follower_sum    = s.follower_sum + EXCLUDED.follower_sum,
+        samples             = s.samples + 1,
+        follower_sum        = s.follower_sum + EXCLUDED.follower_sum,
+        prev_follower_count = s.follower_count,
         username        = CASE WHEN EXCLUDED.last_minute > s.last_minute THEN EXCLUDED.username ELSE s.username END,
         follower_count  = CASE WHEN EXCLUDED.last_minute > s.last_minute THEN EXCLUDED.follower_count ELSE s.follower_count END,
         following_count = CASE WHEN EXCLUDED.last_minute > s.last_minute THEN EXCLUDED.following_count ELSE s.following_count END,
+        rank_bucket     = CASE WHEN EXCLUDED.last_minute > s.last_minute THEN EXCLUDED.rank_bucket ELSE s.rank_bucket END,
         last_minute     = greatest(s.last_minute, EXCLUDED.last_minute)
+    RETURNING s.active, s.prev_follower_count AS old_count, s.follower_count AS new_count,
+              rank_bucket(s.prev_follower_count) AS old_bucket, s.rank_bucket AS new_bucket
+), chg AS (
+    SELECT old_count, new_count, old_bucket, new_bucket FROM summ
+    WHERE active AND old_count IS DISTINCT FROM new_count
+), rb AS (
+    INSERT INTO rank_buckets AS r (level, bucket, n)
+    SELECT level, bucket, sum(d) FROM (
+        SELECT 0 AS level, new_bucket AS bucket, 1 AS d FROM chg WHERE old_bucket IS DISTINCT FROM new_bucket
+        UNION ALL
+        SELECT 0, old_bucket, -1 FROM chg WHERE old_bucket <> new_bucket
+        UNION ALL
+        SELECT 1, new_bucket >> 7, 1 FROM chg WHERE old_bucket >> 7 IS DISTINCT FROM new_bucket >> 7
+        UNION ALL
+        SELECT 1, old_bucket >> 7, -1 FROM chg WHERE old_bucket >> 7 <> new_bucket >> 7
+    ) d
+    GROUP BY level, bucket HAVING sum(d) <> 0
+    ORDER BY level, bucket
+    ON CONFLICT (level, bucket) DO UPDATE SET n = r.n + EXCLUDED.n
+    RETURNING 1
+), gs AS (
+    UPDATE global_stats g SET
+        influencers    = g.influencers + d.n,
+        follower_total = g.follower_total + d.t
+    FROM (SELECT count(*) FILTER (WHERE old_count IS NULL) AS n,
+                 coalesce(sum(new_count - coalesce(old_count, 0)), 0) AS t
+          FROM chg) d
+    WHERE g.stripe = $11 AND (d.n <> 0 OR d.t <> 0)
+    RETURNING 1
+), rh AS (
+    INSERT INTO rollup_hourly AS r
+        (pk, bucket_start, samples, follower_sum, follower_min, follower_max,
+         following_sum, following_min, following_max, last_minute, follower_last, following_last)
+    SELECT pk, date_bin('1 hour', minute, timestamptz '2000-01-01 00:00:00+00'), 1,
+           follower_count, follower_count, follower_count,
+           following_count, following_count, following_count, minute, follower_count, following_count
+    FROM ins
+    ORDER BY 1, 2
+    ON CONFLICT (pk, bucket_start) DO UPDATE SET
+        samples        = r.samples + 1,
+        follower_sum   = r.follower_sum + EXCLUDED.follower_sum,
+        follower_min   = least(r.follower_min, EXCLUDED.follower_min),
+        follower_max   = greatest(r.follower_max, EXCLUDED.follower_max),
+        following_sum  = r.following_sum + EXCLUDED.following_sum,
+        following_min  = least(r.following_min, EXCLUDED.following_min),
+        following_max  = greatest(r.following_max, EXCLUDED.following_max),
+        follower_last  = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.follower_last ELSE r.follower_last END,
+        following_last = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.following_last ELSE r.following_last END,
+        last_minute    = greatest(r.last_minute, EXCLUDED.last_minute)
+    RETURNING 1
+), rd AS (
+    INSERT INTO rollup_daily AS r
+        (pk, bucket_start, samples, follower_sum, follower_min, follower_max,
+         following_sum, following_min, following_max, last_minute, follower_last, following_last)
+    SELECT pk, date_bin('1 day', minute, timestamptz '2000-01-01 00:00:00+00'), 1,
+           follower_count, follower_count, follower_count,
+           following_count, following_count, following_count, minute, follower_count, following_count
+    FROM ins
+    ORDER BY 1, 2
+    ON CONFLICT (pk, bucket_start) DO UPDATE SET
+        samples        = r.samples + 1,
+        follower_sum   = r.follower_sum + EXCLUDED.follower_sum,
+        follower_min   = least(r.follower_min, EXCLUDED.follower_min),
+        follower_max   = greatest(r.follower_max, EXCLUDED.follower_max),
+        following_sum  = r.following_sum + EXCLUDED.following_sum,
+        following_min  = least(r.following_min, EXCLUDED.following_min),
+        following_max  = greatest(r.following_max, EXCLUDED.following_max),
+        follower_last  = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.follower_last ELSE r.follower_last END,
+        following_last = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.following_last ELSE r.following_last END,
+        last_minute    = greatest(r.last_minute, EXCLUDED.last_minute)
     RETURNING 1
 ), unmiss AS (
     DELETE FROM missed m USING ins
     WHERE m.pk = ins.pk AND m.minute = ins.minute
-    RETURNING 1
+    RETURNING m.minute
 ), fail AS (
     SELECT * FROM unnest($6::bigint[], $7::timestamptz[], $8::text[], $9::text[])
         AS f(pk, minute, class, reason)
@@ -58,9 +149,45 @@ WITH input AS (
     WHERE NOT EXISTS (SELECT 1 FROM samples x WHERE x.pk = f.pk AND x.minute = f.minute)
       AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.pk = f.pk AND ins.minute = f.minute)
     ON CONFLICT DO NOTHING
+    RETURNING minute
+), prog AS (
+    INSERT INTO minute_progress AS p (minute, stripe, stored, missed)
+    SELECT minute, $11, sum(st), sum(mi) FROM (
+        SELECT minute, 1 AS st, 0 AS mi FROM ins
+        UNION ALL
+        SELECT minute, 0, -1 FROM unmiss
+        UNION ALL
+        SELECT minute, 0, 1 FROM miss
+    ) x
+    GROUP BY minute
+    ORDER BY minute
+    ON CONFLICT (minute, stripe) DO UPDATE SET
+        stored = p.stored + EXCLUDED.stored,
+        missed = p.missed + EXCLUDED.missed
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM summ), (SELECT count(*) FROM unmiss), (SELECT count(*) FROM miss)`
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM unmiss), (SELECT count(*) FROM miss)`
+
+// The registry lock: Record holds it shared for its transaction,
+// Track/Untrack/Bootstrap exclusively. Without it a first sample of a pk
+// could read the registry just before a concurrent Track flips the pk,
+// while Track's update cannot see the summary row not yet committed: the
+// pk would then be tracked but missing from the rank counters for good.
+// Shared advisory locks are taken in memory only, so recorders pay nothing
+// measurable, and registry changes are rare admin operations. The two-key
+// form lives in a lock space apart from TryLead's single-key locks.
+const (
+	registryLockClass = 0x6d6b7374 // "mkst"
+	registryLockID    = 1
+	recordLockSQL     = `SELECT pg_advisory_xact_lock_shared($1::integer, $2::integer)`
+)
+
+// statsStripes is the number of global_stats and minute_progress stripes.
+const statsStripes = 16
+
+func stripeOf(shard int) int {
+	return ((shard % statsStripes) + statsStripes) % statsStripes
+}
 
 // recordAttempts bounds retries of a batch that hit a deadlock or a missing
 // partition.
@@ -100,11 +227,11 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.Reco
 
 	partitionsEnsured := false
 	for attempt := 1; ; attempt++ {
-		var inserted, summarised, unmissed, missed int64
-		err := s.pool.QueryRow(ctx, recordSQL,
-			pks, minutes, followers, following, usernames,
-			fPKs, fMinutes, fClasses, fReasons, s.clock.Now(),
-		).Scan(&inserted, &summarised, &unmissed, &missed)
+		var inserted, unmissed, missed int64
+		err := s.recordOnce(ctx, func(row pgx.Row) error {
+			return row.Scan(&inserted, &unmissed, &missed)
+		}, pks, minutes, followers, following, usernames,
+			fPKs, fMinutes, fClasses, fReasons, s.clock.Now(), stripeOf(b.Shard))
 		if err == nil {
 			return influencer.RecordResult{
 				Inserted:   int(inserted),
@@ -131,6 +258,24 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.Reco
 			return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), err)
 		}
 	}
+}
+
+// recordOnce sends the registry lock and recordSQL as one batch: one round
+// trip, one implicit transaction.
+func (s *Store) recordOnce(ctx context.Context, scan func(pgx.Row) error, args ...any) error {
+	batch := &pgx.Batch{}
+	batch.Queue(recordLockSQL, registryLockClass, registryLockID)
+	batch.Queue(recordSQL, args...)
+	br := s.pool.SendBatch(ctx, batch)
+	_, err := br.Exec()
+	if err == nil {
+		err = scan(br.QueryRow())
+	}
+	closeErr := br.Close()
+	if err != nil {
+		return err
+	}
+	return closeErr
 }
 
 // dedupFailures keeps the first failure per (pk, minute).

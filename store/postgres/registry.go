@@ -11,31 +11,70 @@ import (
 	"github.com/mockstagram/pipeline/store"
 )
 
-// Every registry change runs in a transaction that first locks the single
-// registry_meta row: changes are serialised (no deadlocks between
-// overlapping Track calls, one Bootstrap wins) and the version is bumped in
-// the same transaction as the rows it describes.
+// Every registry change runs in a transaction that first takes the registry
+// lock exclusively (see recordLockSQL: no Record runs meanwhile) and locks
+// the single registry_meta row: changes are serialised (no deadlocks between
+// overlapping Track calls, one Bootstrap wins) and the version, the tracked
+// counter and registry_history move in the same transaction as the rows
+// they describe. Influencers with data that become active (inactive) enter
+// (leave) the rank counters and global_stats in the same statement.
 
 const (
-	lockMetaSQL = `SELECT bootstrapped FROM registry_meta FOR UPDATE`
-	bumpSQL     = `UPDATE registry_meta SET version = version + 1`
-	trackSQL    = `
+	registryLockSQL = `SELECT pg_advisory_xact_lock($1::integer, $2::integer)`
+	lockMetaSQL     = `SELECT bootstrapped FROM registry_meta FOR UPDATE`
+	// bumpSQL records a change of $1 tracked pks at $2.
+	bumpSQL = `
+WITH m AS (
+    UPDATE registry_meta SET version = version + 1, tracked = tracked + $1
+    RETURNING version, tracked
+)
+INSERT INTO registry_history (at, version, tracked) SELECT $2, version, tracked FROM m`
+	trackSQL = `
 WITH up AS (
     INSERT INTO influencers (pk, active, updated_at)
     SELECT pk, true, $2 FROM unnest($1::bigint[]) AS u(pk)
     ON CONFLICT (pk) DO UPDATE SET active = true, updated_at = EXCLUDED.updated_at
     WHERE NOT influencers.active
-    RETURNING 1
-)
-SELECT count(*) FROM up`
+    RETURNING pk
+), flip AS (
+    UPDATE influencer_summary s SET active = true
+    FROM up WHERE s.pk = up.pk AND NOT s.active
+    RETURNING s.follower_count, s.rank_bucket
+)` + flipTailSQL
 	untrackSQL = `
-WITH down AS (
+WITH up AS (
     UPDATE influencers i SET active = false, updated_at = $2
     FROM unnest($1::bigint[]) AS u(pk)
     WHERE i.pk = u.pk AND i.active
+    RETURNING i.pk
+), flip AS (
+    UPDATE influencer_summary s SET active = false
+    FROM up WHERE s.pk = up.pk AND s.active
+    RETURNING s.follower_count, s.rank_bucket
+)` + flipTailSQL
+	// flipTailSQL moves the flipped summary rows into ($3 = 1) or out of
+	// ($3 = -1) the rank counters and stripe 0 of global_stats, and counts
+	// the changed registry rows.
+	flipTailSQL = `, rb AS (
+    INSERT INTO rank_buckets AS r (level, bucket, n)
+    SELECT level, bucket, $3::bigint * count(*) FROM (
+        SELECT 0 AS level, rank_bucket AS bucket FROM flip
+        UNION ALL
+        SELECT 1, rank_bucket >> 7 FROM flip
+    ) x
+    GROUP BY level, bucket
+    ORDER BY level, bucket
+    ON CONFLICT (level, bucket) DO UPDATE SET n = r.n + EXCLUDED.n
+    RETURNING 1
+), gs AS (
+    UPDATE global_stats g SET
+        influencers    = g.influencers + $3::bigint * d.n,
+        follower_total = g.follower_total + $3::bigint * d.t
+    FROM (SELECT count(*) AS n, coalesce(sum(follower_count), 0) AS t FROM flip) d
+    WHERE g.stripe = 0 AND d.n > 0
     RETURNING 1
 )
-SELECT count(*) FROM down`
+SELECT count(*) FROM up`
 )
 
 // Track implements storetest.Store.
@@ -43,7 +82,7 @@ func (s *Store) Track(ctx context.Context, pks []int64) (int, error) {
 	var changed int
 	err := s.changeRegistry(ctx, "track", pks, func(tx pgx.Tx, bootstrapped bool, pks []int64) error {
 		var err error
-		changed, err = s.apply(ctx, tx, trackSQL, pks)
+		changed, err = s.apply(ctx, tx, trackSQL, pks, 1)
 		return err
 	})
 	return changed, err
@@ -54,7 +93,7 @@ func (s *Store) Untrack(ctx context.Context, pks []int64) (int, error) {
 	var changed int
 	err := s.changeRegistry(ctx, "untrack", pks, func(tx pgx.Tx, bootstrapped bool, pks []int64) error {
 		var err error
-		changed, err = s.apply(ctx, tx, untrackSQL, pks)
+		changed, err = s.apply(ctx, tx, untrackSQL, pks, -1)
 		return err
 	})
 	return changed, err
@@ -67,7 +106,7 @@ func (s *Store) Bootstrap(ctx context.Context, pks []int64) (bool, error) {
 		if bootstrapped {
 			return nil
 		}
-		if _, err := s.apply(ctx, tx, trackSQL, pks); err != nil {
+		if _, err := s.apply(ctx, tx, trackSQL, pks, 1); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE registry_meta SET bootstrapped = true`); err != nil {
@@ -91,6 +130,9 @@ func (s *Store) changeRegistry(ctx context.Context, op string, pks []int64,
 	slices.Sort(pks)
 	pks = slices.Compact(pks)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, registryLockSQL, registryLockClass, registryLockID); err != nil {
+			return err
+		}
 		var bootstrapped bool
 		if err := tx.QueryRow(ctx, lockMetaSQL).Scan(&bootstrapped); err != nil {
 			return err
@@ -103,18 +145,20 @@ func (s *Store) changeRegistry(ctx context.Context, op string, pks []int64,
 	return nil
 }
 
-// apply runs a track/untrack statement and bumps the version if it changed
-// any row.
-func (s *Store) apply(ctx context.Context, tx pgx.Tx, sql string, pks []int64) (int, error) {
+// apply runs a track (sign 1) or untrack (sign -1) statement and, if it
+// changed any row, bumps the version, moves the tracked counter and appends
+// to registry_history.
+func (s *Store) apply(ctx context.Context, tx pgx.Tx, sql string, pks []int64, sign int64) (int, error) {
 	if len(pks) == 0 {
 		return 0, nil
 	}
+	now := s.clock.Now()
 	var changed int64
-	if err := tx.QueryRow(ctx, sql, pks, s.clock.Now()).Scan(&changed); err != nil {
+	if err := tx.QueryRow(ctx, sql, pks, now, sign).Scan(&changed); err != nil {
 		return 0, err
 	}
 	if changed > 0 {
-		if _, err := tx.Exec(ctx, bumpSQL); err != nil {
+		if _, err := tx.Exec(ctx, bumpSQL, sign*changed, now); err != nil {
 			return 0, err
 		}
 	}

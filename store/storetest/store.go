@@ -34,8 +34,40 @@ type Store interface {
 	// MissedSince counts missed (pk, minute) entries with minute >= since.
 	MissedSince(ctx context.Context, since time.Time) (int64, error)
 
+	// Rank is 1 + the number of active (tracked) influencers with data
+	// whose current follower count is strictly greater than pk's (equal
+	// counts share a rank); influencer.ErrNotFound when pk has no data or
+	// is not tracked. It costs O(log n) or a small bounded range.
+	Rank(ctx context.Context, pk int64) (int64, error)
+	// Leaderboard lists the active influencers with data by follower count
+	// descending, then pk ascending, starting after the cursor (from the
+	// top when nil), at most limit of them, each with its rank; limit must
+	// be in [1, store.MaxLeaderboardLimit] (else store.ErrInvalid). No rows
+	// is an empty, non-nil slice.
+	Leaderboard(ctx context.Context, after *influencer.Cursor, limit int) ([]influencer.Ranked, error)
+	// Stats returns the tracked count, the active influencers with data
+	// and the sum of their current follower counts (maintained by Record,
+	// Track and Untrack, never aggregated on read), the newest minute M in
+	// [now-1h, now] whose stored samples plus missed entries reach the
+	// tracked count in effect at M (the last registry change at or before
+	// M), and the number of missed entries with a minute in [now-1h, now].
+	Stats(ctx context.Context, now time.Time) (influencer.Stats, error)
+	// Rollup returns pk's hourly (step store.Hourly) or daily (store.Daily)
+	// buckets of UTC hours/days whose start is in [from, to), oldest first,
+	// at most limit (> 0) of them; another step is store.ErrInvalid. Record
+	// maintains them from inserted rows; retention never drops them. No
+	// buckets is an empty, non-nil slice.
+	Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]influencer.Bucket, error)
+	// Prune applies retention as of now: the minute points and missed
+	// entries of the whole UTC days before store.RetentionCutoff(now, keep)
+	// are dropped, and progress counters older than
+	// store.ProgressRetention; rollups, summaries, ranks and averages are
+	// kept. keep must be positive (else store.ErrInvalid).
+	Prune(ctx context.Context, now time.Time, keep time.Duration) error
+
 	// Track adds pks to the registry (or re-activates them) and returns how
-	// many changed. Untrack deactivates them. Both bump the registry version
+	// many changed. Untrack deactivates them. Influencers with data enter
+	// (leave) the rank and the global average with them. Both bump the registry version
 	// when (and only when) they change something; a non-positive pk is an
 	// error wrapping store.ErrInvalid and changes nothing.
 	Track(ctx context.Context, pks []int64) (int, error)

@@ -37,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"ConcurrentRecord", testConcurrentRecord},
 		{"Ping", testPing},
 	}
+	tests = append(tests, readSideTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -1,0 +1,230 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/store"
+)
+
+// Read-side queries. Each one reads a primary-key lookup or a bounded index
+// range (see migration 00004 for the structures); TestReadPlans EXPLAINs
+// exactly these constants over one million influencers.
+const (
+	// rankExpr is 1 + the number of active influencers with a count
+	// greater than c.v, whose rank bucket is c.b: the level-1 groups above
+	// c.b's group, the level-0 buckets above c.b inside its group, and the
+	// active rows of bucket c.b with a greater count (a range of
+	// influencer_summary_rank_idx no wider than the bucket).
+	rankExpr = `1
+    + coalesce((SELECT sum(r.n) FROM rank_buckets r
+                WHERE r.level = 1 AND r.bucket > c.b >> 7), 0)
+    + coalesce((SELECT sum(r.n) FROM rank_buckets r
+                WHERE r.level = 0 AND r.bucket > c.b AND r.bucket < ((c.b >> 7) + 1) << 7), 0)
+    + (SELECT count(*) FROM influencer_summary x
+       WHERE x.active AND -x.rank_bucket = -c.b AND -x.follower_count < -c.v)`
+
+	// rankSQL is the rank of pk $1 (no row: no data or not active).
+	rankSQL = `SELECT ` + rankExpr + `
+FROM (SELECT follower_count AS v, rank_bucket AS b FROM influencer_summary
+      WHERE pk = $1 AND active) c`
+
+	// leaderboardFirstSQL and leaderboardAfterSQL return a page in the order
+	// count DESC, pk ASC, which is the order of influencer_summary_rank_idx
+	// ((-rank_bucket), (-follower_count), pk) because rank_bucket is
+	// monotonic; the keyset condition of a later page is a row comparison
+	// on the index columns, so the page starts with an index seek. Every
+	// row of the page's first two distinct counts carries the rank of its
+	// count (NULL otherwise); Leaderboard derives the others (fillRanks).
+	leaderboardFirstSQL = leaderboardHead + leaderboardTail
+	leaderboardAfterSQL = leaderboardHead +
+		`AND (-rank_bucket, -follower_count, pk) > (-rank_bucket($2::bigint), -$2::bigint, $3::bigint)` +
+		leaderboardTail
+	leaderboardHead = `
+WITH page AS MATERIALIZED (
+    SELECT pk, username, follower_count, following_count, rank_bucket,
+           row_number() OVER (ORDER BY -rank_bucket, -follower_count, pk) AS i
+    FROM influencer_summary
+    WHERE active `
+	leaderboardTail = `
+    ORDER BY -rank_bucket, -follower_count, pk
+    LIMIT $1
+), heads AS (
+    SELECT DISTINCT ON (follower_count) follower_count AS v, rank_bucket AS b
+    FROM page ORDER BY follower_count DESC LIMIT 2
+), ranks AS (
+    SELECT c.v, ` + rankExpr + ` AS rank FROM heads c
+)
+SELECT p.pk, p.username, p.follower_count, p.following_count, r.rank
+FROM page p LEFT JOIN ranks r ON r.v = p.follower_count
+ORDER BY p.i`
+
+	// statsSQL reads counters only: registry_meta, the 16 global_stats
+	// stripes, and one range of minute_progress rows, the last hour's
+	// ($1 = now-1h, $2 = now; at most 61 minutes x 16 stripes), with one
+	// registry_history lookup per minute.
+	statsSQL = `
+WITH p AS MATERIALIZED (
+    SELECT minute, sum(stored + missed) AS done, sum(missed) AS missed
+    FROM minute_progress WHERE minute >= $1 AND minute <= $2
+    GROUP BY minute
+)
+SELECT (SELECT tracked FROM registry_meta),
+       g.n, g.t,
+       (SELECT max(p.minute) FROM p
+        WHERE p.done >= coalesce((
+            SELECT h.tracked FROM registry_history h WHERE h.at <= p.minute
+            ORDER BY h.at DESC, h.version DESC LIMIT 1), 0)),
+       (SELECT coalesce(sum(p.missed), 0)::bigint FROM p)
+FROM (SELECT coalesce(sum(influencers), 0)::bigint AS n, coalesce(sum(follower_total), 0)::bigint AS t
+      FROM global_stats) g`
+
+	rollupColumns = `bucket_start, samples, follower_sum, follower_min, follower_max, follower_last,
+       following_sum, following_min, following_max, following_last, last_minute`
+	rollupHourlySQL = `SELECT ` + rollupColumns + ` FROM rollup_hourly
+WHERE pk = $1 AND bucket_start >= $2 AND bucket_start < $3 ORDER BY bucket_start LIMIT $4`
+	rollupDailySQL = `SELECT ` + rollupColumns + ` FROM rollup_daily
+WHERE pk = $1 AND bucket_start >= $2 AND bucket_start < $3 ORDER BY bucket_start LIMIT $4`
+)
+
+// Rank returns 1 + the number of active influencers with data whose current
+// follower count is strictly greater than pk's; influencer.ErrNotFound when
+// pk has no data or is not tracked.
+func (s *Store) Rank(ctx context.Context, pk int64) (int64, error) {
+	var rank int64
+	err := s.pool.QueryRow(ctx, rankSQL, pk).Scan(&rank)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("rank of pk %d: %w", pk, influencer.ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("rank of pk %d: %w", pk, err)
+	}
+	return rank, nil
+}
+
+// Leaderboard returns up to limit (1..store.MaxLeaderboardLimit) active
+// influencers with data after the cursor (from the top when nil), by
+// follower count descending then pk, each with its rank.
+func (s *Store) Leaderboard(ctx context.Context, after *influencer.Cursor, limit int) ([]influencer.Ranked, error) {
+	if err := store.ValidateLeaderboardLimit(limit); err != nil {
+		return nil, fmt.Errorf("leaderboard: %w", err)
+	}
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	if after == nil {
+		rows, err = s.pool.Query(ctx, leaderboardFirstSQL, limit)
+	} else {
+		if after.FollowerCount < 0 || after.FollowerCount > influencer.MaxCount {
+			return nil, fmt.Errorf("leaderboard: %w: cursor follower count %d out of range", store.ErrInvalid, after.FollowerCount)
+		}
+		rows, err = s.pool.Query(ctx, leaderboardAfterSQL, limit, after.FollowerCount, after.PK)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("leaderboard: %w", err)
+	}
+	type row struct {
+		influencer.Ranked
+		rank *int64
+	}
+	page, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		err := r.Scan(&x.PK, &x.Username, &x.FollowerCount, &x.FollowingCount, &x.rank)
+		return x, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("leaderboard: %w", err)
+	}
+	out := make([]influencer.Ranked, len(page))
+	for i, r := range page {
+		out[i] = r.Ranked
+		if r.rank != nil {
+			out[i].Rank = *r.rank
+		}
+	}
+	fillRanks(out, func(i int) bool { return page[i].rank != nil })
+	return out, nil
+}
+
+// fillRanks completes the ranks of a leaderboard page ordered by count
+// descending. known(i) says out[i].Rank is set; it is for every row of the
+// page's first two distinct counts. A row whose count differs from the row
+// before it has rank 1 + (its position in the whole order), and positions
+// advance by one per row, so from the first known tie-group start after row
+// 0 on, rank = position-in-page + offset; ties repeat the rank before.
+func fillRanks(out []influencer.Ranked, known func(int) bool) {
+	var (
+		offset    int64
+		offsetSet bool
+	)
+	for i := range out {
+		switch {
+		case i > 0 && out[i].FollowerCount == out[i-1].FollowerCount:
+			out[i].Rank = out[i-1].Rank
+		case known(i):
+			if i > 0 && !offsetSet {
+				offset, offsetSet = out[i].Rank-int64(i), true
+			}
+		default:
+			out[i].Rank = int64(i) + offset
+		}
+	}
+}
+
+// Stats implements storetest.Store: counters only, no scan.
+func (s *Store) Stats(ctx context.Context, now time.Time) (influencer.Stats, error) {
+	var (
+		st   influencer.Stats
+		last *time.Time
+	)
+	err := s.pool.QueryRow(ctx, statsSQL, now.Add(-time.Hour), now).Scan(
+		&st.Tracked, &st.Influencers, &st.FollowerTotal, &last, &st.MissedLastHour)
+	if err != nil {
+		return influencer.Stats{}, fmt.Errorf("stats: %w", err)
+	}
+	if last != nil {
+		st.LastCompleteMinute = last.UTC()
+	}
+	return st, nil
+}
+
+// Rollup returns the hourly (step time.Hour) or daily (24h) buckets of pk
+// whose start is in [from, to), oldest first, at most limit of them; no
+// buckets is an empty, non-nil slice.
+func (s *Store) Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]influencer.Bucket, error) {
+	if err := store.ValidateRollup(step, limit); err != nil {
+		return nil, fmt.Errorf("rollup of pk %d: %w", pk, err)
+	}
+	query := rollupHourlySQL
+	if step == store.Daily {
+		query = rollupDailySQL
+	}
+	rows, err := s.pool.Query(ctx, query, pk, from, to, limit)
+	if err != nil {
+		return nil, fmt.Errorf("rollup of pk %d: %w", pk, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (influencer.Bucket, error) {
+		var (
+			b                         influencer.Bucket
+			followerSum, followingSum int64
+		)
+		err := row.Scan(&b.Start, &b.Samples, &followerSum, &b.FollowerMin, &b.FollowerMax, &b.FollowerLast,
+			&followingSum, &b.FollowingMin, &b.FollowingMax, &b.FollowingLast, &b.LastMinute)
+		b.Start, b.LastMinute = b.Start.UTC(), b.LastMinute.UTC()
+		if b.Samples > 0 {
+			b.FollowerAvg = float64(followerSum) / float64(b.Samples)
+			b.FollowingAvg = float64(followingSum) / float64(b.Samples)
+		}
+		return b, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rollup of pk %d: %w", pk, err)
+	}
+	return out, nil
+}
