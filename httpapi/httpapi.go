@@ -3,11 +3,15 @@ package httpapi
 
 import (
 	"context"
+	"crypto/subtle"
+	_ "embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -15,16 +19,28 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/registry"
 )
 
 // MaxPoints is the largest number of timeline points one response carries.
 const MaxPoints = 10_080 // one week of minutes
 
-// Reader is what the API reads from the store.
+// Reader is what the API reads from the store. Every method is an indexed
+// lookup or a bounded range: no read scans the timeline or the summary.
 type Reader interface {
 	Summary(ctx context.Context, pk int64) (influencer.Summary, error)
 	Timeline(ctx context.Context, pk int64, from, to time.Time, limit int) ([]influencer.Point, error)
+	Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]influencer.Bucket, error)
+	Rank(ctx context.Context, pk int64) (int64, error)
+	Stats(ctx context.Context, now time.Time) (influencer.Stats, error)
+	Leaderboard(ctx context.Context, after *influencer.Cursor, limit int) ([]influencer.Ranked, error)
 	Ping(ctx context.Context) error
+}
+
+// Registry changes the tracked set (admin endpoints).
+type Registry interface {
+	Add(ctx context.Context, c registry.Change) (int, error)
+	Remove(ctx context.Context, c registry.Change) (int, error)
 }
 
 // Ready reports whether the process is ready to serve (nil) or why not.
@@ -32,15 +48,25 @@ type Ready func(ctx context.Context) error
 
 // API is the HTTP API.
 type API struct {
-	store  Reader
-	clock  clockwork.Clock
-	logger *slog.Logger
-	ready  Ready
+	store      Reader
+	registry   Registry
+	adminToken string
+	clock      clockwork.Clock
+	logger     *slog.Logger
+	ready      Ready
+	dashboard  http.Handler
+}
+
+// Options are the API's optional parts.
+type Options struct {
+	Registry   Registry // nil: admin endpoints answer 403
+	AdminToken string   // empty: admin endpoints are disabled (403)
+	Dashboard  http.Handler
 }
 
 // New creates the API.
-func New(store Reader, clock clockwork.Clock, logger *slog.Logger, ready Ready) *API {
-	return &API{store: store, clock: clock, logger: logger, ready: ready}
+func New(store Reader, clock clockwork.Clock, logger *slog.Logger, ready Ready, opts Options) *API {
+	return &API{store: store, registry: opts.Registry, adminToken: opts.AdminToken, clock: clock, logger: logger, ready: ready, dashboard: opts.Dashboard}
 }
 
 // Handler returns the routes; withAPI false serves only health and metrics
@@ -58,9 +84,18 @@ func (a *API) Handler(metrics http.Handler, withAPI bool) http.Handler {
 	}
 	if withAPI {
 		r.Route("/api/v1", func(r chi.Router) {
+			r.Get("/influencers", a.leaderboard)
 			r.Get("/influencers/{pk}", a.influencer)
 			r.Get("/influencers/{pk}/timeline", a.timeline)
+			r.Get("/stats", a.stats)
+			r.Get("/openapi.yaml", serveOpenAPI)
+			r.With(a.admin).Post("/registry", a.registryAdd)
+			r.With(a.admin).Delete("/registry/{pk}", a.registryRemove)
 		})
+		if a.dashboard != nil {
+			r.Handle("/", a.dashboard)
+			r.Handle("/static/*", a.dashboard)
+		}
 	}
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint")
@@ -93,6 +128,8 @@ type InfluencerResponse struct {
 	FollowingCount       int64    `json:"followingCount"`
 	FollowerRatio        *float64 `json:"followerRatio"` // null when followingCount is 0
 	AverageFollowerCount float64  `json:"averageFollowerCount"`
+	Rank                 *int64   `json:"rank"`       // null when the influencer is no longer tracked
+	Suspicious           *bool    `json:"suspicious"` // null until the daily suspicion check has run
 	LastMinute           string   `json:"lastMinute"`
 	Samples              int64    `json:"samples"`
 }
@@ -111,21 +148,40 @@ func (a *API) influencer(w http.ResponseWriter, r *http.Request) {
 		a.internal(w, r, err)
 		return
 	}
+	var rank *int64
+	switch rk, err := a.store.Rank(r.Context(), pk); {
+	case err == nil:
+		rank = &rk
+	case errors.Is(err, influencer.ErrNotFound):
+		// has history but is no longer tracked: no rank
+	default:
+		a.internal(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, InfluencerResponse{
 		PK: s.PK, Username: s.Username, FollowerCount: s.FollowerCount, FollowingCount: s.FollowingCount,
 		FollowerRatio:        ratio(s.FollowerCount, s.FollowingCount),
 		AverageFollowerCount: s.AverageFollowerCount(),
+		Rank:                 rank,
 		LastMinute:           s.LastMinute.UTC().Format(time.RFC3339),
 		Samples:              s.Samples,
 	})
 }
 
-// PointResponse is one timeline point.
+// PointResponse is one timeline point. At step 1m the counts are the stored
+// values; at 1h and 1d they are the bucket averages, with min, max and last.
 type PointResponse struct {
-	Minute         string   `json:"minute"`
-	FollowerCount  int64    `json:"followerCount"`
-	FollowingCount int64    `json:"followingCount"`
-	FollowerRatio  *float64 `json:"followerRatio"`
+	Minute             string   `json:"minute"`
+	FollowerCount      float64  `json:"followerCount"`
+	FollowingCount     float64  `json:"followingCount"`
+	FollowerRatio      *float64 `json:"followerRatio"`
+	Samples            int64    `json:"samples,omitempty"`
+	FollowerCountMin   *int64   `json:"followerCountMin,omitempty"`
+	FollowerCountMax   *int64   `json:"followerCountMax,omitempty"`
+	FollowerCountLast  *int64   `json:"followerCountLast,omitempty"`
+	FollowingCountMin  *int64   `json:"followingCountMin,omitempty"`
+	FollowingCountMax  *int64   `json:"followingCountMax,omitempty"`
+	FollowingCountLast *int64   `json:"followingCountLast,omitempty"`
 }
 
 // TimelineResponse is GET /api/v1/influencers/{pk}/timeline.
@@ -147,43 +203,75 @@ func (a *API) timeline(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	points, err := a.store.Timeline(r.Context(), pk, q.From, q.To, MaxPoints)
+	out := TimelineResponse{PK: pk, From: q.From.Format(time.RFC3339), To: q.To.Format(time.RFC3339), Step: q.Step}
+	if q.StepDuration == time.Minute {
+		points, err := a.store.Timeline(r.Context(), pk, q.From, q.To, MaxPoints)
+		if err != nil {
+			a.internal(w, r, err)
+			return
+		}
+		out.Points = make([]PointResponse, 0, len(points))
+		for _, p := range points {
+			out.Points = append(out.Points, PointResponse{Minute: p.Minute.UTC().Format(time.RFC3339),
+				FollowerCount: float64(p.FollowerCount), FollowingCount: float64(p.FollowingCount), FollowerRatio: ratio(p.FollowerCount, p.FollowingCount)})
+		}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	buckets, err := a.store.Rollup(r.Context(), pk, q.StepDuration, q.From, q.To, MaxPoints)
 	if err != nil {
 		a.internal(w, r, err)
 		return
 	}
-	out := TimelineResponse{PK: pk, From: q.From.Format(time.RFC3339), To: q.To.Format(time.RFC3339), Step: q.Step,
-		Points: make([]PointResponse, 0, len(points))}
-	for _, p := range points {
-		out.Points = append(out.Points, PointResponse{Minute: p.Minute.UTC().Format(time.RFC3339),
-			FollowerCount: p.FollowerCount, FollowingCount: p.FollowingCount, FollowerRatio: ratio(p.FollowerCount, p.FollowingCount)})
+	out.Points = make([]PointResponse, 0, len(buckets))
+	for _, b := range buckets {
+		out.Points = append(out.Points, PointResponse{
+			Minute:        b.Start.UTC().Format(time.RFC3339),
+			FollowerCount: b.FollowerAvg, FollowingCount: b.FollowingAvg, FollowerRatio: floatRatio(b.FollowerAvg, b.FollowingAvg),
+			Samples:          b.Samples,
+			FollowerCountMin: &b.FollowerMin, FollowerCountMax: &b.FollowerMax, FollowerCountLast: &b.FollowerLast,
+			FollowingCountMin: &b.FollowingMin, FollowingCountMax: &b.FollowingMax, FollowingCountLast: &b.FollowingLast,
+		})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// TimelineQuery is a validated timeline request.
-type TimelineQuery struct {
-	From, To time.Time
-	Step     string
+// Steps accepted by the timeline and the default span of each.
+var steps = map[string]struct {
+	d, span time.Duration
+}{
+	"1m": {time.Minute, time.Hour},
+	"1h": {time.Hour, 7 * 24 * time.Hour},
+	"1d": {24 * time.Hour, 90 * 24 * time.Hour},
 }
 
-// ParseTimelineQuery validates from/to/step. Defaults: to = now, from = to-1h,
-// step = 1m. The range may hold at most MaxPoints steps.
+// TimelineQuery is a validated timeline request.
+type TimelineQuery struct {
+	From, To     time.Time
+	Step         string
+	StepDuration time.Duration
+}
+
+// ParseTimelineQuery validates from/to/step. Defaults: to = now, step = 1m,
+// from = to minus the step's default span (1h, 7d, 90d). The range may hold
+// at most MaxPoints steps.
 func ParseTimelineQuery(fromS, toS, step string, now time.Time) (TimelineQuery, error) {
 	q := TimelineQuery{To: now.UTC(), Step: step}
 	if q.Step == "" {
 		q.Step = "1m"
 	}
-	if q.Step != "1m" {
-		return q, errors.New("step must be 1m (1h and 1d rollups are not available yet)")
+	st, ok := steps[q.Step]
+	if !ok {
+		return q, errors.New("step must be 1m, 1h or 1d")
 	}
+	q.StepDuration = st.d
 	var err error
 	if toS != "" {
 		if q.To, err = time.Parse(time.RFC3339, toS); err != nil {
 			return q, errors.New("to: want an RFC 3339 time like 2026-11-25T12:00:00Z")
 		}
 	}
-	q.From = q.To.Add(-time.Hour)
+	q.From = q.To.Add(-st.span)
 	if fromS != "" {
 		if q.From, err = time.Parse(time.RFC3339, fromS); err != nil {
 			return q, errors.New("from: want an RFC 3339 time like 2026-11-25T11:00:00Z")
@@ -193,10 +281,183 @@ func ParseTimelineQuery(fromS, toS, step string, now time.Time) (TimelineQuery, 
 	if !q.From.Before(q.To) {
 		return q, errors.New("from must be before to")
 	}
-	if q.To.Sub(q.From) > MaxPoints*time.Minute {
-		return q, errors.New("range too long: at most " + strconv.Itoa(MaxPoints) + " points per response at step 1m")
+	if q.To.Sub(q.From) > MaxPoints*st.d {
+		return q, fmt.Errorf("range too long: at most %d points per response at step %s", MaxPoints, q.Step)
 	}
 	return q, nil
+}
+
+// StatsResponse is GET /api/v1/stats.
+type StatsResponse struct {
+	Tracked              int64    `json:"tracked"`
+	Influencers          int64    `json:"influencers"`
+	AverageFollowerCount float64  `json:"averageFollowerCount"`
+	LastCompleteMinute   *string  `json:"lastCompleteMinute"`
+	FreshnessSeconds     *float64 `json:"freshnessSeconds"`
+	MissedLastHour       int64    `json:"missedLastHour"`
+}
+
+func (a *API) stats(w http.ResponseWriter, r *http.Request) {
+	now := a.clock.Now()
+	st, err := a.store.Stats(r.Context(), now)
+	if err != nil {
+		a.internal(w, r, err)
+		return
+	}
+	out := StatsResponse{Tracked: st.Tracked, Influencers: st.Influencers, AverageFollowerCount: st.AverageFollowerCount(), MissedLastHour: st.MissedLastHour}
+	if !st.LastCompleteMinute.IsZero() {
+		m := st.LastCompleteMinute.UTC().Format(time.RFC3339)
+		fresh := now.Sub(st.LastCompleteMinute).Seconds() // age of the newest complete minute
+		out.LastCompleteMinute, out.FreshnessSeconds = &m, &fresh
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Leaderboard limits.
+const (
+	DefaultLeaderboardLimit = 50
+	MaxLeaderboardLimit     = 1000
+)
+
+// LeaderboardItem is one leaderboard row.
+type LeaderboardItem struct {
+	Rank           int64    `json:"rank"`
+	PK             int64    `json:"pk"`
+	Username       string   `json:"username"`
+	FollowerCount  int64    `json:"followerCount"`
+	FollowingCount int64    `json:"followingCount"`
+	FollowerRatio  *float64 `json:"followerRatio"`
+}
+
+// LeaderboardResponse is GET /api/v1/influencers.
+type LeaderboardResponse struct {
+	Items []LeaderboardItem `json:"items"`
+	Next  *string           `json:"next"`
+}
+
+func (a *API) leaderboard(w http.ResponseWriter, r *http.Request) {
+	limit, after, err := ParseLeaderboardQuery(r.URL.Query().Get("limit"), r.URL.Query().Get("after"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	rows, err := a.store.Leaderboard(r.Context(), after, limit)
+	if err != nil {
+		a.internal(w, r, err)
+		return
+	}
+	out := LeaderboardResponse{Items: make([]LeaderboardItem, 0, len(rows))}
+	for _, row := range rows {
+		out.Items = append(out.Items, LeaderboardItem{Rank: row.Rank, PK: row.PK, Username: row.Username,
+			FollowerCount: row.FollowerCount, FollowingCount: row.FollowingCount, FollowerRatio: ratio(row.FollowerCount, row.FollowingCount)})
+	}
+	if len(rows) == limit {
+		last := rows[len(rows)-1]
+		next := FormatCursor(influencer.Cursor{FollowerCount: last.FollowerCount, PK: last.PK})
+		out.Next = &next
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// ParseLeaderboardQuery validates limit (1..1000, default 50) and the after
+// cursor ("<followerCount>.<pk>" as returned in next).
+func ParseLeaderboardQuery(limitS, afterS string) (int, *influencer.Cursor, error) {
+	limit := DefaultLeaderboardLimit
+	if limitS != "" {
+		n, err := strconv.Atoi(limitS)
+		if err != nil || n < 1 || n > MaxLeaderboardLimit {
+			return 0, nil, fmt.Errorf("limit must be an integer in [1, %d]", MaxLeaderboardLimit)
+		}
+		limit = n
+	}
+	if afterS == "" {
+		return limit, nil, nil
+	}
+	c, err := ParseCursor(afterS)
+	if err != nil {
+		return 0, nil, err
+	}
+	return limit, &c, nil
+}
+
+// FormatCursor encodes a leaderboard position.
+func FormatCursor(c influencer.Cursor) string {
+	return strconv.FormatInt(c.FollowerCount, 10) + "." + strconv.FormatInt(c.PK, 10)
+}
+
+// ParseCursor decodes FormatCursor's output.
+func ParseCursor(s string) (influencer.Cursor, error) {
+	bad := errors.New("after: not a cursor returned by this API (want the previous page's next)")
+	fc, pk, ok := strings.Cut(s, ".")
+	if !ok {
+		return influencer.Cursor{}, bad
+	}
+	f, err1 := strconv.ParseInt(fc, 10, 64)
+	p, err2 := strconv.ParseInt(pk, 10, 64)
+	if err1 != nil || err2 != nil || f < 0 || p <= 0 {
+		return influencer.Cursor{}, bad
+	}
+	return influencer.Cursor{FollowerCount: f, PK: p}, nil
+}
+
+// admin requires the bearer token: 401 without one, 403 when wrong or when
+// no token is configured (admin disabled).
+func (a *API) admin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.adminToken == "" || a.registry == nil {
+			writeError(w, http.StatusForbidden, "admin endpoints are disabled (set MOCKSTAGRAM_ADMIN_TOKEN)")
+			return
+		}
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="mockstagram"`)
+			writeError(w, http.StatusUnauthorized, "missing bearer token")
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(token), []byte(a.adminToken)) != 1 {
+			writeError(w, http.StatusForbidden, "wrong token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// RegistryResult is the answer of the admin endpoints.
+type RegistryResult struct {
+	Changed int `json:"changed"`
+}
+
+func (a *API) registryAdd(w http.ResponseWriter, r *http.Request) {
+	var change registry.Change
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&change); err != nil {
+		writeError(w, http.StatusBadRequest, "body: want {\"range\": \"FROM-TO\"} and/or {\"pks\": [...]}: "+err.Error())
+		return
+	}
+	n, err := a.registry.Add(r.Context(), change)
+	a.registryResult(w, r, n, err)
+}
+
+func (a *API) registryRemove(w http.ResponseWriter, r *http.Request) {
+	pk, ok := parsePK(w, chi.URLParam(r, "pk"))
+	if !ok {
+		return
+	}
+	n, err := a.registry.Remove(r.Context(), registry.Change{PKs: []int64{pk}})
+	a.registryResult(w, r, n, err)
+}
+
+func (a *API) registryResult(w http.ResponseWriter, r *http.Request, n int, err error) {
+	switch {
+	case errors.Is(err, registry.ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case err != nil:
+		a.internal(w, r, err)
+	default:
+		a.logger.Info("registry changed by admin API", "method", r.Method, "changed", n)
+		writeJSON(w, http.StatusOK, RegistryResult{Changed: n})
+	}
 }
 
 func parsePK(w http.ResponseWriter, raw string) (int64, bool) {
@@ -206,6 +467,14 @@ func parsePK(w http.ResponseWriter, raw string) (int64, bool) {
 		return 0, false
 	}
 	return pk, true
+}
+
+func floatRatio(follower, following float64) *float64 {
+	if following == 0 {
+		return nil
+	}
+	r := follower / following
+	return &r
 }
 
 func ratio(follower, following int64) *float64 {
@@ -243,4 +512,15 @@ func NewServer(addr string, h http.Handler) *http.Server {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
+}
+
+//go:embed openapi.yaml
+var openAPI []byte
+
+// OpenAPI is the API's OpenAPI 3 document.
+func OpenAPI() []byte { return openAPI }
+
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(openAPI)
 }
