@@ -3,12 +3,16 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
 	"slices"
 	"sync"
 	"text/tabwriter"
 	"time"
 
 	"go.uber.org/fx"
+	"golang.org/x/time/rate"
 
 	"github.com/mockstagram/pipeline/app"
 	"github.com/mockstagram/pipeline/config"
@@ -19,8 +23,10 @@ import (
 // influencers against the built-in deterministic simulator, for several
 // whole minutes of wall time.
 type BenchCmd struct {
-	Influencers int `default:"100000" help:"Number of influencers (pks 1000000..)."`
-	Minutes     int `default:"3" help:"Whole minutes to measure (the partial first minute is not counted)."`
+	Influencers int     `default:"100000" help:"Number of influencers (pks 1000000..)."`
+	Minutes     int     `default:"3" help:"Whole minutes to measure (the partial first minute is not counted)."`
+	Readers     int     `default:"4" help:"Concurrent API readers during the measured minutes (GET /api/v1/influencers/{pk} and /api/v1/stats); 0 = none."`
+	ReadRate    float64 `default:"200" help:"Total read requests per second (10,000 viewers an hour is a few per second)."`
 }
 
 // Run runs the benchmark and prints per-minute and overall figures.
@@ -38,8 +44,10 @@ func (c BenchCmd) Run(e env, cfg config.Config) error {
 		cfg.LogLevel = "warn"
 	}
 	meter := &benchMeter{want: c.Influencers, minutes: map[int64]*minuteStat{}}
+	var srv *app.HTTPServer
 	a := fx.New(app.Options(cfg, app.AllRoles()),
 		fx.Decorate(func(s app.Store) app.Store { meter.Store = s; return meter }),
+		fx.Populate(&srv),
 		fx.NopLogger, fx.StartTimeout(5*time.Minute))
 	if err := a.Err(); err != nil {
 		return err
@@ -59,6 +67,12 @@ func (c BenchCmd) Run(e env, cfg config.Config) error {
 	last := first.Add(time.Duration(c.Minutes-1) * time.Minute)
 	fmt.Fprintf(e.stdout, "bench: %d influencers, %d shards, store=%s; measuring minutes %s..%s\n",
 		c.Influencers, cfg.Shards, storeName(cfg), first.Format("15:04"), last.Format("15:04"))
+	readCtx, stopReaders := context.WithCancel(e.ctx)
+	defer stopReaders()
+	readsDone := make(chan readStats, 1)
+	go func() {
+		readsDone <- readLoad(readCtx, "http://"+srv.Addr, c.Readers, rate.NewLimiter(rate.Limit(c.ReadRate), 1), c.Influencers, first)
+	}()
 	// Wait until the last measured minute is complete, or one minute past its end.
 	deadline := last.Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
@@ -71,7 +85,90 @@ func (c BenchCmd) Run(e env, cfg config.Config) error {
 		case <-time.After(time.Second):
 		}
 	}
-	return meter.report(e, first, last, c.Influencers)
+	stopReaders()
+	reads := <-readsDone
+	if err := meter.report(e, first, last, c.Influencers); err != nil {
+		return err
+	}
+	reads.report(e)
+	return nil
+}
+
+type readStats struct {
+	influencer, stats []time.Duration
+	errors            int
+}
+
+// readLoad runs readers that alternate GET /api/v1/influencers/{random pk}
+// (9 in 10) and GET /api/v1/stats from the first measured minute until ctx
+// ends, and records each request's latency.
+func readLoad(ctx context.Context, base string, readers int, limit *rate.Limiter, n int, from time.Time) readStats {
+	var (
+		mu  sync.Mutex
+		out readStats
+		wg  sync.WaitGroup
+	)
+	if readers <= 0 {
+		return out
+	}
+	select {
+	case <-ctx.Done():
+		return out
+	case <-time.After(time.Until(from)):
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: readers}}
+	for r := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(r), 42))
+			for i := 0; limit.Wait(ctx) == nil; i++ {
+				url, isStats := base+"/api/v1/stats", i%10 == 9
+				if !isStats {
+					url = fmt.Sprintf("%s/api/v1/influencers/%d", base, 1_000_000+rng.IntN(n))
+				}
+				start := time.Now()
+				resp, err := client.Get(url)
+				d := time.Since(start)
+				ok := err == nil && (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNotFound)
+				if resp != nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				mu.Lock()
+				switch {
+				case !ok:
+					if ctx.Err() == nil {
+						out.errors++
+					}
+				case isStats:
+					out.stats = append(out.stats, d)
+				default:
+					out.influencer = append(out.influencer, d)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (r readStats) report(e env) {
+	pct := func(ds []time.Duration, p float64) time.Duration {
+		if len(ds) == 0 {
+			return 0
+		}
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[min(len(s)-1, int(p*float64(len(s))))]
+	}
+	if len(r.influencer)+len(r.stats) == 0 {
+		return
+	}
+	fmt.Fprintf(e.stdout, "reads while ingesting: GET /api/v1/influencers/{pk} n=%d p50 %s p99 %s; GET /api/v1/stats n=%d p50 %s p99 %s; errors %d\n",
+		len(r.influencer), pct(r.influencer, 0.5).Round(10*time.Microsecond), pct(r.influencer, 0.99).Round(10*time.Microsecond),
+		len(r.stats), pct(r.stats, 0.5).Round(10*time.Microsecond), pct(r.stats, 0.99).Round(10*time.Microsecond), r.errors)
 }
 
 func storeName(cfg config.Config) string {
