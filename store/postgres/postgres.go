@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -25,6 +26,9 @@ var _ storetest.Store = (*Store)(nil)
 // DefaultLeaseCheckInterval is how often a held leadership lease pings its
 // dedicated connection.
 const DefaultLeaseCheckInterval = 5 * time.Second
+
+// DefaultMaxConns is the pool size when the URL sets no pool_max_conns.
+const DefaultMaxConns = 20
 
 // DefaultRetention is how long minute points are kept by default.
 const DefaultRetention = 7 * 24 * time.Hour
@@ -72,7 +76,17 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 	if err := Migrate(ctx, dsn, logger); err != nil {
 		return nil, err
 	}
-	pool, err := pgxpool.New(ctx, dsn)
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		// pgxpool's default (max(4, CPUs)) is too small when the Postgres
+		// broker holds a connection per active subscription next to the
+		// recorder's writes and the API's reads.
+		pcfg.MaxConns = DefaultMaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)
 	}
