@@ -394,7 +394,7 @@ func ParseCursor(s string) (influencer.Cursor, error) {
 	}
 	f, err1 := strconv.ParseInt(fc, 10, 64)
 	p, err2 := strconv.ParseInt(pk, 10, 64)
-	if err1 != nil || err2 != nil || f < 0 || p <= 0 {
+	if err1 != nil || err2 != nil || f < 0 || f > influencer.MaxCount || p <= 0 {
 		return influencer.Cursor{}, bad
 	}
 	return influencer.Cursor{FollowerCount: f, PK: p}, nil

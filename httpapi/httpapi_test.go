@@ -27,7 +27,7 @@ func at(hh, mm int) time.Time { return time.Date(2026, 11, 25, hh, mm, 0, 0, tim
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// newStore fills a memory store:
+// newStore fills a memory store (nothing is tracked, so no rank):
 //
 //	pk 1000000: 11:00 100/10 "alice", 11:01 110/10 "alice", 11:59 120/0 "alice", 12:00 130/20 "alice2"
 //	pk 2000000: 12:00 50/0 "bob"
@@ -69,7 +69,7 @@ func newStore(t *testing.T, clock clockwork.Clock) *memory.Store {
 func newHandler(t *testing.T, ready httpapi.Ready, withAPI bool) http.Handler {
 	t.Helper()
 	clock := clockwork.NewFakeClockAt(now)
-	return httpapi.New(newStore(t, clock), clock, discard(), ready).Handler(nil, withAPI)
+	return httpapi.New(newStore(t, clock), clock, discard(), ready, httpapi.Options{}).Handler(nil, withAPI)
 }
 
 type response struct {
@@ -98,10 +98,10 @@ func TestInfluencer(t *testing.T) {
 	}{
 		{"latest with history", "/api/v1/influencers/1000000", http.StatusOK, `{
 			"pk": 1000000, "username": "alice2", "followerCount": 130, "followingCount": 20,
-			"followerRatio": 6.5, "averageFollowerCount": 115, "lastMinute": "2026-11-25T12:00:00Z", "samples": 4}`},
+			"followerRatio": 6.5, "averageFollowerCount": 115, "rank": null, "suspicious": null, "lastMinute": "2026-11-25T12:00:00Z", "samples": 4}`},
 		{"ratio null when following is 0", "/api/v1/influencers/2000000", http.StatusOK, `{
 			"pk": 2000000, "username": "bob", "followerCount": 50, "followingCount": 0,
-			"followerRatio": null, "averageFollowerCount": 50, "lastMinute": "2026-11-25T12:00:00Z", "samples": 1}`},
+			"followerRatio": null, "averageFollowerCount": 50, "rank": null, "suspicious": null, "lastMinute": "2026-11-25T12:00:00Z", "samples": 1}`},
 		{"no data", "/api/v1/influencers/1000001", http.StatusNotFound, `{"error": "influencer 1000001 has no data"}`},
 		{"letters", "/api/v1/influencers/abc", http.StatusBadRequest, `{"error": "pk must be a positive integer"}`},
 		{"zero", "/api/v1/influencers/0", http.StatusBadRequest, `{"error": "pk must be a positive integer"}`},
@@ -171,9 +171,25 @@ func TestTimeline(t *testing.T) {
 		{"from equals to", base + "?from=2026-11-25T12:00:00Z&to=2026-11-25T12:00:00Z", http.StatusBadRequest,
 			`{"error": "from must be before to"}`},
 		{"unknown step", base + "?step=5m", http.StatusBadRequest,
-			`{"error": "step must be 1m (1h and 1d rollups are not available yet)"}`},
+			`{"error": "step must be 1m, 1h or 1d"}`},
+		{"step is case-sensitive", base + "?step=1H", http.StatusBadRequest,
+			`{"error": "step must be 1m, 1h or 1d"}`},
 		{"range over MaxPoints", base + "?from=" + tooLongFrom + "&to=" + now.Format(time.RFC3339), http.StatusBadRequest,
 			`{"error": "range too long: at most 10080 points per response at step 1m"}`},
+		{"1h: range over MaxPoints hours", base + "?step=1h&from=" + now.Add(-(httpapi.MaxPoints+1)*time.Hour).Format(time.RFC3339) + "&to=" + now.Format(time.RFC3339),
+			http.StatusBadRequest, `{"error": "range too long: at most 10080 points per response at step 1h"}`},
+		{"1d: range over MaxPoints days", base + "?step=1d&from=0001-01-01T00:00:00Z&to=2026-11-25T00:00:00Z",
+			http.StatusBadRequest, `{"error": "range too long: at most 10080 points per response at step 1d"}`},
+		{"1h: a week of minutes is fine at 1h", base + "?step=1h&from=" + tooLongFrom + "&to=" + now.Format(time.RFC3339), http.StatusOK, `{
+			"pk": 1000000, "from": "` + tooLongFrom + `", "to": "2026-11-25T12:00:30Z", "step": "1h",
+			"points": [
+				{"minute": "2026-11-25T11:00:00Z", "followerCount": 110, "followingCount": 6.666666666666667, "followerRatio": 16.5, "samples": 3,
+				 "followerCountMin": 100, "followerCountMax": 120, "followerCountLast": 120,
+				 "followingCountMin": 0, "followingCountMax": 10, "followingCountLast": 0},
+				{"minute": "2026-11-25T12:00:00Z", "followerCount": 130, "followingCount": 20, "followerRatio": 6.5, "samples": 1,
+				 "followerCountMin": 130, "followerCountMax": 130, "followerCountLast": 130,
+				 "followingCountMin": 20, "followingCountMax": 20, "followingCountLast": 20}
+			]}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -226,7 +242,7 @@ func TestMetricsHandler(t *testing.T) {
 	t.Parallel()
 	clock := clockwork.NewFakeClockAt(now)
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "metric 1\n") })
-	h := httpapi.New(memory.New(clock), clock, discard(), nil).Handler(metrics, false)
+	h := httpapi.New(memory.New(clock), clock, discard(), nil, httpapi.Options{}).Handler(metrics, false)
 	r := do(t, h, http.MethodGet, "/metrics")
 	assert.Equal(t, http.StatusOK, r.status)
 	assert.Equal(t, "metric 1\n", r.body)
@@ -243,12 +259,34 @@ func (f failing) Timeline(context.Context, int64, time.Time, time.Time, int) ([]
 	return nil, f.err
 }
 
+func (f failing) Rollup(context.Context, int64, time.Duration, time.Time, time.Time, int) ([]influencer.Bucket, error) {
+	return nil, f.err
+}
+
+func (f failing) Rank(context.Context, int64) (int64, error) { return 0, f.err }
+
+func (f failing) Stats(context.Context, time.Time) (influencer.Stats, error) {
+	return influencer.Stats{}, f.err
+}
+
+func (f failing) Leaderboard(context.Context, *influencer.Cursor, int) ([]influencer.Ranked, error) {
+	return nil, f.err
+}
+
 func (f failing) Ping(context.Context) error { return f.err }
+
+// rankFailing is the memory store whose Rank fails: the influencer endpoint
+// must not answer 200 with a null rank when the rank lookup broke.
+type rankFailing struct{ *memory.Store }
+
+func (rankFailing) Rank(context.Context, int64) (int64, error) {
+	return 0, errors.New("rank index unavailable")
+}
 
 func TestStoreErrors(t *testing.T) {
 	t.Parallel()
 	clock := clockwork.NewFakeClockAt(now)
-	h := httpapi.New(failing{errors.New("connection refused")}, clock, discard(), nil).Handler(nil, true)
+	h := httpapi.New(failing{errors.New("connection refused")}, clock, discard(), nil, httpapi.Options{}).Handler(nil, true)
 	for _, tc := range []struct {
 		path   string
 		status int
@@ -256,6 +294,10 @@ func TestStoreErrors(t *testing.T) {
 	}{
 		{"/api/v1/influencers/1", http.StatusInternalServerError, `{"error": "internal error"}`},
 		{"/api/v1/influencers/1/timeline", http.StatusInternalServerError, `{"error": "internal error"}`},
+		{"/api/v1/influencers/1/timeline?step=1h", http.StatusInternalServerError, `{"error": "internal error"}`},
+		{"/api/v1/influencers/1/timeline?step=1d", http.StatusInternalServerError, `{"error": "internal error"}`},
+		{"/api/v1/influencers", http.StatusInternalServerError, `{"error": "internal error"}`},
+		{"/api/v1/stats", http.StatusInternalServerError, `{"error": "internal error"}`},
 		{"/readyz", http.StatusServiceUnavailable, `{"error": "store: connection refused"}`},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
@@ -266,6 +308,15 @@ func TestStoreErrors(t *testing.T) {
 			assert.JSONEq(t, tc.body, r.body)
 		})
 	}
+}
+
+func TestRankErrorIsInternal(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClockAt(now)
+	h := httpapi.New(rankFailing{newStore(t, clock)}, clock, discard(), nil, httpapi.Options{}).Handler(nil, true)
+	r := do(t, h, http.MethodGet, "/api/v1/influencers/1000000")
+	assert.Equal(t, http.StatusInternalServerError, r.status)
+	assert.JSONEq(t, `{"error": "internal error"}`, r.body)
 }
 
 func TestParseTimelineQuery(t *testing.T) {
@@ -296,9 +347,22 @@ func TestParseTimelineQuery(t *testing.T) {
 			want: httpapi.TimelineQuery{From: at(11, 59), To: at(12, 0), Step: "1m"}},
 		{name: "MaxPoints plus a second", from: "2026-11-18T11:59:59Z", to: "2026-11-25T12:00:00Z",
 			wantErr: "range too long: at most 10080 points per response at step 1m"},
-		{name: "step 1h", step: "1h", wantErr: "step must be 1m (1h and 1d rollups are not available yet)"},
-		{name: "step 1d", step: "1d", wantErr: "step must be 1m (1h and 1d rollups are not available yet)"},
-		{name: "step 5m", step: "5m", wantErr: "step must be 1m (1h and 1d rollups are not available yet)"},
+		{name: "step 1h: default span a week", step: "1h",
+			want: httpapi.TimelineQuery{From: now.Add(-7 * 24 * time.Hour), To: now, Step: "1h", StepDuration: time.Hour}},
+		{name: "step 1d: default span 90 days", step: "1d",
+			want: httpapi.TimelineQuery{From: now.Add(-90 * 24 * time.Hour), To: now, Step: "1d", StepDuration: 24 * time.Hour}},
+		{name: "step 1h: exactly MaxPoints hours", step: "1h", from: "2025-11-30T12:00:00Z", to: "2027-01-24T12:00:00Z",
+			want: httpapi.TimelineQuery{From: time.Date(2025, 11, 30, 12, 0, 0, 0, time.UTC), To: time.Date(2027, 1, 24, 12, 0, 0, 0, time.UTC), Step: "1h", StepDuration: time.Hour}},
+		{name: "step 1h: MaxPoints hours plus a second", step: "1h", from: "2025-11-30T11:59:59Z", to: "2027-01-24T12:00:00Z",
+			wantErr: "range too long: at most 10080 points per response at step 1h"},
+		{name: "step 1d: exactly MaxPoints days", step: "1d", from: "2000-01-01T00:00:00Z", to: "2027-08-07T00:00:00Z",
+			want: httpapi.TimelineQuery{From: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2027, 8, 7, 0, 0, 0, 0, time.UTC), Step: "1d", StepDuration: 24 * time.Hour}},
+		{name: "step 1d: MaxPoints days plus a second", step: "1d", from: "1999-12-31T23:59:59Z", to: "2027-08-07T00:00:00Z",
+			wantErr: "range too long: at most 10080 points per response at step 1d"},
+		{name: "step 5m", step: "5m", wantErr: "step must be 1m, 1h or 1d"},
+		{name: "step 60m", step: "60m", wantErr: "step must be 1m, 1h or 1d"},
+		{name: "step 24h", step: "24h", wantErr: "step must be 1m, 1h or 1d"},
+		{name: "unknown step before a bad from", step: "1w", from: "garbage", wantErr: "step must be 1m, 1h or 1d"},
 		{name: "bad from", from: "2026-11-25 11:00:00", wantErr: "from: want an RFC 3339 time like 2026-11-25T11:00:00Z"},
 		{name: "unix from", from: "1764068400", wantErr: "from: want an RFC 3339 time like 2026-11-25T11:00:00Z"},
 		{name: "bad to", to: "now", wantErr: "to: want an RFC 3339 time like 2026-11-25T12:00:00Z"},
@@ -316,6 +380,11 @@ func TestParseTimelineQuery(t *testing.T) {
 			}
 			require.NoError(t, err)
 			assert.Equal(t, tc.want.Step, got.Step)
+			wantDur := tc.want.StepDuration
+			if wantDur == 0 {
+				wantDur = time.Minute
+			}
+			assert.Equal(t, wantDur, got.StepDuration)
 			assert.True(t, tc.want.From.Equal(got.From), "from %s, want %s", got.From, tc.want.From)
 			assert.True(t, tc.want.To.Equal(got.To), "to %s, want %s", got.To, tc.want.To)
 			assert.Equal(t, time.UTC, got.From.Location())
@@ -335,6 +404,8 @@ func FuzzParseTimelineQuery(f *testing.F) {
 	f.Add("2026-11-25T12:00:00Z", "", "", int64(0))
 	f.Add("", "2026-11-25T12:00:00.999999999Z", "5m", int64(-62135596800))
 	f.Add("garbage", "", "1h", nowUnix)
+	f.Add("", "", "1d", nowUnix)
+	f.Add("2025-11-30T11:59:59Z", "2027-01-24T12:00:00Z", "1h", nowUnix)
 	f.Fuzz(func(t *testing.T, from, to, step string, nowSec int64) {
 		q, err := httpapi.ParseTimelineQuery(from, to, step, time.Unix(nowSec, 0))
 		if err != nil {
@@ -343,11 +414,16 @@ func FuzzParseTimelineQuery(f *testing.F) {
 		if !q.From.Before(q.To) {
 			t.Fatalf("accepted from %s not before to %s", q.From, q.To)
 		}
-		if d := q.To.Sub(q.From); d > httpapi.MaxPoints*time.Minute {
-			t.Fatalf("accepted a range of %s", d)
+		stepDur := map[string]time.Duration{"1m": time.Minute, "1h": time.Hour, "1d": 24 * time.Hour}
+		d, ok := stepDur[q.Step]
+		if !ok || q.StepDuration != d {
+			t.Fatalf("accepted step %q (duration %s)", q.Step, q.StepDuration)
 		}
-		if q.Step != "1m" {
-			t.Fatalf("accepted step %q", q.Step)
+		if step != "" && step != q.Step {
+			t.Fatalf("step %q became %q", step, q.Step)
+		}
+		if span := q.To.Sub(q.From); span > httpapi.MaxPoints*d {
+			t.Fatalf("accepted a range of %s at step %s", span, q.Step)
 		}
 		if q.From.Location() != time.UTC || q.To.Location() != time.UTC {
 			t.Fatalf("times not UTC: %s %s", q.From, q.To)
