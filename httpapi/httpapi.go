@@ -435,6 +435,10 @@ func (a *API) registryAdd(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body: want {\"range\": \"FROM-TO\"} and/or {\"pks\": [...]}: "+err.Error())
 		return
 	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "body: trailing data after the JSON object")
+		return
+	}
 	n, err := a.registry.Add(r.Context(), change)
 	a.registryResult(w, r, n, err)
 }
