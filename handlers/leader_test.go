@@ -154,16 +154,18 @@ func TestLeaderWorksOnlyWhileHoldingTheLock(t *testing.T) {
 	assertNotReceived(t, work.stopped, "work stop while holding the lock")
 	assertNotReceived(t, lock.released, "release while holding the lock")
 
+	// Losing the lock to another scheduler (the immediate retry says "not
+	// ok") stops the work.
 	lock.lose(0)
-	assert.ErrorIs(t, recvT(t, ctx, work.stopped, "work stop"), context.Canceled)
 	assert.NoError(t, recvT(t, ctx, lock.released, "release"))
+	assert.ErrorIs(t, recvT(t, ctx, work.stopped, "work stop"), context.Canceled)
 
 	// Back to standby: the next try comes one interval later.
 	require.NoError(t, clock.BlockUntilContext(ctx, 1))
-	assert.Equal(t, 4, lock.triesSoFar())
+	assert.Equal(t, 5, lock.triesSoFar(), "one immediate retry after the loss")
 	clock.Advance(leaderInterval)
 	require.NoError(t, clock.BlockUntilContext(ctx, 1))
-	assert.Equal(t, 5, lock.triesSoFar())
+	assert.Equal(t, 6, lock.triesSoFar())
 	assertNotReceived(t, work.started, "work start without the lock")
 }
 
@@ -215,4 +217,36 @@ func TestLeaderReleasesWhenWorkEnds(t *testing.T) {
 	clock.Advance(leaderInterval)
 	assert.Equal(t, 2, recvT(t, ctx, work.started, "second work start"))
 	assert.NoError(t, recvT(t, ctx, lock.released, "second release"))
+}
+
+// While the store is unreachable nobody can hold the lock: the scheduler
+// keeps working and retries the lock; it stops only when another scheduler
+// holds it.
+func TestLeaderKeepsWorkingWhileTheStoreIsUnreachable(t *testing.T) {
+	t.Parallel()
+	ctx := waitCtx(t)
+	clock := clockwork.NewFakeClock()
+	down := errors.New("connection refused")
+	lock := newFakeLock(tryResult{ok: true}, tryResult{err: down}, tryResult{err: down}, tryResult{ok: true}, tryResult{})
+	work := newFakeWork(lock)
+	startLeader(t, clock, lock, work)
+	assert.Equal(t, 1, recvT(t, ctx, work.started, "work start"))
+
+	lock.lose(0) // the connection holding the lock died
+	assert.NoError(t, recvT(t, ctx, lock.released, "release of the lost lease"))
+	require.NoError(t, clock.BlockUntilContext(ctx, 1)) // waiting to retry
+	assert.Equal(t, 2, lock.triesSoFar())
+	assertNotReceived(t, work.stopped, "work stop while the store is unreachable")
+	clock.Advance(leaderInterval)
+	require.NoError(t, clock.BlockUntilContext(ctx, 1))
+	assert.Equal(t, 3, lock.triesSoFar())
+	clock.Advance(leaderInterval) // the store is back: lock regained
+	require.Eventually(t, func() bool { return lock.triesSoFar() == 4 }, 5*time.Second, time.Millisecond)
+	assertNotReceived(t, work.stopped, "work stop after regaining the lock")
+	assertNotReceived(t, work.started, "a second work start")
+
+	lock.lose(1) // lost again, and this time another scheduler holds it
+	assert.NoError(t, recvT(t, ctx, lock.released, "release"))
+	assert.ErrorIs(t, recvT(t, ctx, work.stopped, "work stop"), context.Canceled)
+	assert.Equal(t, 5, lock.triesSoFar())
 }

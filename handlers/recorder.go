@@ -2,8 +2,12 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -11,9 +15,12 @@ import (
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/store"
 )
 
-// BatchStore stores one result batch idempotently in one transaction.
+// BatchStore stores one result batch idempotently in one transaction. An
+// error wrapping store.ErrInvalid means the store refused the batch's data
+// (retrying the same batch cannot succeed); any other error is transient.
 type BatchStore interface {
 	Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error)
 }
@@ -22,15 +29,39 @@ type BatchStore interface {
 // rejected one by one (recorded as missed with their reason) and the rest is
 // stored; the message is acked only after the transaction commits (the
 // router acks when Handle returns nil).
+//
+// When the store rejects a batch because of its data (store.ErrInvalid), the
+// recorder bisects it: it records the halves recursively until each rejected
+// row is isolated, so the good rows are stored and every bad row is
+// recorded as missed (class "invalid", the store's error as reason), all
+// through the same idempotent Record. k bad rows in n cost at most
+// 2 + 2k·⌈log₂ n⌉ Record calls.
+//
+// Transient store errors are returned (the Retry middleware retries, then
+// the message is nacked). While the store keeps failing, one handler at a
+// time probes it at exponentially growing intervals and the others wait for
+// the probe instead of adding attempts of their own, so a database outage
+// does not turn every in-flight message into a retry loop.
 type Recorder struct {
 	store   BatchStore
 	logger  *slog.Logger
 	metrics *metrics.Pipeline
+	gate    gate
 }
+
+// Store backoff after a transient error: the first probe waits about
+// storeBackoffInitial, each failed probe doubles the wait up to
+// storeBackoffMax. Real time: it paces a real database, whatever the
+// pipeline's clock.
+const (
+	storeBackoffInitial = 100 * time.Millisecond
+	storeBackoffMax     = 5 * time.Second
+)
 
 // NewRecorder creates a recorder.
 func NewRecorder(store BatchStore, logger *slog.Logger, m *metrics.Pipeline) *Recorder {
-	return &Recorder{store: store, logger: logger, metrics: m}
+	return &Recorder{store: store, logger: logger, metrics: m,
+		gate: gate{initial: storeBackoffInitial, max: storeBackoffMax}}
 }
 
 // Handle is the Watermill handler for fetcher_results.
@@ -44,20 +75,211 @@ func (r *Recorder) Handle(msg *message.Message) error {
 		r.metrics.SamplesRejected.Add(float64(rejected))
 		r.logger.Warn("rejected invalid entries", "minute", batch.Minute, "shard", batch.Shard, "rejected", rejected)
 	}
-	start := time.Now()
-	res, err := r.store.Record(msg.Context(), clean)
-	if err != nil {
+	ctx := msg.Context()
+	wrap := func(err error) error {
 		return fmt.Errorf("record shard %d minute %s: %w", batch.Shard, batch.Minute.Format(time.RFC3339), err)
 	}
-	r.metrics.WriteDuration.Observe(time.Since(start).Seconds())
-	r.metrics.BatchSize.Observe(float64(len(clean.Samples)))
+	done, err := r.gate.enter(ctx)
+	if err != nil {
+		return wrap(err)
+	}
+	start := time.Now()
+	res, err := r.record(ctx, clean)
+	done(ctx, err)
+	// What a bisection committed before an error is stored: count it.
 	r.metrics.SamplesStored.Add(float64(res.Inserted))
 	r.metrics.SamplesDuplicate.Add(float64(res.Duplicates))
 	r.metrics.SamplesMissed.Add(float64(res.Missed))
 	if res.Inserted > 0 {
 		r.metrics.NewestMinute.Set(float64(batch.Minute.Unix()))
 	}
+	if err != nil {
+		return wrap(err)
+	}
+	r.metrics.WriteDuration.Observe(time.Since(start).Seconds())
+	r.metrics.BatchSize.Observe(float64(len(clean.Samples)))
 	return nil
+}
+
+// record stores b, bisecting it when the store rejects its data; the bad
+// rows found are then recorded as missed in one more batch.
+func (r *Recorder) record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+	var (
+		res influencer.RecordResult
+		bad []influencer.Failure
+	)
+	if err := r.bisect(ctx, b, &res, &bad); err != nil {
+		return res, err
+	}
+	if len(bad) == 0 {
+		return res, nil
+	}
+	r.metrics.SamplesRejected.Add(float64(len(bad)))
+	pks := make([]int64, len(bad))
+	for i, f := range bad {
+		pks[i] = f.PK
+	}
+	r.logger.Warn("store rejected rows; recording them as missed",
+		"minute", b.Minute, "shard", b.Shard, "pks", pks, "first_reason", bad[0].Reason)
+	// Only failures: a rejected one is dropped (logged) by bisect, so this
+	// pass adds nothing to bad.
+	return res, r.bisect(ctx, influencer.Batch{Minute: b.Minute, Shard: b.Shard, Failures: bad}, &res, nil)
+}
+
+// bisect records b; when the store rejects it as invalid it records the
+// halves, down to single rows. A rejected row (sample or failure) is
+// appended to bad as an "invalid" failure with the store's error; when bad
+// is nil (the pass that records those) a rejected row cannot be recorded at
+// all and is logged. Transient errors abort.
+func (r *Recorder) bisect(ctx context.Context, b influencer.Batch, acc *influencer.RecordResult, bad *[]influencer.Failure) error {
+	res, err := r.store.Record(ctx, b)
+	if err == nil {
+		acc.Inserted += res.Inserted
+		acc.Duplicates += res.Duplicates
+		acc.Missed += res.Missed
+		return nil
+	}
+	if !errors.Is(err, store.ErrInvalid) {
+		return err
+	}
+	n := len(b.Samples) + len(b.Failures)
+	switch {
+	case n == 0:
+		// Nothing left to isolate: the store refuses the batch itself, so
+		// the message goes to the dead-letter topic whole.
+		return fmt.Errorf("%w: store refused the batch as a whole: %w", messages.ErrMalformed, err)
+	case n == 1:
+		pk := rowPK(b)
+		if bad == nil { // already counted as rejected
+			r.logger.Error("store rejected a missed entry; it cannot be recorded",
+				"minute", b.Minute, "shard", b.Shard, "pk", pk, "err", err)
+			return nil
+		}
+		*bad = append(*bad, influencer.Failure{PK: pk, Minute: b.Minute, Class: ClassInvalid, Reason: storeReason(err)})
+		return nil
+	}
+	left, right := split(b)
+	if err := r.bisect(ctx, left, acc, bad); err != nil {
+		return err
+	}
+	return r.bisect(ctx, right, acc, bad)
+}
+
+// rowPK is the pk of a batch's only row.
+func rowPK(b influencer.Batch) int64 {
+	if len(b.Samples) == 1 {
+		return b.Samples[0].PK
+	}
+	return b.Failures[0].PK
+}
+
+// split halves b's rows (samples, then failures).
+func split(b influencer.Batch) (left, right influencer.Batch) {
+	left = influencer.Batch{Minute: b.Minute, Shard: b.Shard}
+	right = left
+	half := (len(b.Samples) + len(b.Failures)) / 2
+	if half <= len(b.Samples) {
+		left.Samples, right.Samples, right.Failures = b.Samples[:half:half], b.Samples[half:], b.Failures
+	} else {
+		h := half - len(b.Samples)
+		left.Samples, left.Failures, right.Failures = b.Samples, b.Failures[:h:h], b.Failures[h:]
+	}
+	return left, right
+}
+
+// storeReason is a store error as a missed entry's reason: valid UTF-8
+// without NUL bytes (which a text column refuses), at most 500 bytes.
+func storeReason(err error) string {
+	s := strings.ToValidUTF8(err.Error(), "\uFFFD")
+	s = strings.ReplaceAll(s, "\x00", "")
+	return truncate(s, 500)
+}
+
+// gate spaces out store attempts after a transient error, across all the
+// messages the recorder handles concurrently. While the store is healthy it
+// lets everything through. After a failure, the next attempt (the probe)
+// waits a jittered backoff; the others wait for the probe's outcome and, if
+// it failed, return its error without touching the store.
+type gate struct {
+	initial, max time.Duration
+
+	mu      sync.Mutex
+	failing bool
+	backoff time.Duration
+	next    time.Time     // earliest time of the next probe
+	probe   chan struct{} // non-nil while a probe runs; closed when it ends
+	lastErr error
+}
+
+// enter waits until the caller may attempt a write. It returns done, to be
+// called with the attempt's error, or an error when the store is failing
+// (the probe the caller waited for failed) or ctx ends.
+func (g *gate) enter(ctx context.Context) (done func(context.Context, error), err error) {
+	for {
+		g.mu.Lock()
+		switch {
+		case !g.failing:
+			g.mu.Unlock()
+			return func(ctx context.Context, err error) { g.exit(ctx, err, false) }, nil
+		case g.probe != nil:
+			probe := g.probe
+			g.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-probe:
+			}
+			g.mu.Lock()
+			failing, lastErr := g.failing, g.lastErr
+			g.mu.Unlock()
+			if failing {
+				return nil, fmt.Errorf("store unavailable: %w", lastErr)
+			}
+		default:
+			wait := time.Until(g.next)
+			if wait <= 0 {
+				g.probe = make(chan struct{})
+				g.mu.Unlock()
+				return func(ctx context.Context, err error) { g.exit(ctx, err, true) }, nil
+			}
+			g.mu.Unlock()
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// exit records an attempt's outcome: success or a data error heal the gate,
+// a transient error opens it (or doubles the backoff after a failed probe).
+// An attempt cut short by its own context says nothing about the store.
+func (g *gate) exit(ctx context.Context, err error, probe bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if probe {
+		close(g.probe)
+		g.probe = nil
+	}
+	switch {
+	case err != nil && ctx.Err() != nil:
+	case err == nil || errors.Is(err, store.ErrInvalid) || errors.Is(err, messages.ErrMalformed):
+		g.failing, g.backoff, g.lastErr = false, 0, nil
+	default:
+		switch {
+		case !g.failing:
+			g.backoff = g.initial
+		case probe:
+			g.backoff = min(2*g.backoff, g.max)
+		}
+		g.failing, g.lastErr = true, err
+		// Jitter in [backoff/2, backoff] keeps recorders of several processes
+		// from probing in step.
+		g.next = time.Now().Add(g.backoff/2 + rand.N(g.backoff/2+1))
+	}
 }
 
 // Clean validates a batch: samples that are invalid, for another minute or

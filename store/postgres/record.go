@@ -225,6 +225,9 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.Reco
 		fPKs[i], fMinutes[i], fClasses[i], fReasons[i] = f.PK, f.Minute, f.Class, f.Reason
 	}
 
+	fail := func(err error) (influencer.RecordResult, error) {
+		return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), classify(err))
+	}
 	partitionsEnsured := false
 	for attempt := 1; ; attempt++ {
 		var inserted, unmissed, missed int64
@@ -240,24 +243,39 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.Reco
 			}, nil
 		}
 		if attempt >= recordAttempts {
-			return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), err)
+			return fail(err)
 		}
 		switch sqlState(err) {
 		case stateNoPartition:
 			if partitionsEnsured {
-				return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), err)
+				return fail(err)
 			}
 			if perr := s.ensureDays(ctx, sampleDays(samples)); perr != nil {
-				return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), perr)
+				return fail(perr)
 			}
 			partitionsEnsured = true
 		case stateDeadlock, stateSerialize:
 			s.logger.WarnContext(ctx, "record retried",
 				slog.Int("shard", b.Shard), slog.Int("attempt", attempt), slog.String("error", err.Error()))
 		default:
-			return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), err)
+			return fail(err)
 		}
 	}
+}
+
+// classify marks errors caused by the batch's data as store.ErrInvalid (the
+// Postgres error text ends with its SQLSTATE): class 22 (data exception: a
+// value out of range, bad text) and class 23 (integrity constraint
+// violation, including a row no partition accepts). Retrying the same
+// rows cannot succeed; the recorder isolates them instead. Everything else
+// (connection errors, timeouts, serialization failures, deadlocks) stays
+// transient.
+func classify(err error) error {
+	code := sqlState(err)
+	if len(code) == 5 && (code[:2] == "22" || code[:2] == "23") {
+		return fmt.Errorf("%w: %w", store.ErrInvalid, err)
+	}
+	return err
 }
 
 // recordOnce sends the registry lock and recordSQL as one batch: one round
