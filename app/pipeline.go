@@ -143,7 +143,7 @@ func NewRouter(lc fx.Lifecycle, cfg config.Config, _ *broker.Broker, logger *slo
 
 // HandlersModule adds the stages this process runs.
 var HandlersModule = fx.Module("handlers",
-	fx.Invoke(addFetcher, addRecorder, runScheduler),
+	fx.Invoke(addFetcher, addRecorder, addDeadLetterArchiver, runScheduler),
 )
 
 func retryConfig(cfg config.Config) middleware.Retry {
@@ -166,6 +166,10 @@ func addFetcher(roles Roles, cfg config.Config, base APIBaseURL, router *message
 		RetryInitial:  cfg.FetchRetryInitial,
 		RetryMax:      cfg.FetchRetryMax,
 		DeadlineGrace: cfg.DeadlineGrace,
+
+		RateLimit:       cfg.FetchRateLimit,
+		BreakerFailures: cfg.BreakerFailures,
+		BreakerCooldown: cfg.BreakerCooldown,
 	}, handlers.NewHTTPClient(cfg.FetchConcurrency), pub, clock, logger.With("stage", "fetcher"), m)
 	if err != nil {
 		return err
@@ -195,6 +199,27 @@ func addRecorder(roles Roles, cfg config.Config, s Store, router *message.Router
 		return err
 	}
 	h.AddMiddleware(mws...)
+	return nil
+}
+
+// addDeadLetterArchiver archives both dead-letter topics in every process
+// with the recorder role (it has the store), one router handler per topic in
+// the consumer group "dead-letters". It has no poison queue of its own: a
+// message it cannot store is retried, then nacked and redelivered.
+func addDeadLetterArchiver(roles Roles, cfg config.Config, s Store, router *message.Router, b *broker.Broker,
+	clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) error {
+	if !roles.Recorder {
+		return nil
+	}
+	a := handlers.NewDeadLetterArchiver(s, clock, logger.With("stage", messages.HandlerDeadLetters), m)
+	for _, topic := range []string{messages.TopicFetcherDLQ, messages.TopicResultDLQ} {
+		sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerDeadLetters))
+		if err != nil {
+			return err
+		}
+		h := router.AddConsumerHandler(messages.HandlerDeadLetters+"-"+topic, topic, sub, a.Handler(topic))
+		h.AddMiddleware(middleware.Retrying(logger, retryConfig(cfg))...)
+	}
 	return nil
 }
 

@@ -36,6 +36,9 @@ type Store interface {
 	ActivePKs(ctx context.Context) ([]int64, int64, error)
 	RegistryVersion(ctx context.Context) (int64, error)
 	TryLead(ctx context.Context, name string) (store.Lease, bool, error)
+	SaveDeadLetter(ctx context.Context, d influencer.DeadLetter) error
+	DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) ([]influencer.DeadLetter, error)
+	MarkReplayed(ctx context.Context, id string, at time.Time) error
 	Ping(ctx context.Context) error
 }
 

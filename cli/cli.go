@@ -30,7 +30,9 @@ type CLI struct {
 	Simulate  SimulateCmd `cmd:"" help:"Serve a Mockstagram API simulator."`
 	Migrate   MigrateCmd  `cmd:"" help:"Apply database migrations."`
 	Registry  RegistryCmd `cmd:"" help:"Change or list the tracked influencers."`
+	DLQ       DLQCmd      `cmd:"" name:"dlq" help:"Inspect and replay dead letters."`
 	Bench     BenchCmd    `cmd:"" help:"Run the whole pipeline on N influencers against the simulator and report throughput and freshness."`
+	KafkaDev  KafkaDevCmd `cmd:"" name:"kafka-dev" help:"Serve an in-memory Kafka-protocol broker (kfake) for trying --broker kafka locally; nothing is persisted."`
 }
 
 // env is what every command gets.

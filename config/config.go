@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"regexp"
 	"strings"
@@ -45,6 +46,9 @@ type Config struct {
 	FetchTimeout      time.Duration `name:"fetch-timeout" default:"5s" help:"Timeout of one API request."`
 	FetchRetryInitial time.Duration `name:"fetch-retry-initial" default:"100ms" help:"First backoff interval between fetch retries (exponential, with jitter)."`
 	FetchRetryMax     time.Duration `name:"fetch-retry-max" default:"5s" help:"Largest backoff interval between fetch retries."`
+	FetchRateLimit    float64       `name:"fetch-rate-limit" default:"0" help:"Most API requests per second from this fetcher process (all shards together); 0 = unlimited."`
+	BreakerFailures   int           `name:"breaker-failures" default:"50" help:"Consecutive API failures (connection errors, timeouts, 5xx) that open the fetcher's circuit breaker; 0 disables it."`
+	BreakerCooldown   time.Duration `name:"breaker-cooldown" default:"5s" help:"How long the open circuit breaker fails requests fast before it lets a probe through."`
 	RecorderRetries   int           `name:"recorder-retries" default:"8" help:"Attempts to store a result batch before it is nacked for redelivery."`
 	SimulatorMode     string        `name:"simulator-mode" default:"random-walk" help:"Mode of the built-in simulator: random-walk or deterministic."`
 	LogLevel          string        `name:"log-level" default:"info" help:"debug, info, warn or error."`
@@ -71,6 +75,8 @@ func Default() Config {
 		FetchTimeout:      5 * time.Second,
 		FetchRetryInitial: 100 * time.Millisecond,
 		FetchRetryMax:     5 * time.Second,
+		BreakerFailures:   50,
+		BreakerCooldown:   5 * time.Second,
 		RecorderRetries:   8,
 		SimulatorMode:     SimulatorRandomWalk,
 		LogLevel:          "info",
@@ -152,6 +158,15 @@ func (c Config) Validate() error {
 	}
 	if c.FetchRetryInitial <= 0 || c.FetchRetryMax < c.FetchRetryInitial {
 		bad("fetch-retry-initial/fetch-retry-max: want 0 < initial (%s) <= max (%s)", c.FetchRetryInitial, c.FetchRetryMax)
+	}
+	if math.IsNaN(c.FetchRateLimit) || c.FetchRateLimit < 0 || c.FetchRateLimit > 1_000_000 {
+		bad("fetch-rate-limit: %g not in [0, 1000000] requests per second", c.FetchRateLimit)
+	}
+	if c.BreakerFailures < 0 || c.BreakerFailures > 1_000_000 {
+		bad("breaker-failures: %d not in [0, 1000000]", c.BreakerFailures)
+	}
+	if c.BreakerCooldown <= 0 || c.BreakerCooldown > 10*time.Minute {
+		bad("breaker-cooldown: %s not in (0s, 10m]", c.BreakerCooldown)
 	}
 	if c.RecorderRetries < 0 || c.RecorderRetries > 100 {
 		bad("recorder-retries: %d not in [0, 100]", c.RecorderRetries)

@@ -44,6 +44,9 @@ func TestGoodFixtureValues(t *testing.T) {
 	k, err := config.Load([]string{"--config", "testdata/kafka.good.yml"})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"kafka-1:9092", "kafka-2:9092"}, k.KafkaBrokers)
+	assert.Equal(t, 2500.5, k.FetchRateLimit)
+	assert.Equal(t, 20, k.BreakerFailures)
+	assert.Equal(t, 10*time.Second, k.BreakerCooldown)
 }
 
 func TestBadFixtures(t *testing.T) {

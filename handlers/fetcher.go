@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jonboulle/clockwork"
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
 
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
@@ -36,6 +39,9 @@ const (
 	ClassMalformed   = "malformed"
 	ClassOversize    = "oversize"
 	ClassInvalid     = "invalid"
+	// ClassCircuitOpen: the circuit breaker failed the request fast because
+	// the API is failing; retried within the deadline like a 5xx.
+	ClassCircuitOpen = "circuit_open"
 )
 
 // FetcherConfig configures the fetcher.
@@ -47,6 +53,18 @@ type FetcherConfig struct {
 	RetryMax      time.Duration // largest backoff interval
 	DeadlineGrace time.Duration // a fetch for minute M counts until M+1m+grace
 	MaxBody       int64         // largest accepted response body (default 64 KiB)
+
+	// RateLimit is the most API requests per second of the whole process
+	// (all shards together); 0 is unlimited. See NewRateLimiter.
+	RateLimit float64
+	// BreakerFailures consecutive API failures (connection errors, timeouts,
+	// 5xx; not not_found, 429 or bad bodies, which prove the API answers)
+	// open the circuit breaker; 0 disables it. While open, requests fail
+	// fast with class circuit_open (retried within the deadline, with
+	// backoff); after BreakerCooldown one probe request goes through, and
+	// its success closes the breaker again.
+	BreakerFailures int
+	BreakerCooldown time.Duration
 }
 
 // Fetcher turns a shard-minute task into one result message: it fetches
@@ -61,6 +79,8 @@ type Fetcher struct {
 	clock   clockwork.Clock
 	logger  *slog.Logger
 	metrics *metrics.Pipeline
+	limiter *rate.Limiter                              // nil: unlimited
+	breaker *gobreaker.TwoStepCircuitBreaker[struct{}] // nil: disabled
 }
 
 // NewFetcher creates a fetcher. client should be a keep-alive client sized
@@ -76,12 +96,107 @@ func NewFetcher(cfg FetcherConfig, client *http.Client, dlq Publisher, clock clo
 	if cfg.Timeout <= 0 || cfg.RetryInitial <= 0 || cfg.RetryMax < cfg.RetryInitial {
 		return nil, fmt.Errorf("fetcher timeout %s / retry %s..%s: want positive timeout and 0 < initial <= max", cfg.Timeout, cfg.RetryInitial, cfg.RetryMax)
 	}
+	if math.IsNaN(cfg.RateLimit) || cfg.RateLimit < 0 {
+		return nil, fmt.Errorf("fetcher rate limit %g: want >= 0 (0 = unlimited)", cfg.RateLimit)
+	}
+	if cfg.BreakerFailures < 0 || (cfg.BreakerFailures > 0 && cfg.BreakerCooldown <= 0) {
+		return nil, fmt.Errorf("fetcher breaker %d failures / cooldown %s: want failures >= 0 (0 = off) and a positive cooldown", cfg.BreakerFailures, cfg.BreakerCooldown)
+	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 64 << 10
 	}
 	base := u.Scheme + "://" + u.Host + trimSlash(u.Path) + "/api/v1/influencers/"
-	return &Fetcher{cfg: cfg, base: base, client: client, sem: make(chan struct{}, cfg.Concurrency),
-		dlq: dlq, clock: clock, logger: logger, metrics: m}, nil
+	f := &Fetcher{cfg: cfg, base: base, client: client, sem: make(chan struct{}, cfg.Concurrency),
+		dlq: dlq, clock: clock, logger: logger, metrics: m}
+	if cfg.RateLimit > 0 {
+		f.limiter = NewRateLimiter(cfg.RateLimit)
+	}
+	if cfg.BreakerFailures > 0 {
+		f.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, logger, m)
+	}
+	return f, nil
+}
+
+// NewRateLimiter returns the fetcher's limiter for rps requests per second:
+// a token bucket whose burst is 50 ms worth of requests (at least one), so
+// that a request that was scheduled a little late does not lose its token,
+// while no second sees more than rps plus that burst.
+func NewRateLimiter(rps float64) *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(rps), max(1, int(rps/20)))
+}
+
+// Outcomes of a request as the breaker counts them.
+var (
+	errAPIFailing  = errors.New("the API is failing")      // counts toward opening
+	errNotAnAnswer = errors.New("request cut short by us") // counts neither way
+)
+
+func newBreaker(failures int, cooldown time.Duration, logger *slog.Logger, m *metrics.Pipeline) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+	return gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        "mockstagram-api",
+		MaxRequests: 1, // one probe in half-open; its success closes the breaker
+		Timeout:     cooldown,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(failures) },
+		IsExcluded:  func(err error) bool { return errors.Is(err, errNotAnAnswer) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			m.BreakerTransitions.WithLabelValues(from.String(), to.String()).Inc()
+			m.BreakerState.Set(map[gobreaker.State]float64{gobreaker.StateClosed: 0, gobreaker.StateHalfOpen: 1, gobreaker.StateOpen: 2}[to])
+			logger.Warn("API circuit breaker changed state", "from", from.String(), "to", to.String())
+		},
+	})
+}
+
+// breakerOutcome is what a request's outcome means to the breaker: only
+// connection errors, timeouts and 5xx count as failures; any other answer
+// (including not_found, 429 and bad bodies) shows the API is up.
+func breakerOutcome(ferr *fetchError) error {
+	if ferr == nil {
+		return nil
+	}
+	switch ferr.class {
+	case ClassConnection, ClassTimeout, ClassServer:
+		return errAPIFailing
+	}
+	return nil
+}
+
+// allow asks the breaker for a request; done reports its outcome.
+func (f *Fetcher) allow() (done func(error), ok bool) {
+	if f.breaker == nil {
+		return func(error) {}, true
+	}
+	done, err := f.breaker.Allow()
+	if err != nil { // gobreaker.ErrOpenState or ErrTooManyRequests (half-open)
+		return nil, false
+	}
+	return done, true
+}
+
+// waitToken waits for a rate-limit token, on the fetcher's clock. It returns
+// false, without spending the token, when the token comes at or after the
+// deadline or ctx ends first.
+func (f *Fetcher) waitToken(ctx context.Context, deadline time.Time) bool {
+	if f.limiter == nil {
+		return true
+	}
+	now := f.clock.Now()
+	r := f.limiter.ReserveN(now, 1)
+	delay := r.DelayFrom(now)
+	f.metrics.RateLimitWait.Observe(delay.Seconds())
+	if delay <= 0 {
+		return true
+	}
+	if !now.Add(delay).Before(deadline) {
+		r.CancelAt(now)
+		return false
+	}
+	select {
+	case <-ctx.Done():
+		r.CancelAt(f.clock.Now())
+		return false
+	case <-f.clock.After(delay):
+		return true
+	}
 }
 
 // NewHTTPClient returns a keep-alive client for the fetcher that never
@@ -123,6 +238,8 @@ func (f *Fetcher) Handle(msg *message.Message) ([]*message.Message, error) {
 		if err != nil {
 			return nil, err
 		}
+		// The task's metadata (trace context, correlation id) travels on.
+		messages.InheritMetadata(dl.Metadata, msg.Metadata)
 		if err := f.dlq.Publish(messages.TopicFetcherDLQ, dl); err != nil {
 			return nil, fmt.Errorf("publish dead letter: %w", err)
 		}
@@ -214,41 +331,69 @@ func (f *Fetcher) fetchPK(ctx context.Context, pk int64, minute, deadline time.T
 		}
 	}
 	backoff := f.cfg.RetryInitial
-	var last *fetchError // the previous attempt's error
-	for attempt := 1; ; attempt++ {
+	var (
+		last     *fetchError // the previous attempt's error
+		attempts int         // requests sent (not those the breaker failed fast)
+	)
+	for {
 		select {
 		case f.sem <- struct{}{}:
 		case <-ctx.Done():
-			return fail(ClassExpired, "deadline passed while waiting for a fetch slot", attempt-1)
+			return fail(ClassExpired, "deadline passed while waiting for a fetch slot", attempts)
 		}
-		start := time.Now()
-		s, ferr := f.get(ctx, pk)
-		<-f.sem
-		now := f.clock.Now()
-		class := "ok"
-		if ferr != nil {
-			class = ferr.class
-		}
-		f.metrics.FetchDuration.WithLabelValues(class).Observe(time.Since(start).Seconds())
-		if ferr != nil && ctx.Err() != nil {
-			// The minute's deadline (or shutdown) cut this request short: its
-			// "context canceled" is no connection error of the API.
-			if last == nil {
-				last = &fetchError{class: ClassTimeout, reason: "request still running"}
+		var (
+			s    influencer.Sample
+			ferr *fetchError
+		)
+		done, allowed := f.allow()
+		switch {
+		case !allowed:
+			<-f.sem
+			f.metrics.BreakerRejected.Inc()
+			ferr = &fetchError{class: ClassCircuitOpen, reason: "circuit breaker open: the API is failing", retryable: true}
+		case !f.waitToken(ctx, deadline):
+			<-f.sem
+			done(errNotAnAnswer)
+			return fail(ClassExpired, "deadline passed while waiting for the rate limit", attempts)
+		default:
+			attempts++
+			start := time.Now()
+			s, ferr = f.get(ctx, pk)
+			cutShort := ferr != nil && ctx.Err() != nil
+			// The breaker learns the outcome before the slot is free, so
+			// with one slot exactly BreakerFailures requests open it.
+			if cutShort {
+				done(errNotAnAnswer)
+			} else {
+				done(breakerOutcome(ferr))
 			}
-			return fail(last.class, last.reason+"; gave up at the minute's deadline", attempt)
+			<-f.sem
+			class := "ok"
+			if ferr != nil {
+				class = ferr.class
+			}
+			f.metrics.FetchDuration.WithLabelValues(class).Observe(time.Since(start).Seconds())
+			if cutShort {
+				// The minute's deadline (or shutdown) cut this request short: its
+				// "context canceled" is no connection error of the API.
+				if last == nil {
+					last = &fetchError{class: ClassTimeout, reason: "request still running"}
+				}
+				return fail(last.class, last.reason+"; gave up at the minute's deadline", attempts)
+			}
 		}
+		now := f.clock.Now()
 		last = ferr
 
 		if ferr == nil {
 			if !now.Before(deadline) {
-				return fail(ClassExpired, "response arrived after the minute's deadline", attempt)
+				return fail(ClassExpired, "response arrived after the minute's deadline", attempts)
 			}
 			s.Minute, s.FetchedAt = minute, now
 			return s, nil
 		}
 		if !ferr.retryable {
-			return fail(ferr.class, ferr.reason, attempt)
+			return fail(ferr.class, ferr.reason, attempts)
 		}
 		// Exponential backoff with full jitter; Retry-After when longer.
 		wait := time.Duration(rand.Int64N(int64(backoff) + 1))
@@ -257,12 +402,14 @@ func (f *Fetcher) fetchPK(ctx context.Context, pk int64, minute, deadline time.T
 			wait = ferr.retryAfter
 		}
 		if ctx.Err() != nil || !now.Add(wait).Before(deadline) {
-			return fail(ferr.class, ferr.reason+"; gave up at the minute's deadline", attempt)
+			return fail(ferr.class, ferr.reason+"; gave up at the minute's deadline", attempts)
 		}
-		f.metrics.FetchRetries.Inc()
+		if ferr.class != ClassCircuitOpen {
+			f.metrics.FetchRetries.Inc()
+		}
 		select {
 		case <-ctx.Done():
-			return fail(ferr.class, ferr.reason+"; gave up at the minute's deadline", attempt)
+			return fail(ferr.class, ferr.reason+"; gave up at the minute's deadline", attempts)
 		case <-f.clock.After(wait):
 		}
 	}

@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/mockstagram/pipeline/influencer"
 )
@@ -29,8 +31,9 @@ const (
 
 // Handler names (also consumer group suffixes).
 const (
-	HandlerFetcher  = "fetcher"
-	HandlerRecorder = "recorder"
+	HandlerFetcher     = "fetcher"
+	HandlerRecorder    = "recorder"
+	HandlerDeadLetters = "dead-letters" // the dead-letter archiver (consumer group of both DLQ topics)
 )
 
 // Metadata keys.
@@ -40,7 +43,35 @@ const (
 	MetaReason = "reason" // why a message was dead-lettered
 	MetaClass  = "class"  // failure class of a dead letter
 	MetaStage  = "stage"  // the stage that dead-lettered it
+	// MetaAttempts is how many times the work was tried before it was
+	// dead-lettered: API requests for a pk, handler runs for a poisoned message.
+	MetaAttempts = "attempts"
+	// MetaReplayOf marks a message re-published by 'dlq replay' with the id
+	// of the dead letter it replays.
+	MetaReplayOf = "replay_of"
 )
+
+// deadLetterKeys are the metadata keys a dead letter adds to the original
+// message's metadata (ours and those of Watermill's poison queue); a replay
+// removes them.
+var deadLetterKeys = []string{MetaReason, MetaClass, MetaStage, MetaAttempts,
+	wmw.ReasonForPoisonedKey, wmw.PoisonedTopicKey, wmw.PoisonedHandlerKey, wmw.PoisonedSubscriberKey}
+
+// IsDeadLetterKey reports whether key is an annotation a dead letter adds
+// to the original metadata.
+func IsDeadLetterKey(key string) bool {
+	return slices.Contains(deadLetterKeys, key)
+}
+
+// InheritMetadata copies every entry of from that to does not set: a
+// message produced from another keeps its trace context and correlation id.
+func InheritMetadata(to, from message.Metadata) {
+	for k, v := range from {
+		if _, set := to[k]; !set {
+			to.Set(k, v)
+		}
+	}
+}
 
 // MaxPayload bounds every decoded payload (a 1,000,000-pk shard is ~20 MB;
 // realistic shards are far smaller).
@@ -123,7 +154,9 @@ type FetchDeadLetter struct {
 	Shard int `json:"shard"`
 }
 
-// NewFetchDeadLetter builds a fetcher_dlq record.
+// NewFetchDeadLetter builds a fetcher_dlq record: the payload is the
+// failure, the metadata its reason, class, stage and attempts (the fetcher
+// adds the task's metadata with InheritMetadata).
 func NewFetchDeadLetter(d FetchDeadLetter) (*message.Message, error) {
 	msg, err := newJSON(d, d.Shard, d.Minute)
 	if err != nil {
@@ -132,6 +165,7 @@ func NewFetchDeadLetter(d FetchDeadLetter) (*message.Message, error) {
 	msg.Metadata.Set(MetaReason, d.Reason)
 	msg.Metadata.Set(MetaClass, d.Class)
 	msg.Metadata.Set(MetaStage, HandlerFetcher)
+	msg.Metadata.Set(MetaAttempts, strconv.Itoa(d.Attempts))
 	return msg, nil
 }
 

@@ -19,6 +19,13 @@ type Pipeline struct {
 	TasksExpired  prometheus.Counter
 	DeadLetters   *prometheus.CounterVec // by topic
 
+	BreakerState       prometheus.Gauge       // 0 closed, 1 half-open, 2 open
+	BreakerTransitions *prometheus.CounterVec // by from, to
+	BreakerRejected    prometheus.Counter     // requests failed fast while open
+	RateLimitWait      prometheus.Histogram   // wait for a rate-limit token, per request
+
+	DeadLettersArchived *prometheus.CounterVec // by topic
+
 	SamplesStored    prometheus.Counter
 	SamplesDuplicate prometheus.Counter
 	SamplesRejected  prometheus.Counter
@@ -32,25 +39,31 @@ type Pipeline struct {
 func New(reg prometheus.Registerer) *Pipeline {
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	p := &Pipeline{
-		TasksPublished:   prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_scheduler_tasks_published_total", Help: "Shard-minute tasks published."}),
-		SchedulerLag:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_scheduler_lag_seconds", Help: "Delay between a shard's planned publish time and its publication.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}),
-		ScheduleFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_scheduler_publish_failures_total", Help: "Task publications that failed."}),
-		RegistrySize:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_scheduler_registry_size", Help: "Active pks the scheduler schedules."}),
-		FetchDuration:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mockstagram_fetch_duration_seconds", Help: "Duration of one API request by outcome class.", Buckets: prometheus.ExponentialBuckets(0.0005, 3, 11)}, []string{"class"}),
-		FetchRetries:     prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_retries_total", Help: "API requests retried."}),
-		FetchFailures:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_fetch_failures_total", Help: "pks not fetched for their minute, by class, after retries."}, []string{"class"}),
-		TasksExpired:     prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_tasks_expired_total", Help: "Tasks received after their deadline."}),
-		DeadLetters:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_dead_letters_total", Help: "Messages published to a dead-letter topic."}, []string{"topic"}),
-		SamplesStored:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_stored_total", Help: "New (pk, minute) samples stored."}),
-		SamplesDuplicate: prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_duplicate_total", Help: "Samples already stored (redelivery), ignored."}),
-		SamplesRejected:  prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_rejected_total", Help: "Invalid samples rejected by the recorder."}),
-		SamplesMissed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_missed_total", Help: "New (pk, minute) entries recorded as missed."}),
-		BatchSize:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_recorder_batch_size", Help: "Samples per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
-		WriteDuration:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_recorder_write_duration_seconds", Help: "Duration of one batch transaction.", Buckets: prometheus.ExponentialBuckets(0.0005, 3, 11)}),
-		NewestMinute:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_recorder_newest_minute_seconds", Help: "Unix time of the newest minute stored by this recorder."}),
+		TasksPublished:      prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_scheduler_tasks_published_total", Help: "Shard-minute tasks published."}),
+		SchedulerLag:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_scheduler_lag_seconds", Help: "Delay between a shard's planned publish time and its publication.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}),
+		ScheduleFailures:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_scheduler_publish_failures_total", Help: "Task publications that failed."}),
+		RegistrySize:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_scheduler_registry_size", Help: "Active pks the scheduler schedules."}),
+		FetchDuration:       prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mockstagram_fetch_duration_seconds", Help: "Duration of one API request by outcome class.", Buckets: prometheus.ExponentialBuckets(0.0005, 3, 11)}, []string{"class"}),
+		FetchRetries:        prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_retries_total", Help: "API requests retried."}),
+		FetchFailures:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_fetch_failures_total", Help: "pks not fetched for their minute, by class, after retries."}, []string{"class"}),
+		TasksExpired:        prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_tasks_expired_total", Help: "Tasks received after their deadline."}),
+		DeadLetters:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_dead_letters_total", Help: "Messages published to a dead-letter topic."}, []string{"topic"}),
+		BreakerState:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_fetch_breaker_state", Help: "State of the fetcher's circuit breaker toward the API: 0 closed, 1 half-open, 2 open."}),
+		BreakerTransitions:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_fetch_breaker_transitions_total", Help: "State changes of the fetcher's circuit breaker."}, []string{"from", "to"}),
+		BreakerRejected:     prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_breaker_rejected_total", Help: "API requests failed fast (class circuit_open) because the circuit breaker was open."}),
+		RateLimitWait:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_fetch_rate_limit_wait_seconds", Help: "Wait for a rate-limit token before an API request (only with fetch-rate-limit).", Buckets: append([]float64{0}, prometheus.ExponentialBuckets(0.001, 4, 8)...)}),
+		DeadLettersArchived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_dead_letters_archived_total", Help: "Dead letters stored by the archiver, by dead-letter topic."}, []string{"topic"}),
+		SamplesStored:       prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_stored_total", Help: "New (pk, minute) samples stored."}),
+		SamplesDuplicate:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_duplicate_total", Help: "Samples already stored (redelivery), ignored."}),
+		SamplesRejected:     prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_rejected_total", Help: "Invalid samples rejected by the recorder."}),
+		SamplesMissed:       prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_missed_total", Help: "New (pk, minute) entries recorded as missed."}),
+		BatchSize:           prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_recorder_batch_size", Help: "Samples per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
+		WriteDuration:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_recorder_write_duration_seconds", Help: "Duration of one batch transaction.", Buckets: prometheus.ExponentialBuckets(0.0005, 3, 11)}),
+		NewestMinute:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_recorder_newest_minute_seconds", Help: "Unix time of the newest minute stored by this recorder."}),
 	}
 	for _, c := range []prometheus.Collector{p.TasksPublished, p.SchedulerLag, p.ScheduleFailures, p.RegistrySize,
 		p.FetchDuration, p.FetchRetries, p.FetchFailures, p.TasksExpired, p.DeadLetters,
+		p.BreakerState, p.BreakerTransitions, p.BreakerRejected, p.RateLimitWait, p.DeadLettersArchived,
 		p.SamplesStored, p.SamplesDuplicate, p.SamplesRejected, p.SamplesMissed, p.BatchSize, p.WriteDuration, p.NewestMinute} {
 		f(c)
 	}

@@ -5,6 +5,7 @@ package middleware
 import (
 	"errors"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -28,6 +29,12 @@ type Retry struct {
 	MaxInterval     time.Duration
 }
 
+// Classes of a poisoned message (the "class" metadata of its dead letter).
+const (
+	ClassMalformed = "malformed"
+	ClassPanic     = "panic"
+)
+
 // Chain returns the handler middleware, outermost first:
 //
 //  1. CorrelationID: every produced message keeps the correlation id.
@@ -38,12 +45,33 @@ type Retry struct {
 //  3. Retry: transient errors (database down, broker hiccup) are retried
 //     with exponential backoff; when retries run out the message is nacked
 //     and redelivered later, never acked unstored.
-//  4. Recoverer: innermost, so a panic becomes an error that PoisonQueue sees.
+//  4. Annotate: counts the handler runs of the delivery and, on a permanent
+//     error, writes reason, class, stage and attempts into the message's
+//     metadata, which the poison queue publishes with the original metadata
+//     (trace context included). Inside Retry so it counts every attempt.
+//  5. Recoverer: innermost, so a panic becomes an error that PoisonQueue sees.
 func Chain(logger *slog.Logger, poisonPub message.Publisher, poisonTopic string, retry Retry) ([]message.HandlerMiddleware, error) {
 	poison, err := wmw.PoisonQueueWithFilter(poisonPub, poisonTopic, IsPermanent)
 	if err != nil {
 		return nil, err
 	}
+	return []message.HandlerMiddleware{
+		wmw.CorrelationID,
+		poison,
+		retryMiddleware(logger, retry),
+		Annotate,
+		wmw.Recoverer,
+	}, nil
+}
+
+// Retrying is the chain of a handler without a dead-letter topic (the
+// dead-letter archiver itself), outermost first: Retry with backoff (then
+// nack and redelivery), Recoverer.
+func Retrying(logger *slog.Logger, retry Retry) []message.HandlerMiddleware {
+	return []message.HandlerMiddleware{retryMiddleware(logger, retry), wmw.Recoverer}
+}
+
+func retryMiddleware(logger *slog.Logger, retry Retry) message.HandlerMiddleware {
 	r := wmw.Retry{
 		MaxRetries:          retry.MaxRetries,
 		InitialInterval:     retry.InitialInterval,
@@ -53,10 +81,27 @@ func Chain(logger *slog.Logger, poisonPub message.Publisher, poisonTopic string,
 		ShouldRetry:         func(p wmw.RetryParams) bool { return !IsPermanent(p.Err) },
 		Logger:              watermill.NewSlogLogger(logger),
 	}
-	return []message.HandlerMiddleware{
-		wmw.CorrelationID,
-		poison,
-		r.Middleware,
-		wmw.Recoverer,
-	}, nil
+	return r.Middleware
+}
+
+// Annotate counts the runs of the handler on a message in its "attempts"
+// metadata and, when the handler fails permanently, sets "reason", "class"
+// (malformed or panic) and "stage" (the handler's name).
+func Annotate(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		n, _ := strconv.Atoi(msg.Metadata.Get(messages.MetaAttempts))
+		msg.Metadata.Set(messages.MetaAttempts, strconv.Itoa(n+1))
+		out, err := h(msg)
+		if err != nil && IsPermanent(err) {
+			class := ClassMalformed
+			var panicErr wmw.RecoveredPanicError
+			if errors.As(err, &panicErr) {
+				class = ClassPanic
+			}
+			msg.Metadata.Set(messages.MetaReason, err.Error())
+			msg.Metadata.Set(messages.MetaClass, class)
+			msg.Metadata.Set(messages.MetaStage, message.HandlerNameFromCtx(msg.Context()))
+		}
+		return out, err
+	}
 }

@@ -113,7 +113,7 @@ func wrap(t *testing.T, pub message.Publisher, retry middleware.Retry, h message
 	t.Helper()
 	mws, err := middleware.Chain(slog.New(slog.DiscardHandler), pub, poisonTopic, retry)
 	require.NoError(t, err)
-	require.Len(t, mws, 4)
+	require.Len(t, mws, 5)
 	for i := len(mws) - 1; i >= 0; i-- {
 		h = mws[i](h)
 	}
@@ -140,15 +140,16 @@ func TestChainPoisonsPermanentErrors(t *testing.T) {
 		name       string
 		handler    func() error
 		wantReason string
+		wantClass  string
 	}{
 		{"malformed", func() error {
 			return fmt.Errorf("decode: %w", messages.ErrMalformed)
-		}, "decode: malformed message"},
+		}, "decode: malformed message", middleware.ClassMalformed},
 		{"decode error", func() error {
 			_, err := messages.DecodeTask([]byte(`{"minute":"2026-11-25T12:00:01Z","shard":0,"deadline":"2026-11-25T12:01:00Z","pks":[1]}`))
 			return err
-		}, "malformed message: task minute missing or not minute-aligned"},
-		{"panic", func() error { panic("boom") }, "panic occurred: \"boom\""},
+		}, "malformed message: task minute missing or not minute-aligned", middleware.ClassMalformed},
+		{"panic", func() error { panic("boom") }, "panic occurred: \"boom\"", middleware.ClassPanic},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -160,6 +161,7 @@ func TestChainPoisonsPermanentErrors(t *testing.T) {
 			})
 			in := message.NewMessage(watermill.NewUUID(), []byte(`{"payload":1}`))
 			in.Metadata.Set(messages.MetaShard, "7")
+			in.Metadata.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 
 			produced, err := h(in)
 			require.NoError(t, err, "a poisoned message is acked")
@@ -172,8 +174,31 @@ func TestChainPoisonsPermanentErrors(t *testing.T) {
 			assert.Equal(t, `{"payload":1}`, string(got.Payload))
 			assert.Equal(t, "7", got.Metadata.Get(messages.MetaShard))
 			assert.Contains(t, got.Metadata.Get(wmw.ReasonForPoisonedKey), tc.wantReason)
+			assert.Equal(t, got.Metadata.Get(wmw.ReasonForPoisonedKey), got.Metadata.Get(messages.MetaReason))
+			assert.Equal(t, tc.wantClass, got.Metadata.Get(messages.MetaClass))
+			assert.Equal(t, "1", got.Metadata.Get(messages.MetaAttempts))
+			assert.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", got.Metadata.Get("traceparent"),
+				"the trace context travels with the dead letter")
 		})
 	}
+}
+
+func TestChainCountsAttemptsOfAPoisonedMessage(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var calls atomic.Int32
+	h := wrap(t, f.pub, fastRetry, func(*message.Message) ([]*message.Message, error) {
+		if calls.Add(1) < 3 {
+			return nil, errors.New("database down")
+		}
+		return nil, fmt.Errorf("decode: %w", messages.ErrMalformed)
+	})
+	_, err := h(message.NewMessage(watermill.NewUUID(), []byte("x")))
+	require.NoError(t, err)
+	got := receive(t, f.poison)
+	assert.Equal(t, "3", got.Metadata.Get(messages.MetaAttempts), "two transient failures, then the permanent one")
+	assert.Equal(t, middleware.ClassMalformed, got.Metadata.Get(messages.MetaClass))
+	assert.Equal(t, "decode: malformed message", got.Metadata.Get(messages.MetaReason))
 }
 
 func TestChainRetriesTransientErrors(t *testing.T) {

@@ -67,6 +67,9 @@ type Store struct {
 
 	leaseMu sync.Mutex
 	leases  map[string]*lease
+
+	dlMu        sync.Mutex
+	deadLetters map[string]influencer.DeadLetter
 }
 
 // New returns an empty store that takes registry and missed timestamps from
@@ -84,6 +87,7 @@ func New(clock clockwork.Clock) *Store {
 		hourly:          make(map[int64][]rollup),
 		daily:           make(map[int64][]rollup),
 		leases:          make(map[string]*lease),
+		deadLetters:     make(map[string]influencer.DeadLetter),
 	}
 }
 

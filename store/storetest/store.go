@@ -91,6 +91,22 @@ type Store interface {
 	// (then Lost is closed). Release also closes Lost.
 	TryLead(ctx context.Context, name string) (lease Lease, ok bool, err error)
 
+	// SaveDeadLetter archives a dead letter; a letter whose id is already
+	// stored changes nothing (redelivery). An invalid letter (see
+	// store.ValidateDeadLetter) is an error wrapping store.ErrInvalid.
+	SaveDeadLetter(ctx context.Context, d influencer.DeadLetter) error
+	// DeadLetters lists the letters matching every set field of f, ordered
+	// by receive time then id, at most f.Limit (in [1,
+	// influencer.MaxDeadLetterLimit], else store.ErrInvalid) of them,
+	// starting after the letter whose id is f.After (an unknown cursor
+	// gives no rows). No rows is an empty, non-nil slice. Times come back
+	// in UTC; a letter without shard or minute has a nil Shard and a zero
+	// Minute, and a nil payload or metadata comes back empty.
+	DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) ([]influencer.DeadLetter, error)
+	// MarkReplayed sets the letter's replay time (again, on a second
+	// replay); influencer.ErrNotFound when no letter has the id.
+	MarkReplayed(ctx context.Context, id string, at time.Time) error
+
 	// Ping checks the store is reachable (readiness).
 	Ping(ctx context.Context) error
 }

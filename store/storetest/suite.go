@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"Ping", testPing},
 	}
 	tests = append(tests, readSideTests...)
+	tests = append(tests, deadLetterTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -1,0 +1,190 @@
+package cli_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jonboulle/clockwork"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mockstagram/pipeline/broker"
+	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/store/postgres"
+	"github.com/mockstagram/pipeline/store/postgres/pgtest"
+)
+
+const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+var (
+	resultPayload = []byte(`{"minute":"2026-01-02T03:04:00Z","shard":7,"samples":[{"pk":1000001,"username":"influencer-1000001",` +
+		`"followerCount":57166,"followingCount":1328,"minute":"2026-01-02T03:04:00Z","fetchedAt":"2026-01-02T03:04:05Z"}]}`)
+	fetchPayload = []byte(`{"pk":1000042,"minute":"2026-01-02T03:04:00Z","class":"http_5xx","reason":"HTTP 503; gave up at the minute's deadline","attempts":4,"shard":3}`)
+)
+
+// seedDeadLetters stores a result letter (poisoned by the recorder) and an
+// old fetcher letter, as the archiver would have.
+func seedDeadLetters(t *testing.T, dsn string) *postgres.Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := postgres.New(ctx, dsn, slog.New(slog.DiscardHandler), clockwork.NewRealClock())
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	minute := time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
+	shard7, shard3 := 7, 3
+	for _, d := range []influencer.DeadLetter{
+		{
+			ID: "5b1f0c1e-result", Topic: messages.TopicResultDLQ, OriginalTopic: messages.TopicFetcherResults,
+			Reason: "record shard 7 minute 2026-01-02T03:04:00Z: constraint violation", Class: "panic", Stage: messages.HandlerRecorder,
+			Attempts: 1, Shard: &shard7, Minute: minute, Payload: resultPayload,
+			Metadata: map[string]string{
+				messages.MetaShard: "7", messages.MetaMinute: "2026-01-02T03:04:00Z", "traceparent": traceparent,
+				messages.MetaReason: "record shard 7 ...", messages.MetaClass: "panic", messages.MetaStage: messages.HandlerRecorder,
+				messages.MetaAttempts: "1", "reason_poisoned": "record shard 7 ...", "topic_poisoned": messages.TopicFetcherResults,
+				"handler_poisoned": messages.HandlerRecorder, "subscriber_poisoned": "sql",
+			},
+			ReceivedAt: minute.Add(70 * time.Second),
+		},
+		{
+			ID: "9e2a7d3f-fetch", Topic: messages.TopicFetcherDLQ, OriginalTopic: messages.TopicFetchTasks,
+			Reason: "HTTP 503; gave up at the minute's deadline", Class: "http_5xx", Stage: messages.HandlerFetcher,
+			Attempts: 4, Shard: &shard3, Minute: minute, Payload: fetchPayload,
+			Metadata: map[string]string{
+				messages.MetaShard: "3", messages.MetaMinute: "2026-01-02T03:04:00Z", "traceparent": traceparent,
+				messages.MetaReason: "HTTP 503; gave up at the minute's deadline", messages.MetaClass: "http_5xx",
+				messages.MetaStage: messages.HandlerFetcher, messages.MetaAttempts: "4",
+			},
+			ReceivedAt: minute.Add(61 * time.Second),
+		},
+	} {
+		require.NoError(t, s.SaveDeadLetter(ctx, d))
+	}
+	return s
+}
+
+func TestDLQListAndReplay(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	s := seedDeadLetters(t, dsn)
+	ctx := context.Background()
+
+	const (
+		all = `ID               RECEIVED              TOPIC               CLASS     REASON                                                            SHARD  MINUTE                REPLAYED
+9e2a7d3f-fetch   2026-01-02T03:05:01Z  fetcher_dlq         http_5xx  HTTP 503; gave up at the minute's deadline                        3      2026-01-02T03:04:00Z  -
+5b1f0c1e-result  2026-01-02T03:05:10Z  result_handler_dlq  panic     record shard 7 minute 2026-01-02T03:04:00Z: constraint violation  7      2026-01-02T03:04:00Z  -
+`
+		resultOnly = `ID               RECEIVED              TOPIC               CLASS  REASON                                                            SHARD  MINUTE                REPLAYED
+5b1f0c1e-result  2026-01-02T03:05:10Z  result_handler_dlq  panic  record shard 7 minute 2026-01-02T03:04:00Z: constraint violation  7      2026-01-02T03:04:00Z  -
+`
+		fetchOnly = `ID              RECEIVED              TOPIC        CLASS     REASON                                      SHARD  MINUTE                REPLAYED
+9e2a7d3f-fetch  2026-01-02T03:05:01Z  fetcher_dlq  http_5xx  HTTP 503; gave up at the minute's deadline  3      2026-01-02T03:04:00Z  -
+`
+		none = "ID  RECEIVED  TOPIC  CLASS  REASON  SHARD  MINUTE  REPLAYED\n"
+	)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"all, oldest first", nil, all},
+		{"by topic", []string{"--topic", "result_handler_dlq"}, resultOnly},
+		{"by reason", []string{"--reason", "HTTP 503"}, fetchOnly},
+		{"since a time", []string{"--since", "2026-01-02T03:05:05Z"}, resultOnly},
+		{"since a duration ago", []string{"--since", "1h"}, none},
+		{"limit", []string{"--limit", "1"}, fetchOnly},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, append([]string{"dlq", "list", "--database-url", dsn}, tc.args...)...)
+			require.Equal(t, 0, r.code, r.stderr)
+			assert.Equal(t, tc.want, r.stdout)
+		})
+	}
+
+	// Replaying the result letter publishes the original result message to
+	// fetcher_results (payload and metadata, without the dead-letter
+	// annotations) and marks the letter replayed.
+	cfg := config.Default()
+	cfg.Broker, cfg.DatabaseURL = config.BrokerPostgres, dsn
+	b, err := broker.New(ctx, cfg, broker.Deps{Pool: s.Pool()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	sub, err := b.Subscriber("dlq-test")
+	require.NoError(t, err)
+	subCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	results, err := sub.Subscribe(subCtx, messages.TopicFetcherResults)
+	require.NoError(t, err)
+
+	start := time.Now().Add(-time.Second)
+	r := run(t, "dlq", "replay", "--id", "5b1f0c1e-result", "--database-url", dsn, "--broker", "postgres")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "5b1f0c1e-result: replayed to fetcher_results\nreplayed 1, skipped expired 0, errors 0\n", r.stdout)
+
+	var got *message.Message
+	select {
+	case got = <-results:
+		got.Ack()
+	case <-subCtx.Done():
+		t.Fatal("the replayed result was not published")
+	}
+	assert.Equal(t, resultPayload, []byte(got.Payload))
+	assert.Equal(t, message.Metadata{
+		messages.MetaShard: "7", messages.MetaMinute: "2026-01-02T03:04:00Z", "traceparent": traceparent,
+		messages.MetaReplayOf: "5b1f0c1e-result",
+	}, got.Metadata)
+	assert.NotEqual(t, "5b1f0c1e-result", got.UUID, "a replay is a new message")
+
+	letters, err := s.DeadLetters(ctx, influencer.DeadLetterFilter{IDs: []string{"5b1f0c1e-result", "9e2a7d3f-fetch"}, Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, letters, 2)
+	assert.Nil(t, letters[0].ReplayedAt, "the fetch letter is untouched")
+	require.NotNil(t, letters[1].ReplayedAt)
+	assert.WithinRange(t, *letters[1].ReplayedAt, start, time.Now().Add(time.Second))
+
+	// The old fetch letter is not refetched: its minute is over.
+	r = run(t, "dlq", "replay", "--id", "9e2a7d3f-fetch", "--database-url", dsn, "--broker", "postgres")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "9e2a7d3f-fetch: expired: minute 2026-01-02T03:04:00Z is over, not refetched\n"+
+		"replayed 0, skipped expired 1, errors 0\n", r.stdout)
+	var table *string
+	require.NoError(t, s.Pool().QueryRow(ctx, `SELECT to_regclass('"watermill_influencer_fetch_tasks"')::text`).Scan(&table))
+	if table != nil { // the topic's table exists: it holds no message
+		var tasks int
+		require.NoError(t, s.Pool().QueryRow(ctx, `SELECT count(*) FROM "watermill_influencer_fetch_tasks"`).Scan(&tasks))
+		assert.Zero(t, tasks, "nothing published to influencer_fetch_tasks")
+	}
+
+	// Without --id only letters not replayed yet are selected; a dry run
+	// changes nothing.
+	r = run(t, "dlq", "replay", "--dry-run", "--database-url", dsn)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "9e2a7d3f-fetch: expired: minute 2026-01-02T03:04:00Z is over, not refetched\n"+
+		"would replay 0, skipped expired 1, errors 0\n", r.stdout)
+}
+
+func TestDLQUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"list without database", []string{"dlq", "list"}, "dlq commands need --database-url"},
+		{"bad topic", []string{"dlq", "list", "--topic", "fetcher_results", "--database-url", "postgres://h/db"}, `--topic "fetcher_results": want fetcher_dlq or result_handler_dlq`},
+		{"bad since", []string{"dlq", "list", "--since", "yesterday", "--database-url", "postgres://h/db"}, `--since "yesterday": want an RFC 3339 time or a duration like 1h`},
+		{"bad limit", []string{"dlq", "list", "--limit", "0", "--database-url", "postgres://h/db"}, "--limit must be in [1, 10000]"},
+		{"replay on gochannel", []string{"dlq", "replay", "--database-url", "postgres://h/db"}, "dlq replay needs a shared broker"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := run(t, tc.args...)
+			assert.Equal(t, 2, r.code, "stdout: %s\nstderr: %s", r.stdout, r.stderr)
+			assert.Contains(t, r.stderr, tc.wantErr)
+		})
+	}
+}
