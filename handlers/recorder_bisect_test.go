@@ -256,11 +256,11 @@ func TestRecorderBacksOffWhileStoreIsDown(t *testing.T) {
 					errs <- err
 					return
 				}
-				time.Sleep(10 * time.Millisecond)
+				<-time.After(10 * time.Millisecond) // retry interval, as the middleware would
 			}
 		})
 	}
-	time.Sleep(down)
+	<-time.After(down) // the length of the outage (a fault held, not a wait for a result)
 	duringOutage := st.calls.Load()
 	st.up.Store(true)
 	wg.Wait()

@@ -410,7 +410,7 @@ func (c *cluster) waitComplete(conn *pgx.Conn, m time.Time, all bool, deadline t
 			c.t.Fatalf("minute %s not complete by %s: stored %d, missed %d of %d (all stored required: %v)",
 				m.Format(time.TimeOnly), deadline.Format(time.TimeOnly), stored, missed, want, all)
 		}
-		time.Sleep(250 * time.Millisecond) // polling interval
+		<-time.After(250 * time.Millisecond) // polling interval
 	}
 }
 
@@ -547,7 +547,7 @@ func pollFetching(t *testing.T, deadline time.Time, fetchers ...*proc) *proc {
 		prev[i] = f.metric(metricFetches)
 	}
 	for time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond) // sampling interval of the counter
+		<-time.After(50 * time.Millisecond) // sampling interval of the counter
 		for i, f := range fetchers {
 			v := f.metric(metricFetches)
 			if prev[i] >= 0 && v > prev[i] {

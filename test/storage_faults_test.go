@@ -173,7 +173,7 @@ func TestStorageOutage(t *testing.T) {
 	before := counting.records.Load()
 	p.scheduleMinute(t, cfg.Shards, cfg.SpreadWindow, minute1, numPKs)
 	waitFor(t, outage, func() bool { return fetched.Load() == numPKs }, "minute 1 fetched during the outage")
-	time.Sleep(time.Until(cutAt.Add(outage)))
+	<-time.After(time.Until(cutAt.Add(outage))) // hold the outage for its whole length
 	attempts := counting.records.Load() - before
 
 	assert.True(t, router.IsRunning(), "the router stopped during the outage")
