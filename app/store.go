@@ -11,36 +11,14 @@ import (
 
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/handlers"
-	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/memory"
 	"github.com/mockstagram/pipeline/store/postgres"
 )
 
-// Store is everything the process uses of a store; memory.Store and
-// postgres.Store implement it.
-type Store interface {
-	Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error)
-	Summary(ctx context.Context, pk int64) (influencer.Summary, error)
-	Timeline(ctx context.Context, pk int64, from, to time.Time, limit int) ([]influencer.Point, error)
-	MissedSince(ctx context.Context, since time.Time) (int64, error)
-	Rank(ctx context.Context, pk int64) (int64, error)
-	Leaderboard(ctx context.Context, after *influencer.Cursor, limit int) ([]influencer.Ranked, error)
-	Stats(ctx context.Context, now time.Time) (influencer.Stats, error)
-	Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]influencer.Bucket, error)
-	Prune(ctx context.Context, now time.Time, keep time.Duration) error
-	Track(ctx context.Context, pks []int64) (int, error)
-	Untrack(ctx context.Context, pks []int64) (int, error)
-	Bootstrap(ctx context.Context, pks []int64) (bool, error)
-	Tracked(ctx context.Context, after int64, limit int) ([]influencer.Tracked, error)
-	ActivePKs(ctx context.Context) ([]int64, int64, error)
-	RegistryVersion(ctx context.Context) (int64, error)
-	TryLead(ctx context.Context, name string) (store.Lease, bool, error)
-	SaveDeadLetter(ctx context.Context, d influencer.DeadLetter) error
-	DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) ([]influencer.DeadLetter, error)
-	MarkReplayed(ctx context.Context, id string, at time.Time) error
-	Ping(ctx context.Context) error
-}
+// Store is everything the process uses of a store (the contract checked by
+// store/storetest); memory.Store and postgres.Store implement it.
+type Store = store.Store
 
 var (
 	_ Store = (*memory.Store)(nil)

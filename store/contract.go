@@ -1,0 +1,111 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/mockstagram/pipeline/influencer"
+)
+
+// Store is the full behaviour of a store, checked for every implementation
+// by the contract suite in store/storetest. Consumers (handlers, HTTP API,
+// CLI) declare the small subsets they need next to their code; the app
+// wires one Store.
+type Store interface {
+	// Record stores a batch in ONE transaction: every sample is inserted into
+	// the timeline keyed by (pk, minute) with conflicts ignored; the summary
+	// (current values if the minute is newer than the last one, running
+	// follower sum and count, last minute, username) is updated only from the
+	// rows actually inserted; failures are recorded as missed (pk, minute)
+	// unless a sample exists for that (pk, minute). A sample inserted for a
+	// (pk, minute) previously recorded as missed removes the missed entry.
+	// Samples must have distinct pks and be valid (callers validate first);
+	// a store returns an error wrapping store.ErrInvalid rather than storing
+	// any of an invalid batch. Samples need not share the batch's Minute.
+	Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error)
+
+	// Summary returns the influencer's summary, or influencer.ErrNotFound.
+	Summary(ctx context.Context, pk int64) (influencer.Summary, error)
+	// Timeline returns the stored points with from <= minute < to, oldest
+	// first, at most limit (> 0) of them; no points is an empty, non-nil
+	// slice.
+	Timeline(ctx context.Context, pk int64, from, to time.Time, limit int) ([]influencer.Point, error)
+	// MissedSince counts missed (pk, minute) entries with minute >= since.
+	MissedSince(ctx context.Context, since time.Time) (int64, error)
+
+	// Rank is 1 + the number of active (tracked) influencers with data
+	// whose current follower count is strictly greater than pk's (equal
+	// counts share a rank); influencer.ErrNotFound when pk has no data or
+	// is not tracked. It costs O(log n) or a small bounded range.
+	Rank(ctx context.Context, pk int64) (int64, error)
+	// Leaderboard lists the active influencers with data by follower count
+	// descending, then pk ascending, starting after the cursor (from the
+	// top when nil), at most limit of them, each with its rank; limit must
+	// be in [1, store.MaxLeaderboardLimit] (else store.ErrInvalid). No rows
+	// is an empty, non-nil slice.
+	Leaderboard(ctx context.Context, after *influencer.Cursor, limit int) ([]influencer.Ranked, error)
+	// Stats returns the tracked count, the active influencers with data
+	// and the sum of their current follower counts (maintained by Record,
+	// Track and Untrack, never aggregated on read), the newest minute M in
+	// [now-1h, now] whose stored samples plus missed entries reach the
+	// tracked count in effect at M (the last registry change at or before
+	// M), and the number of missed entries with a minute in [now-1h, now].
+	Stats(ctx context.Context, now time.Time) (influencer.Stats, error)
+	// Rollup returns pk's hourly (step store.Hourly) or daily (store.Daily)
+	// buckets of UTC hours/days whose start is in [from, to), oldest first,
+	// at most limit (> 0) of them; another step is store.ErrInvalid. Record
+	// maintains them from inserted rows; retention never drops them. No
+	// buckets is an empty, non-nil slice.
+	Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]influencer.Bucket, error)
+	// Prune applies retention as of now: the minute points and missed
+	// entries of the whole UTC days before store.RetentionCutoff(now, keep)
+	// are dropped, and progress counters older than
+	// store.ProgressRetention; rollups, summaries, ranks and averages are
+	// kept. keep must be positive (else store.ErrInvalid).
+	Prune(ctx context.Context, now time.Time, keep time.Duration) error
+
+	// Track adds pks to the registry (or re-activates them) and returns how
+	// many changed. Untrack deactivates them. Influencers with data enter
+	// (leave) the rank and the global average with them. Both bump the registry version
+	// when (and only when) they change something; a non-positive pk is an
+	// error wrapping store.ErrInvalid and changes nothing.
+	Track(ctx context.Context, pks []int64) (int, error)
+	Untrack(ctx context.Context, pks []int64) (int, error)
+	// Bootstrap tracks pks only if the registry was never bootstrapped before
+	// (a marker is kept in the store); it reports whether it did.
+	Bootstrap(ctx context.Context, pks []int64) (bool, error)
+	// Tracked lists registry rows (active or not) with pk > after, by pk, at
+	// most limit (> 0); no rows is an empty, non-nil slice.
+	Tracked(ctx context.Context, after int64, limit int) ([]influencer.Tracked, error)
+	// ActivePKs returns all active pks (ascending) and the registry version
+	// they belong to.
+	ActivePKs(ctx context.Context) ([]int64, int64, error)
+	// RegistryVersion is a number that changes whenever the registry changes;
+	// it is cheap (no scan) so the scheduler can poll it every minute.
+	RegistryVersion(ctx context.Context) (int64, error)
+
+	// TryLead tries to take the named leadership lock (only one scheduler
+	// schedules at a time). ok=false means someone else holds it. The lease
+	// is held until Release or until the holder's connection is lost
+	// (then Lost is closed). Release also closes Lost.
+	TryLead(ctx context.Context, name string) (lease Lease, ok bool, err error)
+
+	// SaveDeadLetter archives a dead letter; a letter whose id is already
+	// stored changes nothing (redelivery). An invalid letter (see
+	// store.ValidateDeadLetter) is an error wrapping store.ErrInvalid.
+	SaveDeadLetter(ctx context.Context, d influencer.DeadLetter) error
+	// DeadLetters lists the letters matching every set field of f, ordered
+	// by receive time then id, at most f.Limit (in [1,
+	// influencer.MaxDeadLetterLimit], else store.ErrInvalid) of them,
+	// starting after the letter whose id is f.After (an unknown cursor
+	// gives no rows). No rows is an empty, non-nil slice. Times come back
+	// in UTC; a letter without shard or minute has a nil Shard and a zero
+	// Minute, and a nil payload or metadata comes back empty.
+	DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) ([]influencer.DeadLetter, error)
+	// MarkReplayed sets the letter's replay time (again, on a second
+	// replay); influencer.ErrNotFound when no letter has the id.
+	MarkReplayed(ctx context.Context, id string, at time.Time) error
+
+	// Ping checks the store is reachable (readiness).
+	Ping(ctx context.Context) error
+}
