@@ -30,37 +30,9 @@ LAST=$((FIRST + PKS - 1))
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/mockstagram-chaos.XXXXXX)
 db=mockstagram_chaos_$$
-pids=()
-recorder_pid=
-
-cleanup() {
-	local pid
-	for pid in "${pids[@]}" $recorder_pid; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${pids[@]}" $recorder_pid; do wait "$pid" 2>/dev/null || true; done
-	dropdb --if-exists --force "$db" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-
-# start NAME CMD...: in the background, logs in $work/NAME.log, bounded by a
-# timeout so nothing outlives a stuck script. Sets $last_pid.
-start() {
-	local name=$1; shift
-	timeout --signal=KILL $((MINUTES + 10))m "$@" >>"$work/$name.log" 2>&1 &
-	last_pid=$!
-}
-
-wait_http() { # URL
-	local i
-	for i in $(seq 1 300); do
-		curl -fs -o /dev/null --max-time 2 "$1" && return 0
-		sleep 0.2
-	done
-	log "timed out waiting for $1"; exit 1
-}
+RUN_LIMIT=$((MINUTES + 10))m
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 log "building"
 bin=$work/mockstagram
@@ -69,14 +41,12 @@ bin=$work/mockstagram
 api=127.0.0.1:$BASE_PORT
 start simulator "$bin" simulate --mode deterministic --addr "$api" --range "$FIRST-$LAST" \
 	--error-rate 0.10 --rate-limit-rate 0.05 --retry-after 1s --spike-rate 0.02 --spike-latency 3s --seed 7
-pids+=("$last_pid")
 
 createdb "$db"
 export MOCKSTAGRAM_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db?sslmode=disable"
 if [ "$BROKER" = kafka ]; then
 	kafka=127.0.0.1:$((BASE_PORT + 9))
 	start kafka-dev "$bin" kafka-dev --addr "$kafka"
-	pids+=("$last_pid")
 	export MOCKSTAGRAM_KAFKA_BROKERS=$kafka
 fi
 export MOCKSTAGRAM_BROKER=$BROKER MOCKSTAGRAM_API_URL=http://$api MOCKSTAGRAM_REGISTRY_BOOTSTRAP=
@@ -86,13 +56,9 @@ export MOCKSTAGRAM_POSTGRES_POLL_INTERVAL=100ms MOCKSTAGRAM_LOG_LEVEL=warn MOCKS
 "$bin" registry add --range "$FIRST-$LAST" >/dev/null
 wait_http "http://$api/api/v1/influencers/$FIRST"
 
-stage() { # NAME PORT STAGE
-	start "$1" "$bin" "$3" --http-addr "127.0.0.1:$2"
-	wait_http "http://127.0.0.1:$2/readyz"
-}
 stage recorder $((BASE_PORT + 1)) recorder; recorder_pid=$last_pid
-stage fetcher $((BASE_PORT + 2)) fetcher; pids+=("$last_pid")
-stage scheduler $((BASE_PORT + 3)) scheduler; pids+=("$last_pid")
+stage fetcher $((BASE_PORT + 2)) fetcher
+stage scheduler $((BASE_PORT + 3)) scheduler
 
 # Measure from the next full minute.
 now=$(date +%s)

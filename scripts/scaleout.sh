@@ -34,45 +34,9 @@ LAST=$((FIRST + PKS - 1))
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/mockstagram-scaleout.XXXXXX)
 db=mockstagram_scaleout_$$
-pids=()
-
-cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-	dropdb --if-exists --force "$db" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-
-# start NAME CMD...: run in the background, logs in $work/NAME.log, bounded
-# by a timeout so nothing outlives a stuck script.
-start() {
-	local name=$1; shift
-	timeout --signal=KILL 30m "$@" >"$work/$name.log" 2>&1 &
-	pids+=($!)
-}
-
-wait_http() { # URL
-	local i
-	for i in $(seq 1 300); do
-		curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null && return 0
-		sleep 0.2
-	done
-	log "timed out waiting for $1"; exit 1
-}
-
-wait_tcp() { # PORT
-	local i
-	for i in $(seq 1 300); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.2
-	done
-	log "timed out waiting for port $1"; exit 1
-}
+RUN_LIMIT=30m
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 # sleep_until EPOCH: line up with a minute boundary (wall clock).
 sleep_until() {
@@ -105,10 +69,6 @@ export MOCKSTAGRAM_LOG_LEVEL=warn
 "$bin" registry add --range "$FIRST-$LAST" >/dev/null
 log "database $db: $PKS pks tracked; simulator latency $LATENCY; fetch concurrency $CONCURRENCY per fetcher"
 
-stage() { # NAME PORT STAGE
-	start "$1" "$bin" "$3" --http-addr "127.0.0.1:$2"
-	wait_http "http://127.0.0.1:$2/readyz"
-}
 stage recorder-1 $((BASE_PORT + 2)) recorder
 stage recorder-2 $((BASE_PORT + 3)) recorder
 stage api $((BASE_PORT + 4)) api
