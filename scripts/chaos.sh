@@ -70,8 +70,7 @@ kills=0
 while [ "$(date +%s)" -lt "$to" ]; do
 	sleep "$KILL_EVERY"
 	[ "$(date +%s)" -ge "$to" ] && break
-	kill -9 "$recorder_pid" 2>/dev/null || true
-	wait "$recorder_pid" 2>/dev/null || true
+	kill9 "$recorder_pid"
 	kills=$((kills + 1))
 	log "recorder killed (#$kills), restarting"
 	stage recorder $((BASE_PORT + 1)) recorder; recorder_pid=$last_pid

@@ -45,6 +45,14 @@ wait_tcp() { # PORT
 	log "timed out waiting for port $1"; exit 1
 }
 
+# kill9 PID: SIGKILL a process started with start. The pid is timeout's,
+# which cannot pass SIGKILL on, so its child is killed first.
+kill9() {
+	pkill -KILL -P "$1" 2>/dev/null || true
+	kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
 # stage NAME PORT STAGE: start a pipeline stage of $bin with its HTTP server
 # on PORT and wait until it is ready.
 stage() {
