@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	wmetrics "github.com/ThreeDotsLabs/watermill/components/metrics"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 
 	"github.com/mockstagram/pipeline/broker"
@@ -104,11 +106,14 @@ var RouterModule = fx.Module("router",
 // added by HandlersModule before start; a router without handlers (an
 // api-only or scheduler-only process) is not run. It takes the broker so
 // that the broker is created first and therefore closed after the router.
-func NewRouter(lc fx.Lifecycle, cfg config.Config, _ *broker.Broker, logger *slog.Logger) (*message.Router, error) {
+func NewRouter(lc fx.Lifecycle, cfg config.Config, _ *broker.Broker, reg *prometheus.Registry, logger *slog.Logger) (*message.Router, error) {
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, watermill.NewSlogLogger(logger))
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
+	// Watermill's handler, publisher and subscriber metrics (outermost
+	// middleware: the handler time includes retries).
+	wmetrics.NewPrometheusMetricsBuilder(reg, "mockstagram", "watermill").AddPrometheusRouterMetrics(router)
 	done := make(chan struct{})
 	lc.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
