@@ -266,8 +266,10 @@ func (d *chaosDriver) step(dt time.Duration) {
 	limit := time.Now().Add(time.Second)
 	last := d.activity()
 	quietSince := time.Now()
+	tick := time.NewTicker(500 * time.Microsecond) // polling interval
+	defer tick.Stop()
 	for {
-		time.Sleep(500 * time.Microsecond)
+		<-tick.C
 		if a := d.activity(); a != last {
 			last, quietSince = a, time.Now()
 		}
