@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/mockstagram/pipeline/influencer"
@@ -21,24 +19,6 @@ func TestContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Store {
 		return memory.New(clockwork.NewFakeClockAt(storetest.Now()))
 	})
-}
-
-func TestTrackMillion(t *testing.T) {
-	s := memory.New(clockwork.NewFakeClockAt(storetest.Now()))
-	ctx := context.Background()
-	pks := influencer.Range{From: 1_000_000, To: 1_999_999}.PKs()
-
-	start := time.Now()
-	n, err := s.Track(ctx, pks)
-	require.NoError(t, err)
-	t.Logf("Track of %d pks took %s", len(pks), time.Since(start))
-	assert.Equal(t, len(pks), n)
-
-	start = time.Now()
-	active, _, err := s.ActivePKs(ctx)
-	require.NoError(t, err)
-	t.Logf("ActivePKs of %d pks took %s", len(active), time.Since(start))
-	assert.Equal(t, pks, active)
 }
 
 func BenchmarkRecord(b *testing.B) {

@@ -219,40 +219,6 @@ func TestLeaseAcrossStores(t *testing.T) {
 	require.NoError(t, lb.Release(ctx))
 }
 
-func TestTrackMillion(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow")
-	}
-	t.Parallel()
-	s, _ := newStore(t, clockwork.NewFakeClockAt(storetest.Now()))
-	ctx := context.Background()
-	pks := influencer.Range{From: 1_000_000, To: 1_999_999}.PKs()
-
-	start := time.Now()
-	n, err := s.Track(ctx, pks)
-	require.NoError(t, err)
-	t.Logf("Track of %d new pks took %s", len(pks), time.Since(start))
-	assert.Equal(t, len(pks), n)
-
-	start = time.Now()
-	n, err = s.Track(ctx, pks)
-	require.NoError(t, err)
-	t.Logf("Track of %d already active pks took %s", len(pks), time.Since(start))
-	assert.Zero(t, n)
-
-	start = time.Now()
-	active, _, err := s.ActivePKs(ctx)
-	require.NoError(t, err)
-	t.Logf("ActivePKs of %d pks took %s", len(active), time.Since(start))
-	assert.Equal(t, pks, active)
-
-	start = time.Now()
-	n, err = s.Untrack(ctx, pks[:500_000])
-	require.NoError(t, err)
-	t.Logf("Untrack of %d pks took %s", n, time.Since(start))
-	assert.Equal(t, 500_000, n)
-}
-
 func BenchmarkRecord(b *testing.B) {
 	s, _ := newStore(b, clockwork.NewFakeClockAt(storetest.Now()))
 	ctx := context.Background()

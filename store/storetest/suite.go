@@ -36,6 +36,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"TryLead", testTryLead},
 		{"ConcurrentRecord", testConcurrentRecord},
 		{"Ping", testPing},
+		{"TrackMillion", testTrackMillion},
 	}
 	tests = append(tests, readSideTests...)
 	tests = append(tests, deadLetterTests...)
@@ -569,4 +570,38 @@ func testConcurrentRecord(t *testing.T, s Store) {
 
 func testPing(t *testing.T, s Store) {
 	assert.NoError(t, s.Ping(context.Background()))
+}
+
+// testTrackMillion: the registry takes a million pks at once (the standard
+// install), idempotently, and gives them back in order.
+func testTrackMillion(t *testing.T, s Store) {
+	if testing.Short() {
+		t.Skip("slow")
+	}
+	ctx := context.Background()
+	pks := influencer.Range{From: 1_000_000, To: 1_999_999}.PKs()
+
+	start := time.Now()
+	n, err := s.Track(ctx, pks)
+	require.NoError(t, err)
+	t.Logf("Track of %d new pks took %s", len(pks), time.Since(start))
+	assert.Equal(t, len(pks), n)
+
+	start = time.Now()
+	n, err = s.Track(ctx, pks)
+	require.NoError(t, err)
+	t.Logf("Track of %d already active pks took %s", len(pks), time.Since(start))
+	assert.Zero(t, n)
+
+	start = time.Now()
+	active, _, err := s.ActivePKs(ctx)
+	require.NoError(t, err)
+	t.Logf("ActivePKs of %d pks took %s", len(active), time.Since(start))
+	assert.Equal(t, pks, active)
+
+	start = time.Now()
+	n, err = s.Untrack(ctx, pks[:500_000])
+	require.NoError(t, err)
+	t.Logf("Untrack of %d pks took %s", n, time.Since(start))
+	assert.Equal(t, 500_000, n)
 }
