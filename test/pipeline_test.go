@@ -162,14 +162,8 @@ func stored(t *testing.T, s app.Store, minute time.Time) int {
 // waitFor polls cond until it holds or the real-time deadline passes.
 func waitFor(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: "+format, args...)
-		}
-		<-tick.C
+	if !pollUntil(timeout, cond) {
+		t.Fatalf("timed out waiting for: "+format, args...)
 	}
 }
 

@@ -14,10 +14,7 @@ import (
 )
 
 // deadLetterTests are the contract tests of the dead-letter archive.
-var deadLetterTests = []struct {
-	name string
-	fn   func(t *testing.T, s Store)
-}{
+var deadLetterTests = []contractTest{
 	{"DeadLetterRoundTrip", testDeadLetterRoundTrip},
 	{"DeadLetterIdempotent", testDeadLetterIdempotent},
 	{"DeadLetterFilters", testDeadLetterFilters},

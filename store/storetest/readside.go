@@ -19,10 +19,7 @@ import (
 
 // readSideTests are the contract tests of the read side (rank, leaderboard,
 // stats, rollups, retention).
-var readSideTests = []struct {
-	name string
-	fn   func(t *testing.T, s Store)
-}{
+var readSideTests = []contractTest{
 	{"RankTies", testRankTies},
 	{"RankAgainstBruteForce", testRankBruteForce},
 	{"RankMoves", testRankMoves},

@@ -18,10 +18,7 @@ import (
 // each call (it is called once per subtest, possibly in parallel) and clean
 // it up with t.Cleanup.
 func Run(t *testing.T, newStore func(t *testing.T) Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s Store)
-	}{
+	tests := []contractTest{
 		{"RecordAndSummary", testRecordAndSummary},
 		{"Timeline", testTimeline},
 		{"Redelivery", testRedelivery},
@@ -46,6 +43,12 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 			tc.fn(t, newStore(t))
 		})
 	}
+}
+
+// contractTest is one named test of the suite.
+type contractTest struct {
+	name string
+	fn   func(t *testing.T, s Store)
 }
 
 func minute(i int) time.Time { return Now().Add(time.Duration(i) * time.Minute) }
