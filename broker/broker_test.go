@@ -103,8 +103,9 @@ func TestPostgres(t *testing.T) {
 		cfg, deps := postgresConfig(t)
 		return newBroker(t, cfg, deps)
 	}, brokertest.Features{
-		Durable:        true,
-		ConsumerGroups: true,
+		Durable:             true,
+		ConsumerGroups:      true,
+		RedeliversLastAcked: true,
 	})
 }
 

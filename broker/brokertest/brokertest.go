@@ -40,9 +40,12 @@ type Features struct {
 	Partitions int
 	// RedeliversLastAcked: a group's new subscriber may get again the last
 	// message acked before the previous subscriber closed, at most one per
-	// partition, never a gap: watermill-kafka commits the offset after the
-	// ack, and a Close (or a rebalance) racing it drops the commit. Handlers
-	// must be idempotent.
+	// partition (a broker without partitions counts as one), never a gap.
+	// watermill-kafka commits the offset after the ack, and a Close (or a
+	// rebalance) racing it drops the commit. watermill-sql waits for the ack
+	// and the close in one select: when both are ready it may take the close,
+	// and the offset stays before the acked message. Handlers must be
+	// idempotent.
 	RedeliversLastAcked bool
 }
 
