@@ -5,17 +5,21 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/tracing"
 )
 
 // Roles says which stages a process runs.
@@ -27,6 +31,24 @@ type Roles struct {
 	// BuiltInSimulator starts the simulator in-process when no API URL is
 	// configured ('run' only).
 	BuiltInSimulator bool
+}
+
+// Service names the process in traces: "mockstagram" for all stages in one,
+// else its stages ("mockstagram-fetcher", "mockstagram-recorder+api").
+func (r Roles) Service() string {
+	if r.Scheduler && r.Fetcher && r.Recorder && r.API {
+		return "mockstagram"
+	}
+	var names []string
+	for _, role := range []struct {
+		on   bool
+		name string
+	}{{r.Scheduler, "scheduler"}, {r.Fetcher, "fetcher"}, {r.Recorder, "recorder"}, {r.API, "api"}} {
+		if role.on {
+			names = append(names, role.name)
+		}
+	}
+	return "mockstagram-" + strings.Join(names, "+")
 }
 
 // AllRoles is 'mockstagram run'.
@@ -43,6 +65,7 @@ func Options(cfg config.Config, roles Roles) fx.Option {
 		LoggingModule,
 		ClockModule,
 		MetricsModule,
+		TracingModule,
 		StoreModule,
 		PubSubModule,
 		SimulatorModule,
@@ -63,15 +86,36 @@ var LoggingModule = fx.Options(
 	}),
 )
 
-// NewLogger builds the process logger from the configuration.
+// NewLogger builds the process logger from the configuration. Records
+// logged with a context that carries a span get its trace_id and span_id.
 func NewLogger(cfg config.Config) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+		return slog.New(tracing.LogHandler{Handler: slog.NewTextHandler(os.Stderr, opts)})
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	return slog.New(tracing.LogHandler{Handler: slog.NewJSONHandler(os.Stderr, opts)})
+}
+
+// TracingModule provides the OpenTelemetry tracer provider: spans are
+// exported over OTLP/HTTP when otlp-endpoint is set; trace context travels
+// in message metadata either way. The provider is flushed and shut down on
+// stop, after everything that depends on it.
+var TracingModule = fx.Module("tracing",
+	fx.Provide(NewTracerProvider),
+)
+
+// NewTracerProvider builds the process's tracer provider.
+func NewTracerProvider(lc fx.Lifecycle, cfg config.Config, roles Roles) (trace.TracerProvider, error) {
+	tp, err := tracing.NewProvider(context.Background(), tracing.Config{
+		Endpoint: cfg.OTLPEndpoint, SampleRatio: cfg.TraceSampleRatio, Service: roles.Service(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	lc.Append(fx.StopHook(tp.Shutdown))
+	return tp, nil
 }
 
 // ClockModule provides the wall clock; tests decorate it with a fake.

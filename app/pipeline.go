@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 
 	"github.com/mockstagram/pipeline/broker"
@@ -25,6 +26,7 @@ import (
 	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/middleware"
 	"github.com/mockstagram/pipeline/simulator"
+	"github.com/mockstagram/pipeline/tracing"
 )
 
 // PubSubModule provides the configured broker and its shared publisher.
@@ -106,7 +108,7 @@ var RouterModule = fx.Module("router",
 // added by HandlersModule before start; a router without handlers (an
 // api-only or scheduler-only process) is not run. It takes the broker so
 // that the broker is created first and therefore closed after the router.
-func NewRouter(lc fx.Lifecycle, cfg config.Config, _ *broker.Broker, reg *prometheus.Registry, logger *slog.Logger) (*message.Router, error) {
+func NewRouter(lc fx.Lifecycle, cfg config.Config, _ *broker.Broker, reg *prometheus.Registry, tp trace.TracerProvider, logger *slog.Logger) (*message.Router, error) {
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, watermill.NewSlogLogger(logger))
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -114,6 +116,8 @@ func NewRouter(lc fx.Lifecycle, cfg config.Config, _ *broker.Broker, reg *promet
 	// Watermill's handler, publisher and subscriber metrics (outermost
 	// middleware: the handler time includes retries).
 	wmetrics.NewPrometheusMetricsBuilder(reg, "mockstagram", "watermill").AddPrometheusRouterMetrics(router)
+	// Then a span per handler call, continuing the message's trace.
+	router.AddMiddleware(tracing.Middleware(tp))
 	done := make(chan struct{})
 	lc.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
@@ -232,13 +236,14 @@ func addDeadLetterArchiver(roles Roles, cfg config.Config, s Store, router *mess
 // the router (it depends on it), so in-process subscribers are ready before
 // the first task is published.
 func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s Store, _ *message.Router, pub message.Publisher,
-	clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) {
+	clock clockwork.Clock, tp trace.TracerProvider, logger *slog.Logger, m *metrics.Pipeline) {
 	if !roles.Scheduler {
 		return
 	}
 	logger = logger.With("stage", "scheduler")
 	sched := handlers.NewScheduler(s, pub, clock, handlers.SchedulerConfig{
 		Shards: cfg.Shards, SpreadWindow: cfg.SpreadWindow, DeadlineGrace: cfg.DeadlineGrace,
+		Tracer: tp.Tracer(tracing.Name),
 	}, logger, m)
 	leader := handlers.Leader{TryLead: tryLead(s), Interval: 5 * time.Second, Clock: clock, Logger: logger}
 	background(lc, func(ctx context.Context) { leader.Run(ctx, sched.Run) })

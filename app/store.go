@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 
 	"github.com/mockstagram/pipeline/config"
@@ -34,7 +35,7 @@ var StoreModule = fx.Module("store",
 )
 
 // NewStore opens the configured store and closes it on stop.
-func NewStore(lc fx.Lifecycle, cfg config.Config, clock clockwork.Clock, logger *slog.Logger) (Store, error) {
+func NewStore(lc fx.Lifecycle, cfg config.Config, clock clockwork.Clock, tp trace.TracerProvider, logger *slog.Logger) (Store, error) {
 	if cfg.DatabaseURL == "" {
 		logger.Info("using the in-memory store (nothing survives a restart)")
 		mem := memory.New(clock)
@@ -47,7 +48,7 @@ func NewStore(lc fx.Lifecycle, cfg config.Config, clock clockwork.Clock, logger 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pg, err := postgres.New(ctx, cfg.DatabaseURL, logger, clock, postgres.WithRetention(cfg.Retention))
+	pg, err := postgres.New(ctx, cfg.DatabaseURL, logger, clock, postgres.WithRetention(cfg.Retention), postgres.WithTracerProvider(tp))
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}

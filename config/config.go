@@ -56,6 +56,10 @@ type Config struct {
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" default:"30s" help:"How long a stopping process waits for in-flight work."`
 	Retention         time.Duration `name:"retention" default:"168h" help:"How long minute points are kept (whole days are dropped); hourly and daily rollups are kept."`
 
+	// Tracing (package tracing).
+	OTLPEndpoint     string  `name:"otlp-endpoint" help:"OTLP/HTTP collector base URL for traces (e.g. http://jaeger:4318); empty: spans are not exported (trace ids are still propagated and logged)."`
+	TraceSampleRatio float64 `name:"trace-sample-ratio" default:"1" help:"Fraction of shard-minute traces recorded (0..1); a message keeps its trace's decision."`
+
 	// Broker tuning (package broker).
 	KafkaVersion         string        `name:"kafka-version" default:"3.7.0" help:"Kafka protocol version the client speaks (X.Y.Z); at most the brokers' version."`
 	KafkaPartitions      int           `name:"kafka-partitions" default:"16" help:"Partitions of each topic created at start when missing (existing topics are left as they are)."`
@@ -83,6 +87,7 @@ func Default() Config {
 		LogFormat:         "json",
 		ShutdownTimeout:   30 * time.Second,
 		Retention:         7 * 24 * time.Hour,
+		TraceSampleRatio:  1,
 
 		KafkaVersion:         "3.7.0",
 		KafkaPartitions:      16,
@@ -184,6 +189,14 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown-timeout: must be positive")
+	}
+	if c.OTLPEndpoint != "" {
+		if err := validateHTTPURL(c.OTLPEndpoint); err != nil {
+			bad("otlp-endpoint: %w", err)
+		}
+	}
+	if math.IsNaN(c.TraceSampleRatio) || c.TraceSampleRatio < 0 || c.TraceSampleRatio > 1 {
+		bad("trace-sample-ratio: %v not in [0, 1]", c.TraceSampleRatio)
 	}
 	if c.Retention < 24*time.Hour {
 		bad("retention: %s is less than a day (minute points are dropped by whole days)", c.Retention)

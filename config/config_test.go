@@ -110,6 +110,8 @@ func TestEnvNames(t *testing.T) {
 		{"MOCKSTAGRAM_ADMIN_TOKEN", "tok", func(c config.Config) any { return c.AdminToken }, "tok"},
 		{"MOCKSTAGRAM_KAFKA_BROKERS", "a:1,b:2", func(c config.Config) any { return c.KafkaBrokers }, []string{"a:1", "b:2"}},
 		{"MOCKSTAGRAM_BROKER", "gochannel", func(c config.Config) any { return c.Broker }, "gochannel"},
+		{"MOCKSTAGRAM_OTLP_ENDPOINT", "http://jaeger:4318", func(c config.Config) any { return c.OTLPEndpoint }, "http://jaeger:4318"},
+		{"MOCKSTAGRAM_TRACE_SAMPLE_RATIO", "0.5", func(c config.Config) any { return c.TraceSampleRatio }, 0.5},
 	} {
 		t.Run(tc.env, func(t *testing.T) {
 			t.Setenv(tc.env, tc.value)

@@ -25,6 +25,7 @@ import (
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/tracing"
 )
 
 // Failure classes.
@@ -238,8 +239,10 @@ func (f *Fetcher) Handle(msg *message.Message) ([]*message.Message, error) {
 		if err != nil {
 			return nil, err
 		}
-		// The task's metadata (trace context, correlation id) travels on.
+		// The task's metadata (correlation id) travels on; the dead letter
+		// belongs to the fetcher's span of the task's trace.
 		messages.InheritMetadata(dl.Metadata, msg.Metadata)
+		tracing.Inject(msg.Context(), dl.Metadata)
 		if err := f.dlq.Publish(messages.TopicFetcherDLQ, dl); err != nil {
 			return nil, fmt.Errorf("publish dead letter: %w", err)
 		}

@@ -73,7 +73,7 @@ func (r *Recorder) Handle(msg *message.Message) error {
 	clean, rejected := Clean(batch)
 	if rejected > 0 {
 		r.metrics.SamplesRejected.Add(float64(rejected))
-		r.logger.Warn("rejected invalid entries", "minute", batch.Minute, "shard", batch.Shard, "rejected", rejected)
+		r.logger.WarnContext(msg.Context(), "rejected invalid entries", "minute", batch.Minute, "shard", batch.Shard, "rejected", rejected)
 	}
 	ctx := msg.Context()
 	wrap := func(err error) error {
@@ -119,7 +119,7 @@ func (r *Recorder) record(ctx context.Context, b influencer.Batch) (influencer.R
 	for i, f := range bad {
 		pks[i] = f.PK
 	}
-	r.logger.Warn("store rejected rows; recording them as missed",
+	r.logger.WarnContext(ctx, "store rejected rows; recording them as missed",
 		"minute", b.Minute, "shard", b.Shard, "pks", pks, "first_reason", bad[0].Reason)
 	// Only failures: a rejected one is dropped (logged) by bisect, so this
 	// pass adds nothing to bad.
@@ -151,7 +151,7 @@ func (r *Recorder) bisect(ctx context.Context, b influencer.Batch, acc *influenc
 	case n == 1:
 		pk := rowPK(b)
 		if bad == nil { // already counted as rejected
-			r.logger.Error("store rejected a missed entry; it cannot be recorded",
+			r.logger.ErrorContext(ctx, "store rejected a missed entry; it cannot be recorded",
 				"minute", b.Minute, "shard", b.Shard, "pk", pk, "err", err)
 			return nil
 		}

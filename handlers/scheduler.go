@@ -8,10 +8,15 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/tracing"
 )
 
 // Registry is what the scheduler reads of the tracked influencers.
@@ -25,6 +30,9 @@ type SchedulerConfig struct {
 	Shards        int           // pks are hashed into this many shards
 	SpreadWindow  time.Duration // shard s is published at s/Shards of this window
 	DeadlineGrace time.Duration // a task for minute M expires at M+1m+grace
+	// Tracer starts the trace of each shard-minute (nil: no spans); the
+	// task's metadata carries it on to the fetcher and the recorder.
+	Tracer trace.Tracer
 }
 
 // Scheduler publishes, once per minute, one task per non-empty shard at the
@@ -44,6 +52,9 @@ type Scheduler struct {
 
 // NewScheduler creates a scheduler.
 func NewScheduler(registry Registry, pub Publisher, clock clockwork.Clock, cfg SchedulerConfig, logger *slog.Logger, m *metrics.Pipeline) *Scheduler {
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
+	}
 	return &Scheduler{registry: registry, pub: pub, clock: clock, cfg: cfg, logger: logger, metrics: m, version: -1}
 }
 
@@ -74,9 +85,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 		}
 		for next < s.cfg.Shards && !now.Before(minute.Add(s.Offset(next))) {
-			if err := s.publish(minute, next, now); err != nil {
+			if err := s.publish(ctx, minute, next, now); err != nil {
 				s.metrics.ScheduleFailures.Inc()
-				s.logger.Error("publish task", "minute", minute, "shard", next, "err", err)
+				s.logger.ErrorContext(ctx, "publish task", "minute", minute, "shard", next, "err", err)
 				break // retry shortly
 			}
 			next++
@@ -96,7 +107,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 }
 
-func (s *Scheduler) publish(minute time.Time, shard int, now time.Time) error {
+func (s *Scheduler) publish(ctx context.Context, minute time.Time, shard int, now time.Time) (err error) {
 	if shard >= len(s.shards) {
 		return nil // the registry has not been loaded yet
 	}
@@ -104,6 +115,21 @@ func (s *Scheduler) publish(minute time.Time, shard int, now time.Time) error {
 	if len(pks) == 0 {
 		return nil
 	}
+	// A new trace per shard-minute (not a child of Run's context).
+	ctx, span := s.cfg.Tracer.Start(ctx, "scheduler publish", trace.WithNewRoot(),
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.Int("mockstagram.shard", shard),
+			attribute.String("mockstagram.minute", minute.Format(time.RFC3339)),
+			attribute.Int("mockstagram.pks", len(pks)),
+		))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	msg, err := messages.NewTask(messages.Task{
 		Minute:   minute,
 		Shard:    shard,
@@ -113,6 +139,7 @@ func (s *Scheduler) publish(minute time.Time, shard int, now time.Time) error {
 	if err != nil {
 		return err
 	}
+	tracing.Inject(ctx, msg.Metadata)
 	if err := s.pub.Publish(messages.TopicFetchTasks, msg); err != nil {
 		return fmt.Errorf("publish shard %d: %w", shard, err)
 	}

@@ -87,12 +87,14 @@ func testConfigStore(t *testing.T, storeKind string) config.Config {
 }
 
 // startPipeline builds the application exactly as 'run' does, with a fake clock.
-func startPipeline(t *testing.T, cfg config.Config) *pipeline {
+// opts are added last (a test decorates the tracer provider).
+func startPipeline(t *testing.T, cfg config.Config, opts ...fx.Option) *pipeline {
 	p := &pipeline{clock: clockwork.NewFakeClockAt(start), published: map[time.Time]float64{}}
 	a := fxtest.New(t,
 		app.Options(cfg, app.AllRoles()),
 		fx.Decorate(func(clockwork.Clock) clockwork.Clock { return p.clock }),
 		fx.Populate(&p.store, &p.pub, &p.metrics, &p.http),
+		fx.Options(opts...),
 	)
 	a.RequireStart()
 	t.Cleanup(a.RequireStop)

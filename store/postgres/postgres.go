@@ -11,10 +11,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mockstagram/pipeline/migrations"
 	"github.com/mockstagram/pipeline/store"
@@ -43,6 +45,7 @@ type Store struct {
 	clock              clockwork.Clock
 	leaseCheckInterval time.Duration
 	retention          time.Duration
+	tracerProvider     trace.TracerProvider
 }
 
 // Option configures a Store.
@@ -69,6 +72,12 @@ func WithRetention(d time.Duration) Option {
 	}
 }
 
+// WithTracerProvider makes every query run under a traced context (the
+// recorder's handler span) a child span of it (otelpgx).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(s *Store) { s.tracerProvider = tp }
+}
+
 // New connects to dsn (a pgx/pgxpool connection string; pool_* parameters
 // are honoured), applies pending migrations and creates the timeline
 // partitions around the clock's today.
@@ -86,12 +95,7 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 		// recorder's writes and the API's reads.
 		pcfg.MaxConns = DefaultMaxConns
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to postgres: %w", err)
-	}
 	s := &Store{
-		pool:               pool,
 		logger:             logger,
 		clock:              clock,
 		leaseCheckInterval: DefaultLeaseCheckInterval,
@@ -100,6 +104,15 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 	for _, o := range opts {
 		o(s)
 	}
+	if s.tracerProvider != nil {
+		pcfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(s.tracerProvider),
+			otelpgx.WithDisableAcquireTracer(), otelpgx.WithTrimSQLInSpanName())
+	}
+	s.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	pool := s.pool
 	if err := s.Maintain(ctx); err != nil {
 		pool.Close()
 		return nil, err
