@@ -77,6 +77,13 @@ func TestComposeStagesAndDashboard(t *testing.T) {
 		assert.Contains(t, svc.Environment["MOCKSTAGRAM_DATABASE_URL"], "@timescaledb:5432/", stage)
 	}
 	assert.GreaterOrEqual(t, compose.Services["fetcher"].Deploy.Replicas, 2, "fetchers are scaled")
+	// Traces go to the Jaeger service over OTLP/HTTP (port 4318).
+	require.Contains(t, compose.Services, "jaeger")
+	assert.Contains(t, compose.Services["jaeger"].Image, "jaegertracing/")
+	assert.Equal(t, "true", compose.Services["jaeger"].Environment["COLLECTOR_OTLP_ENABLED"])
+	for _, stage := range []string{"scheduler", "fetcher", "recorder", "api"} {
+		assert.Equal(t, "http://jaeger:4318", compose.Services[stage].Environment["MOCKSTAGRAM_OTLP_ENDPOINT"], stage)
+	}
 	assert.Contains(t, compose.Services["timescaledb"].Image, "timescale/timescaledb")
 	assert.Contains(t, compose.Services["kafka"].Image, "kafka")
 	assert.Equal(t, "broker,controller", compose.Services["kafka"].Environment["KAFKA_PROCESS_ROLES"], "KRaft, no ZooKeeper")
