@@ -107,6 +107,24 @@ type Summary struct {
 	LastMinute     time.Time
 	Samples        int64 // number of stored minutes
 	FollowerSum    int64 // sum of followerCount over stored minutes
+	// Suspicion is the latest is_suspicious answer; nil when never checked.
+	Suspicion *Suspicion
+}
+
+// Suspicion is an is_suspicious answer for an influencer.
+type Suspicion struct {
+	PK         int64
+	Suspicious bool
+	CheckedAt  time.Time // when the answer was received
+}
+
+// SuspicionCandidate is what an is_suspicious request sends: the
+// influencer's latest stored values.
+type SuspicionCandidate struct {
+	PK             int64
+	Username       string
+	FollowerCount  int64
+	FollowingCount int64
 }
 
 // AverageFollowerCount is the mean followerCount over the stored history.

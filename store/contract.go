@@ -106,6 +106,22 @@ type Store interface {
 	// replay); influencer.ErrNotFound when no letter has the id.
 	MarkReplayed(ctx context.Context, id string, at time.Time) error
 
+	// SuspicionCandidates returns, ascending by pk, the latest stored values
+	// of those pks that are tracked (active in the registry), have a summary
+	// (at least one stored sample), and have no suspicion answer checked at
+	// or after checkedSince. No rows is an empty, non-nil slice. Unknown,
+	// untracked or duplicate pks are skipped, not errors.
+	SuspicionCandidates(ctx context.Context, pks []int64, checkedSince time.Time) ([]influencer.SuspicionCandidate, error)
+	// SaveSuspicion stores is_suspicious answers in one transaction. For
+	// each pk the answer with the latest CheckedAt wins: an answer not newer
+	// than the stored one changes nothing (replays and redeliveries are
+	// safe). Summary returns the stored answer in Summary.Suspicion. A
+	// non-positive pk or a zero CheckedAt is an error wrapping
+	// store.ErrInvalid and stores none of the answers. Answers may be saved
+	// for pks without a summary or registry row; Summary still reports
+	// influencer.ErrNotFound for them until they have data.
+	SaveSuspicion(ctx context.Context, answers []influencer.Suspicion) error
+
 	// Ping checks the store is reachable (readiness).
 	Ping(ctx context.Context) error
 }
