@@ -65,6 +65,10 @@ type Store struct {
 	hourly   map[int64][]rollup  // per pk, sorted by start
 	daily    map[int64][]rollup
 
+	// suspicion is the latest is_suspicious answer per pk (UTC, whole
+	// microseconds, as Postgres stores it).
+	suspicion map[int64]influencer.Suspicion
+
 	leaseMu sync.Mutex
 	leases  map[string]*lease
 
@@ -86,6 +90,7 @@ func New(clock clockwork.Clock) *Store {
 		progress:        make(map[int64]*progress),
 		hourly:          make(map[int64][]rollup),
 		daily:           make(map[int64][]rollup),
+		suspicion:       make(map[int64]influencer.Suspicion),
 		leases:          make(map[string]*lease),
 		deadLetters:     make(map[string]influencer.DeadLetter),
 	}
@@ -189,7 +194,9 @@ func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, erro
 	if !ok {
 		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, influencer.ErrNotFound)
 	}
-	return *sum, nil
+	out := *sum
+	out.Suspicion = s.suspicionOf(pk)
+	return out, nil
 }
 
 // Timeline implements storetest.Store.

@@ -74,6 +74,11 @@ WHERE g.stripe = 0`, nil},
 )
 INSERT INTO registry_history (at, version, tracked) SELECT $3::timestamptz, version, tracked FROM m`,
 			[]any{first, last, start}},
+		// Every influencer has been checked once in the day before start
+		// (one in 50 suspicious), as in a running store that re-checks daily.
+		{`INSERT INTO suspicion (pk, suspicious, checked_at)
+SELECT pk, pk % 50 = 0, $3::timestamptz - (1 + (pk * 7919) % 1440) * interval '1 minute'
+FROM generate_series($1::bigint, $2::bigint) AS pk`, []any{first, last, start}},
 		{`INSERT INTO minute_progress AS p (minute, stripe, stored, missed)
 SELECT $4::timestamptz + m * interval '1 minute', 0, $2::bigint - $1::bigint + 1, 0
 FROM generate_series(0, $3::integer - 1) AS m
@@ -104,7 +109,8 @@ FROM fixture_base b CROSS JOIN bk
 // minutes stored minutes each, from start on, into an empty store: registry,
 // timeline, summaries, rollups, rank counters, global stats and progress,
 // consistent with what Record would produce for the same samples (username
-// "influencer-<pk>"). It is for read benchmarks and plan tests, not
+// "influencer-<pk>"), and one suspicion answer per influencer, checked in
+// the day before start. It is for read benchmarks and plan tests, not
 // production: one transaction of set-based statements, then ANALYZE.
 func LoadFixture(ctx context.Context, pool *pgxpool.Pool, n int, minutes int, start time.Time) error {
 	switch {
@@ -141,7 +147,7 @@ func LoadFixture(ctx context.Context, pool *pgxpool.Pool, n int, minutes int, st
 	if err != nil {
 		return fmt.Errorf("load fixture of %d influencers: %w", n, err)
 	}
-	for _, table := range []string{"influencers", "samples", "influencer_summary", "rollup_hourly", "rollup_daily", "rank_buckets", "global_stats", "minute_progress", "registry_history"} {
+	for _, table := range []string{"influencers", "samples", "influencer_summary", "rollup_hourly", "rollup_daily", "rank_buckets", "global_stats", "minute_progress", "registry_history", "suspicion"} {
 		if _, err := pool.Exec(ctx, "ANALYZE "+table); err != nil {
 			return fmt.Errorf("load fixture: analyze %s: %w", table, err)
 		}

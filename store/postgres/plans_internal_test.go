@@ -28,7 +28,7 @@ type planNode struct {
 }
 
 // bigTables are the relations no read may scan sequentially.
-var bigTables = regexp.MustCompile(`^(samples|samples_\d+|influencer_summary|influencers|rollup_hourly|rollup_daily|minute_progress)$`)
+var bigTables = regexp.MustCompile(`^(samples|samples_\d+|influencer_summary|influencers|rollup_hourly|rollup_daily|minute_progress|suspicion)$`)
 
 func walkPlan(n planNode, visit func(planNode)) {
 	visit(n)
@@ -43,6 +43,12 @@ func sqlLiteral(v any) string {
 	switch x := v.(type) {
 	case time.Time:
 		return "'" + x.UTC().Format(time.RFC3339Nano) + "'"
+	case []int64:
+		elems := make([]string, len(x))
+		for i, v := range x {
+			elems[i] = fmt.Sprint(v)
+		}
+		return "'{" + strings.Join(elems, ",") + "}'"
 	default:
 		return fmt.Sprint(x)
 	}
@@ -116,11 +122,21 @@ FROM generate_series(1, 1440) AS m, generate_series(0, 15) AS st`, start)
 		assert.Equal(t, got, r.Rank, "leaderboard rank of pk %d", r.PK)
 	}
 
+	require.NotNil(t, sum.Suspicion, "the fixture answers every influencer")
+	assert.Equal(t, pk%50 == 0, sum.Suspicion.Suspicious)
+
 	// A crowded low count (many ties) and the top for the rank queries.
 	var lowPK, topPK int64
 	require.NoError(t, s.pool.QueryRow(ctx, `SELECT pk FROM influencer_summary WHERE active AND follower_count = 101 LIMIT 1`).Scan(&lowPK))
 	require.NoError(t, s.pool.QueryRow(ctx, leaderboardFirstSQL, 1).Scan(&topPK, new(string), new(int64), new(int64), new(*int64)))
 	day := 24 * time.Hour
+	// One shard's worth of pks for the is_suspicious scheduler: scattered
+	// over the whole range, as the hash spreads them; about half were
+	// checked less than 12 hours before.
+	askedPKs := make([]int64, 1000)
+	for i := range askedPKs {
+		askedPKs[i] = int64(FixtureFirstPK + i*997)
+	}
 	queries := []struct {
 		name string
 		sql  string
@@ -138,7 +154,16 @@ FROM generate_series(1, 1440) AS m, generate_series(0, 15) AS st`, start)
 		{"Leaderboard deep page of ties", leaderboardAfterSQL, []any{1000, 101, lowPK}},
 		{"Rollup hourly", rollupHourlySQL, []any{pk, start.Add(-day), next.Add(day), 1000}},
 		{"Rollup daily", rollupDailySQL, []any{pk, start.Add(-30 * day), next.Add(day), 1000}},
+		{"Suspicion candidates", suspicionCandidatesSQL, []any{askedPKs, start.Add(-12 * time.Hour)}},
 	}
+
+	cands, err := s.SuspicionCandidates(ctx, askedPKs, start.Add(-12*time.Hour))
+	require.NoError(t, err)
+	var bruteCands int
+	require.NoError(t, s.pool.QueryRow(ctx, `SELECT count(*) FROM suspicion WHERE pk = ANY($1) AND checked_at < $2`,
+		askedPKs, start.Add(-12*time.Hour)).Scan(&bruteCands))
+	assert.Len(t, cands, bruteCands, "every asked pk is tracked with data")
+	t.Logf("%d of %d asked pks are suspicion candidates", len(cands), len(askedPKs))
 
 	conn, err := s.pool.Acquire(ctx)
 	require.NoError(t, err)

@@ -14,9 +14,13 @@ import (
 
 // The minute-level reads: primary-key lookups and ranges only.
 const (
+	// summarySQL: two primary-key lookups; the suspicion answer is in a
+	// table of its own (NULLs when never checked).
 	summarySQL = `
-SELECT username, follower_count, following_count, last_minute, samples, follower_sum
-FROM influencer_summary WHERE pk = $1`
+SELECT s.username, s.follower_count, s.following_count, s.last_minute, s.samples, s.follower_sum,
+       q.suspicious, q.checked_at
+FROM influencer_summary s LEFT JOIN suspicion q ON q.pk = s.pk
+WHERE s.pk = $1`
 	timelineSQL = `
 SELECT minute, follower_count, following_count FROM samples
 WHERE pk = $1 AND minute >= $2 AND minute < $3
@@ -26,9 +30,14 @@ ORDER BY minute LIMIT $4`
 
 // Summary implements storetest.Store.
 func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, error) {
-	sum := influencer.Summary{PK: pk}
+	var (
+		sum        = influencer.Summary{PK: pk}
+		suspicious *bool
+		checkedAt  *time.Time
+	)
 	err := s.pool.QueryRow(ctx, summarySQL, pk).Scan(
-		&sum.Username, &sum.FollowerCount, &sum.FollowingCount, &sum.LastMinute, &sum.Samples, &sum.FollowerSum)
+		&sum.Username, &sum.FollowerCount, &sum.FollowingCount, &sum.LastMinute, &sum.Samples, &sum.FollowerSum,
+		&suspicious, &checkedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, influencer.ErrNotFound)
 	}
@@ -36,6 +45,9 @@ func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, erro
 		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, err)
 	}
 	sum.LastMinute = sum.LastMinute.UTC()
+	if suspicious != nil && checkedAt != nil {
+		sum.Suspicion = &influencer.Suspicion{PK: pk, Suspicious: *suspicious, CheckedAt: checkedAt.UTC()}
+	}
 	return sum, nil
 }
 

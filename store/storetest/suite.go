@@ -37,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	}
 	tests = append(tests, readSideTests...)
 	tests = append(tests, deadLetterTests...)
+	tests = append(tests, suspicionTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
