@@ -27,6 +27,7 @@ type Roles struct {
 	Scheduler bool
 	Fetcher   bool
 	Recorder  bool
+	Suspicion bool // the suspicion checker
 	API       bool
 	// BuiltInSimulator starts the simulator in-process when no API URL is
 	// configured ('run' only).
@@ -36,14 +37,14 @@ type Roles struct {
 // Service names the process in traces: "mockstagram" for all stages in one,
 // else its stages ("mockstagram-fetcher", "mockstagram-recorder+api").
 func (r Roles) Service() string {
-	if r.Scheduler && r.Fetcher && r.Recorder && r.API {
+	if r.Scheduler && r.Fetcher && r.Recorder && r.Suspicion && r.API {
 		return "mockstagram"
 	}
 	var names []string
 	for _, role := range []struct {
 		on   bool
 		name string
-	}{{r.Scheduler, "scheduler"}, {r.Fetcher, "fetcher"}, {r.Recorder, "recorder"}, {r.API, "api"}} {
+	}{{r.Scheduler, "scheduler"}, {r.Fetcher, "fetcher"}, {r.Recorder, "recorder"}, {r.Suspicion, "suspicion"}, {r.API, "api"}} {
 		if role.on {
 			names = append(names, role.name)
 		}
@@ -53,7 +54,7 @@ func (r Roles) Service() string {
 
 // AllRoles is 'mockstagram run'.
 func AllRoles() Roles {
-	return Roles{Scheduler: true, Fetcher: true, Recorder: true, API: true, BuiltInSimulator: true}
+	return Roles{Scheduler: true, Fetcher: true, Recorder: true, Suspicion: true, API: true, BuiltInSimulator: true}
 }
 
 // Options is the whole application for cfg and roles: the same graph serves

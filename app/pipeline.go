@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mockstagram/pipeline/broker"
 	"github.com/mockstagram/pipeline/config"
@@ -73,7 +74,10 @@ func NewAPIBaseURL(lc fx.Lifecycle, cfg config.Config, roles Roles, clock clockw
 	if r, ok := cfg.BootstrapRange(); ok {
 		rng.From, rng.To = min(rng.From, r.From), max(rng.To, r.To)
 	}
-	sim, err := simulator.New(simulator.Config{Mode: simulator.Mode(cfg.SimulatorMode), Range: rng}, clock)
+	simCfg := simulator.Config{Mode: simulator.Mode(cfg.SimulatorMode), Range: rng,
+		SuspiciousDelayMin: cfg.SimulatorSuspiciousDelayMin, SuspiciousDelayMax: cfg.SimulatorSuspiciousDelayMax}
+	simCfg.SuspiciousNoDelay = simCfg.SuspiciousDelayMax == 0 // (both zero would mean the defaults)
+	sim, err := simulator.New(simCfg, clock)
 	if err != nil {
 		return "", fmt.Errorf("built-in simulator: %w", err)
 	}
@@ -152,7 +156,7 @@ func NewRouter(lc fx.Lifecycle, cfg config.Config, _ *broker.Broker, reg *promet
 
 // HandlersModule adds the stages this process runs.
 var HandlersModule = fx.Module("handlers",
-	fx.Invoke(addFetcher, addRecorder, addDeadLetterArchiver, runScheduler),
+	fx.Invoke(addFetcher, addRecorder, addSuspicionChecker, addDeadLetterArchiver, runScheduler),
 )
 
 func retryConfig(cfg config.Config) middleware.Retry {
@@ -221,7 +225,7 @@ func addDeadLetterArchiver(roles Roles, cfg config.Config, s Store, router *mess
 		return nil
 	}
 	a := handlers.NewDeadLetterArchiver(s, clock, logger.With("stage", messages.HandlerDeadLetters), m)
-	for _, topic := range []string{messages.TopicFetcherDLQ, messages.TopicResultDLQ} {
+	for _, topic := range []string{messages.TopicFetcherDLQ, messages.TopicResultDLQ, messages.TopicSuspicionDLQ} {
 		sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerDeadLetters))
 		if err != nil {
 			return err
@@ -245,6 +249,49 @@ func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s Store, _ *m
 		Shards: cfg.Shards, SpreadWindow: cfg.SpreadWindow, DeadlineGrace: cfg.DeadlineGrace,
 		Tracer: tp.Tracer(tracing.Name),
 	}, logger, m)
+	suspicion := handlers.NewSuspicionScheduler(s, pub, clock, handlers.SuspicionSchedulerConfig{
+		Shards: cfg.Shards, Interval: cfg.SuspicionInterval, Tracer: tp.Tracer(tracing.Name),
+	}, logger.With("schedule", "suspicion"), m)
 	leader := handlers.Leader{TryLead: tryLead(s), Interval: 5 * time.Second, Clock: clock, Logger: logger}
-	background(lc, func(ctx context.Context) { leader.Run(ctx, sched.Run) })
+	background(lc, func(ctx context.Context) {
+		// The leader schedules both the minute tasks and the suspicion rounds.
+		leader.Run(ctx, func(ctx context.Context) error {
+			g, ctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return sched.Run(ctx) })
+			g.Go(func() error { return suspicion.Run(ctx) })
+			return g.Wait()
+		})
+	})
+}
+
+// addSuspicionChecker adds the daily is_suspicious checks (SPEC §1.6): its
+// own consumer group, request slots and HTTP client, so the slow API calls
+// never hold up the per-minute fetches.
+func addSuspicionChecker(roles Roles, cfg config.Config, base APIBaseURL, s Store, router *message.Router, b *broker.Broker,
+	pub message.Publisher, clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) error {
+	if !roles.Suspicion {
+		return nil
+	}
+	sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerSuspicion))
+	if err != nil {
+		return err
+	}
+	c, err := handlers.NewSuspicionChecker(handlers.SuspicionConfig{
+		BaseURL:      string(base),
+		Concurrency:  cfg.SuspicionConcurrency,
+		Timeout:      cfg.SuspicionTimeout,
+		Attempts:     cfg.SuspicionAttempts,
+		RetryInitial: cfg.FetchRetryInitial,
+		RetryMax:     cfg.FetchRetryMax,
+	}, handlers.NewHTTPClient(cfg.SuspicionConcurrency), s, pub, clock, logger.With("stage", messages.HandlerSuspicion), m)
+	if err != nil {
+		return err
+	}
+	h := router.AddConsumerHandler(messages.HandlerSuspicion, messages.TopicSuspicionTasks, sub, c.Handle)
+	mws, err := middleware.Chain(logger, pub, messages.TopicSuspicionDLQ, retryConfig(cfg))
+	if err != nil {
+		return err
+	}
+	h.AddMiddleware(mws...)
+	return nil
 }

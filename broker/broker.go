@@ -39,7 +39,7 @@ func Topics() []string {
 		messages.TopicResultDLQ,
 		messages.TopicSuspicionTasks,
 		messages.TopicFetchTasksDLQ,
-		messages.TopicSuspicionResult,
+		messages.TopicSuspicionDLQ,
 	}
 }
 

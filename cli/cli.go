@@ -26,6 +26,7 @@ type CLI struct {
 	Scheduler StageCmd    `cmd:"" help:"Only the scheduler (leader or hot standby)."`
 	Fetcher   StageCmd    `cmd:"" help:"Only a fetcher; run any number."`
 	Recorder  StageCmd    `cmd:"" help:"Only a recorder; run any number."`
+	Suspicion StageCmd    `cmd:"" help:"Only the suspicion checker (daily is_suspicious refresh); run any number."`
 	API       StageCmd    `cmd:"" name:"api" help:"Only the HTTP API and dashboard."`
 	Simulate  SimulateCmd `cmd:"" help:"Serve a Mockstagram API simulator."`
 	Migrate   MigrateCmd  `cmd:"" help:"Apply database migrations."`

@@ -32,7 +32,7 @@ type DLQCmd struct {
 // dlqSelect is the selection both subcommands share. Its flags have no
 // environment variables (env:"-"): they select, they do not configure.
 type dlqSelect struct {
-	Topic  string `env:"-" help:"Only this dead-letter topic: fetcher_dlq or result_handler_dlq."`
+	Topic  string `env:"-" help:"Only this dead-letter topic: fetcher_dlq, result_handler_dlq or suspicion_dlq."`
 	Reason string `env:"-" help:"Only letters whose reason contains this text (case-sensitive)."`
 	Since  string `env:"-" help:"Only letters received since this time: RFC 3339 (2026-11-25T12:00:00Z) or a duration ago (90m, 2h)."`
 }
@@ -40,9 +40,9 @@ type dlqSelect struct {
 func (s dlqSelect) filter(now time.Time) (influencer.DeadLetterFilter, error) {
 	f := influencer.DeadLetterFilter{Topic: s.Topic, Reason: s.Reason}
 	switch s.Topic {
-	case "", messages.TopicFetcherDLQ, messages.TopicResultDLQ:
+	case "", messages.TopicFetcherDLQ, messages.TopicResultDLQ, messages.TopicSuspicionDLQ:
 	default:
-		return f, fmt.Errorf("--topic %q: want %s or %s", s.Topic, messages.TopicFetcherDLQ, messages.TopicResultDLQ)
+		return f, fmt.Errorf("--topic %q: want %s, %s or %s", s.Topic, messages.TopicFetcherDLQ, messages.TopicResultDLQ, messages.TopicSuspicionDLQ)
 	}
 	if s.Since != "" {
 		since, err := parseSince(s.Since, now)
@@ -187,7 +187,7 @@ func (c DLQReplay) Run(e env, cfg config.Config) error {
 		defer b.Close()
 		pub = b.Publisher()
 	}
-	r := replayer{store: s, pub: pub, out: e.stdout, now: now, grace: cfg.DeadlineGrace, dryRun: c.DryRun}
+	r := replayer{store: s, pub: pub, out: e.stdout, now: now, grace: cfg.DeadlineGrace, interval: cfg.SuspicionInterval, dryRun: c.DryRun}
 	f.Limit = replayPage
 	for {
 		letters, err := s.DeadLetters(e.ctx, f)
@@ -215,18 +215,21 @@ func (c DLQReplay) Run(e env, cfg config.Config) error {
 
 // replayer replays one letter at a time and counts the outcomes.
 type replayer struct {
-	store  dlqStore
-	pub    message.Publisher // nil in a dry run
-	out    io.Writer
-	now    time.Time
-	grace  time.Duration
-	dryRun bool
+	store dlqStore
+	pub   message.Publisher // nil in a dry run
+	out   io.Writer
+	now   time.Time
+	grace time.Duration
+	// interval is the suspicion round: a replayed suspicion check may run
+	// for that long.
+	interval time.Duration
+	dryRun   bool
 
 	replayed, expired, errors int
 }
 
 func (r *replayer) replay(ctx context.Context, d influencer.DeadLetter) {
-	msg, expiredMinute, err := replayMessage(d, r.now, r.grace)
+	msg, expiredMinute, err := replayMessage(d, r.now, r.grace, r.interval)
 	switch {
 	case err != nil:
 		r.errors++
@@ -257,7 +260,7 @@ func (r *replayer) replay(ctx context.Context, d influencer.DeadLetter) {
 
 // replayMessage is the message that replays d, or the minute that is over
 // (for a fetch), or why d cannot be replayed.
-func replayMessage(d influencer.DeadLetter, now time.Time, grace time.Duration) (*message.Message, time.Time, error) {
+func replayMessage(d influencer.DeadLetter, now time.Time, grace, interval time.Duration) (*message.Message, time.Time, error) {
 	over := func(minute time.Time) bool { return !now.Before(minute.Add(time.Minute + grace)) }
 	switch d.OriginalTopic {
 	case messages.TopicFetchTasks:
@@ -281,6 +284,32 @@ func replayMessage(d influencer.DeadLetter, now time.Time, grace time.Duration) 
 			return nil, task.Minute, nil
 		}
 		msg, err := messages.NewTask(task)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		inheritForReplay(msg, d)
+		return msg, time.Time{}, nil
+	case messages.TopicSuspicionTasks:
+		// A suspicion check is never for the wrong time (the answer is the
+		// influencer's latest): a one-pk task (or the original task) that may
+		// run for a round from now. Pks answered since the letter's round are
+		// skipped by the checker.
+		var task messages.SuspicionTask
+		if d.Stage == messages.HandlerSuspicion {
+			var fd messages.FetchDeadLetter
+			if err := json.Unmarshal(d.Payload, &fd); err != nil || fd.PK <= 0 || fd.Minute.IsZero() {
+				return nil, time.Time{}, fmt.Errorf("payload is not a suspicion dead letter")
+			}
+			task = messages.SuspicionTask{Round: fd.Minute, Shard: fd.Shard, PKs: []int64{fd.PK}}
+		} else {
+			t, err := messages.DecodeSuspicionTask(d.Payload)
+			if err != nil {
+				return nil, time.Time{}, fmt.Errorf("cannot replay: %w", err)
+			}
+			task = t
+		}
+		task.Deadline = now.Add(interval)
+		msg, err := messages.NewSuspicionTask(task)
 		if err != nil {
 			return nil, time.Time{}, err
 		}

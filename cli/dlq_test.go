@@ -175,7 +175,7 @@ func TestDLQUsageErrors(t *testing.T) {
 		wantErr string
 	}{
 		{"list without database", []string{"dlq", "list"}, "dlq commands need --database-url"},
-		{"bad topic", []string{"dlq", "list", "--topic", "fetcher_results", "--database-url", "postgres://h/db"}, `--topic "fetcher_results": want fetcher_dlq or result_handler_dlq`},
+		{"bad topic", []string{"dlq", "list", "--topic", "fetcher_results", "--database-url", "postgres://h/db"}, `--topic "fetcher_results": want fetcher_dlq, result_handler_dlq or suspicion_dlq`},
 		{"bad since", []string{"dlq", "list", "--since", "yesterday", "--database-url", "postgres://h/db"}, `--since "yesterday": want an RFC 3339 time or a duration like 1h`},
 		{"bad limit", []string{"dlq", "list", "--limit", "0", "--database-url", "postgres://h/db"}, "--limit must be in [1, 10000]"},
 		{"replay on gochannel", []string{"dlq", "replay", "--database-url", "postgres://h/db"}, "dlq replay needs a shared broker"},
@@ -187,4 +187,65 @@ func TestDLQUsageErrors(t *testing.T) {
 			assert.Contains(t, r.stderr, tc.wantErr)
 		})
 	}
+}
+
+// A suspicion dead letter replays as a one-pk suspicion task, whatever its
+// round's age (an is_suspicious answer is never for the wrong time), which
+// may run for a round (--suspicion-interval) from now.
+func TestDLQReplaySuspicion(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	s, err := postgres.New(ctx, dsn, slog.New(slog.DiscardHandler), clockwork.NewRealClock())
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	round := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
+	shard := 5
+	require.NoError(t, s.SaveDeadLetter(ctx, influencer.DeadLetter{
+		ID: "c0ffee-suspicion", Topic: messages.TopicSuspicionDLQ, OriginalTopic: messages.TopicSuspicionTasks,
+		Reason: "HTTP 503", Class: "http_5xx", Stage: messages.HandlerSuspicion, Attempts: 3, Shard: &shard, Minute: round,
+		Payload: []byte(`{"pk":1000077,"minute":"2026-01-02T00:00:00Z","class":"http_5xx","reason":"HTTP 503","attempts":3,"shard":5}`),
+		Metadata: map[string]string{
+			messages.MetaShard: "5", messages.MetaMinute: "2026-01-02T00:00:00Z", "traceparent": traceparent,
+			messages.MetaReason: "HTTP 503", messages.MetaClass: "http_5xx", messages.MetaStage: messages.HandlerSuspicion, messages.MetaAttempts: "3",
+		},
+		ReceivedAt: round.Add(time.Hour),
+	}))
+
+	r := run(t, "dlq", "list", "--topic", "suspicion_dlq", "--database-url", dsn)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "c0ffee-suspicion  2026-01-02T01:00:00Z  suspicion_dlq  http_5xx  HTTP 503  5      2026-01-02T00:00:00Z  -")
+
+	cfg := config.Default()
+	cfg.Broker, cfg.DatabaseURL = config.BrokerPostgres, dsn
+	b, err := broker.New(ctx, cfg, broker.Deps{Pool: s.Pool()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	sub, err := b.Subscriber("dlq-test")
+	require.NoError(t, err)
+	subCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tasks, err := sub.Subscribe(subCtx, messages.TopicSuspicionTasks)
+	require.NoError(t, err)
+
+	before := time.Now()
+	r = run(t, "dlq", "replay", "--database-url", dsn, "--broker", "postgres", "--suspicion-interval", "2h")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "c0ffee-suspicion: replayed to suspicion_tasks\nreplayed 1, skipped expired 0, errors 0\n", r.stdout)
+	var got *message.Message
+	select {
+	case got = <-tasks:
+		got.Ack()
+	case <-subCtx.Done():
+		t.Fatal("the replayed suspicion task was not published")
+	}
+	task, err := messages.DecodeSuspicionTask(got.Payload)
+	require.NoError(t, err)
+	assert.Equal(t, []int64{1000077}, task.PKs)
+	assert.Equal(t, 5, task.Shard)
+	assert.True(t, task.Round.Equal(round), "round %s", task.Round)
+	assert.WithinRange(t, task.Deadline, before.Add(2*time.Hour-time.Second), time.Now().Add(2*time.Hour+time.Second))
+	assert.Equal(t, "c0ffee-suspicion", got.Metadata.Get(messages.MetaReplayOf))
+	assert.Equal(t, traceparent, got.Metadata.Get("traceparent"))
+	assert.Empty(t, got.Metadata.Get(messages.MetaReason), "dead-letter annotations are dropped")
 }

@@ -36,6 +36,8 @@ func (StageCmd) Run(e env, cfg config.Config, kctx *kong.Context) error {
 		roles.Fetcher = true
 	case "recorder":
 		roles.Recorder = true
+	case "suspicion":
+		roles.Suspicion = true
 	case "api":
 		roles.API = true
 	default:

@@ -56,6 +56,15 @@ type Config struct {
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" default:"30s" help:"How long a stopping process waits for in-flight work."`
 	Retention         time.Duration `name:"retention" default:"168h" help:"How long minute points are kept (whole days are dropped); hourly and daily rollups are kept."`
 
+	// Suspicion checks (SPEC §1.6).
+	SuspicionInterval    time.Duration `name:"suspicion-interval" default:"24h" help:"How often each influencer's is_suspicious answer is refreshed; the checks of a round are spread over it."`
+	SuspicionConcurrency int           `name:"suspicion-concurrency" default:"128" help:"Maximum in-flight is_suspicious requests per suspicion process (the API takes 1-10 s each)."`
+	SuspicionTimeout     time.Duration `name:"suspicion-timeout" default:"30s" help:"Timeout of one is_suspicious request."`
+	SuspicionAttempts    int           `name:"suspicion-attempts" default:"3" help:"Requests per pk at most when is_suspicious fails in a retryable way (timeout, 5xx, 429)."`
+
+	SimulatorSuspiciousDelayMin time.Duration `name:"simulator-suspicious-delay-min" default:"1s" help:"Built-in simulator: shortest is_suspicious latency."`
+	SimulatorSuspiciousDelayMax time.Duration `name:"simulator-suspicious-delay-max" default:"10s" help:"Built-in simulator: longest is_suspicious latency (0 with min 0: instant)."`
+
 	// Tracing (package tracing).
 	OTLPEndpoint     string  `name:"otlp-endpoint" help:"OTLP/HTTP collector base URL for traces (e.g. http://jaeger:4318); empty: spans are not exported (trace ids are still propagated and logged)."`
 	TraceSampleRatio float64 `name:"trace-sample-ratio" default:"1" help:"Fraction of shard-minute traces recorded (0..1); a message keeps its trace's decision."`
@@ -88,6 +97,14 @@ func Default() Config {
 		ShutdownTimeout:   30 * time.Second,
 		Retention:         7 * 24 * time.Hour,
 		TraceSampleRatio:  1,
+
+		SuspicionInterval:    24 * time.Hour,
+		SuspicionConcurrency: 128,
+		SuspicionTimeout:     30 * time.Second,
+		SuspicionAttempts:    3,
+
+		SimulatorSuspiciousDelayMin: time.Second,
+		SimulatorSuspiciousDelayMax: 10 * time.Second,
 
 		KafkaVersion:         "3.7.0",
 		KafkaPartitions:      16,
@@ -189,6 +206,21 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown-timeout: must be positive")
+	}
+	if c.SuspicionInterval < time.Minute {
+		bad("suspicion-interval: %s is less than a minute", c.SuspicionInterval)
+	}
+	if c.SuspicionConcurrency < 1 || c.SuspicionConcurrency > 100000 {
+		bad("suspicion-concurrency: %d not in [1, 100000]", c.SuspicionConcurrency)
+	}
+	if c.SuspicionTimeout <= 0 {
+		bad("suspicion-timeout: must be positive")
+	}
+	if c.SuspicionAttempts < 1 || c.SuspicionAttempts > 100 {
+		bad("suspicion-attempts: %d not in [1, 100]", c.SuspicionAttempts)
+	}
+	if c.SimulatorSuspiciousDelayMin < 0 || c.SimulatorSuspiciousDelayMax < c.SimulatorSuspiciousDelayMin {
+		bad("simulator-suspicious-delay-min/max: want 0 <= min (%s) <= max (%s)", c.SimulatorSuspiciousDelayMin, c.SimulatorSuspiciousDelayMax)
 	}
 	if c.OTLPEndpoint != "" {
 		if err := validateHTTPURL(c.OTLPEndpoint); err != nil {

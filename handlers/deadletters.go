@@ -129,6 +129,8 @@ func OriginalTopic(dlqTopic string) string {
 		return messages.TopicFetchTasks
 	case messages.TopicResultDLQ:
 		return messages.TopicFetcherResults
+	case messages.TopicSuspicionDLQ:
+		return messages.TopicSuspicionTasks
 	}
 	return strings.TrimSuffix(dlqTopic, "_dlq")
 }

@@ -440,41 +440,59 @@ func (f *Fetcher) get(ctx context.Context, pk int64) (influencer.Sample, *fetchE
 	if err != nil {
 		return influencer.Sample{}, &fetchError{class: ClassClient, reason: err.Error()}
 	}
-	resp, err := f.client.Do(req)
+	status, header, body, ferr := roundTrip(f.client, req, f.cfg.MaxBody)
+	if ferr != nil {
+		return influencer.Sample{}, ferr
+	}
+	if status == http.StatusOK {
+		return decodeInfluencer(pk, body)
+	}
+	return influencer.Sample{}, statusError(status, header, body)
+}
+
+// roundTrip sends req and reads at most maxBody bytes of the answer. A
+// transport failure (timeout, connection) and an oversized body are
+// classified fetch errors.
+func roundTrip(client *http.Client, req *http.Request, maxBody int64) (int, http.Header, []byte, *fetchError) {
+	resp, err := client.Do(req)
 	if err != nil {
 		var ne net.Error
 		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-			return influencer.Sample{}, &fetchError{class: ClassTimeout, reason: "request timed out", retryable: true}
+			return 0, nil, nil, &fetchError{class: ClassTimeout, reason: "request timed out", retryable: true}
 		}
-		return influencer.Sample{}, &fetchError{class: ClassConnection, reason: err.Error(), retryable: true}
+		return 0, nil, nil, &fetchError{class: ClassConnection, reason: err.Error(), retryable: true}
 	}
 	defer func() {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
 		resp.Body.Close()
 	}()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, f.cfg.MaxBody+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
 		var ne net.Error
 		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-			return influencer.Sample{}, &fetchError{class: ClassTimeout, reason: "timed out reading the body", retryable: true}
+			return 0, nil, nil, &fetchError{class: ClassTimeout, reason: "timed out reading the body", retryable: true}
 		}
-		return influencer.Sample{}, &fetchError{class: ClassConnection, reason: "reading body: " + err.Error(), retryable: true}
+		return 0, nil, nil, &fetchError{class: ClassConnection, reason: "reading body: " + err.Error(), retryable: true}
 	}
-	if int64(len(body)) > f.cfg.MaxBody {
-		return influencer.Sample{}, &fetchError{class: ClassOversize, reason: fmt.Sprintf("HTTP %d body larger than %d bytes", resp.StatusCode, f.cfg.MaxBody)}
+	if int64(len(body)) > maxBody {
+		return 0, nil, nil, &fetchError{class: ClassOversize, reason: fmt.Sprintf("HTTP %d body larger than %d bytes", resp.StatusCode, maxBody)}
 	}
+	return resp.StatusCode, resp.Header, body, nil
+}
+
+// statusError classifies an answer other than 200: 429 (retryable, with
+// Retry-After), the real server's unknown pk, 5xx (retryable), other 4xx.
+func statusError(status int, header http.Header, body []byte) *fetchError {
 	switch {
-	case resp.StatusCode == http.StatusOK:
-		return decodeInfluencer(pk, body)
-	case resp.StatusCode == http.StatusTooManyRequests:
-		return influencer.Sample{}, &fetchError{class: ClassRateLimited, reason: "HTTP 429", retryable: true,
-			retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
-	case isNotFound(resp.StatusCode, body):
-		return influencer.Sample{}, &fetchError{class: ClassNotFound, reason: "InfluencerNotFoundError"}
-	case resp.StatusCode >= 500:
-		return influencer.Sample{}, &fetchError{class: ClassServer, reason: fmt.Sprintf("HTTP %d", resp.StatusCode), retryable: true}
+	case status == http.StatusTooManyRequests:
+		return &fetchError{class: ClassRateLimited, reason: "HTTP 429", retryable: true,
+			retryAfter: parseRetryAfter(header.Get("Retry-After"), time.Now())}
+	case isNotFound(status, body):
+		return &fetchError{class: ClassNotFound, reason: "InfluencerNotFoundError"}
+	case status >= 500:
+		return &fetchError{class: ClassServer, reason: fmt.Sprintf("HTTP %d", status), retryable: true}
 	default:
-		return influencer.Sample{}, &fetchError{class: ClassClient, reason: fmt.Sprintf("HTTP %d", resp.StatusCode)}
+		return &fetchError{class: ClassClient, reason: fmt.Sprintf("HTTP %d", status)}
 	}
 }
 

@@ -47,3 +47,26 @@ func FuzzDecodeInfluencer(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeSuspicion(f *testing.F) {
+	f.Add(int64(7), []byte(`{"pk":7,"suspicious":true}`))
+	f.Add(int64(7), []byte(`{"pk":8,"suspicious":false}`))
+	f.Add(int64(7), []byte(`{"pk":7,"suspicious":"yes"}`))
+	f.Add(int64(7), []byte(`{"pk":7}`))
+	f.Add(int64(7), []byte(`[]`))
+	f.Fuzz(func(t *testing.T, pk int64, body []byte) {
+		_, ferr := decodeSuspicion(pk, body)
+		if ferr == nil {
+			return
+		}
+		if ferr.class != ClassMalformed && ferr.class != ClassInvalid {
+			t.Fatalf("refused with class %q, want %q or %q", ferr.class, ClassMalformed, ClassInvalid)
+		}
+		if ferr.retryable {
+			t.Fatalf("a bad body is retryable: %+v", ferr)
+		}
+		if ferr.reason == "" || len(ferr.reason) > 400 {
+			t.Fatalf("reason of %d bytes: %q", len(ferr.reason), ferr.reason)
+		}
+	})
+}

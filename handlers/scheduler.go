@@ -39,15 +39,12 @@ type SchedulerConfig struct {
 // shard's fixed offset inside the spread window. Call Run only while this
 // process holds the scheduler lock (see Leader).
 type Scheduler struct {
-	registry Registry
+	registry *shardedRegistry
 	pub      Publisher
 	clock    clockwork.Clock
 	cfg      SchedulerConfig
 	logger   *slog.Logger
 	metrics  *metrics.Pipeline
-
-	version int64
-	shards  [][]int64 // pks by shard, ascending
 }
 
 // NewScheduler creates a scheduler.
@@ -55,12 +52,16 @@ func NewScheduler(registry Registry, pub Publisher, clock clockwork.Clock, cfg S
 	if cfg.Tracer == nil {
 		cfg.Tracer = noop.NewTracerProvider().Tracer("")
 	}
-	return &Scheduler{registry: registry, pub: pub, clock: clock, cfg: cfg, logger: logger, metrics: m, version: -1}
+	return &Scheduler{registry: newShardedRegistry(registry, cfg.Shards, logger, m), pub: pub, clock: clock, cfg: cfg, logger: logger, metrics: m}
 }
 
 // Offset is when shard s is published, relative to the start of the minute.
 func (s *Scheduler) Offset(shard int) time.Duration {
-	return time.Duration(int64(s.cfg.SpreadWindow) * int64(shard) / int64(s.cfg.Shards))
+	return s.spread().offset(shard)
+}
+
+func (s *Scheduler) spread() spread {
+	return spread{shards: s.cfg.Shards, period: time.Minute, window: s.cfg.SpreadWindow, clock: s.clock, logger: s.logger}
 }
 
 // Run schedules minutes until ctx is done. On start (or on taking over from
@@ -68,52 +69,13 @@ func (s *Scheduler) Offset(shard int) time.Duration {
 // published at once: they are still inside their deadline, and a duplicate
 // of a shard the previous leader already published changes nothing.
 func (s *Scheduler) Run(ctx context.Context) error {
-	var (
-		minute time.Time
-		next   int // next shard index to publish in minute
-	)
-	for {
-		now := s.clock.Now()
-		if m := now.Truncate(time.Minute); !m.Equal(minute) {
-			if !minute.IsZero() && next < s.cfg.Shards {
-				s.logger.Warn("minute ended before all shards were published", "minute", minute, "unpublished_from_shard", next)
-			}
-			minute, next = m, 0
-			if err := s.refresh(ctx); err != nil {
-				// Keep scheduling the last known registry; retry next minute.
-				s.logger.Error("registry refresh", "err", err)
-			}
-		}
-		for next < s.cfg.Shards && !now.Before(minute.Add(s.Offset(next))) {
-			if err := s.publish(ctx, minute, next, now); err != nil {
-				s.metrics.ScheduleFailures.Inc()
-				s.logger.ErrorContext(ctx, "publish task", "minute", minute, "shard", next, "err", err)
-				break // retry shortly
-			}
-			next++
-		}
-		wait := minute.Add(time.Minute).Sub(now)
-		if next < s.cfg.Shards {
-			wait = minute.Add(s.Offset(next)).Sub(now)
-			if wait <= 0 {
-				wait = 200 * time.Millisecond // publishing failed; back off a little
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.clock.After(wait):
-		}
-	}
+	return s.spread().run(ctx, s.registry.refresh, s.publish)
 }
 
 func (s *Scheduler) publish(ctx context.Context, minute time.Time, shard int, now time.Time) (err error) {
-	if shard >= len(s.shards) {
-		return nil // the registry has not been loaded yet
-	}
-	pks := s.shards[shard]
+	pks := s.registry.shard(shard)
 	if len(pks) == 0 {
-		return nil
+		return nil // an empty shard, or the registry has not been loaded yet
 	}
 	// A new trace per shard-minute (not a child of Run's context).
 	ctx, span := s.cfg.Tracer.Start(ctx, "scheduler publish", trace.WithNewRoot(),
@@ -123,12 +85,11 @@ func (s *Scheduler) publish(ctx context.Context, minute time.Time, shard int, no
 			attribute.String("mockstagram.minute", minute.Format(time.RFC3339)),
 			attribute.Int("mockstagram.pks", len(pks)),
 		))
+	defer endSpan(span, &err)
 	defer func() {
 		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, err.Error())
+			s.metrics.ScheduleFailures.Inc()
 		}
-		span.End()
 	}()
 	msg, err := messages.NewTask(messages.Task{
 		Minute:   minute,
@@ -148,23 +109,113 @@ func (s *Scheduler) publish(ctx context.Context, minute time.Time, shard int, no
 	return nil
 }
 
+// endSpan records *err on span and ends it.
+func endSpan(span trace.Span, err *error) {
+	if *err != nil {
+		span.RecordError(*err)
+		span.SetStatus(codes.Error, (*err).Error())
+	}
+	span.End()
+}
+
+// spread publishes every shard once per period, shard s at s/shards of the
+// window after the period starts (periods are aligned on the clock: minutes,
+// days). It refreshes the registry at the start of each period. Shards
+// already due when it starts are published at once.
+type spread struct {
+	shards         int
+	period, window time.Duration
+	clock          clockwork.Clock
+	logger         *slog.Logger
+}
+
+func (sp spread) offset(shard int) time.Duration {
+	return time.Duration(int64(sp.window) * int64(shard) / int64(sp.shards))
+}
+
+// run calls publish(ctx, period start, shard, now) for each shard when it is
+// due, until ctx is done; a failed publish is retried shortly.
+func (sp spread) run(ctx context.Context, refresh func(context.Context) error,
+	publish func(ctx context.Context, round time.Time, shard int, now time.Time) error) error {
+	var (
+		round time.Time
+		next  int // next shard index to publish in round
+	)
+	for {
+		now := sp.clock.Now()
+		if r := now.Truncate(sp.period); !r.Equal(round) {
+			if !round.IsZero() && next < sp.shards {
+				sp.logger.Warn("period ended before all shards were published", "period_start", round, "period", sp.period, "unpublished_from_shard", next)
+			}
+			round, next = r, 0
+			if err := refresh(ctx); err != nil {
+				// Keep scheduling the last known registry; retry next period.
+				sp.logger.Error("registry refresh", "err", err)
+			}
+		}
+		for next < sp.shards && !now.Before(round.Add(sp.offset(next))) {
+			if err := publish(ctx, round, next, now); err != nil {
+				sp.logger.ErrorContext(ctx, "publish task", "period_start", round, "shard", next, "err", err)
+				break // retry shortly
+			}
+			next++
+		}
+		wait := round.Add(sp.period).Sub(now)
+		if next < sp.shards {
+			wait = round.Add(sp.offset(next)).Sub(now)
+			if wait <= 0 {
+				wait = 200 * time.Millisecond // publishing failed; back off a little
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sp.clock.After(wait):
+		}
+	}
+}
+
+// shardedRegistry is the registry's active pks grouped by shard, reloaded
+// when the registry's version changes.
+type shardedRegistry struct {
+	registry Registry
+	shards   int
+	logger   *slog.Logger
+	metrics  *metrics.Pipeline
+
+	version int64
+	byShard [][]int64 // pks by shard, ascending
+}
+
+func newShardedRegistry(r Registry, shards int, logger *slog.Logger, m *metrics.Pipeline) *shardedRegistry {
+	return &shardedRegistry{registry: r, shards: shards, logger: logger, metrics: m, version: -1}
+}
+
+// shard returns the pks of shard (nil before the first load).
+func (r *shardedRegistry) shard(shard int) []int64 {
+	if shard >= len(r.byShard) {
+		return nil
+	}
+	return r.byShard[shard]
+}
+
 // refresh reloads the registry when its version changed.
-func (s *Scheduler) refresh(ctx context.Context) error {
-	version, err := s.registry.RegistryVersion(ctx)
+func (r *shardedRegistry) refresh(ctx context.Context) error {
+	version, err := r.registry.RegistryVersion(ctx)
 	if err != nil {
 		return fmt.Errorf("registry version: %w", err)
 	}
-	if version == s.version && s.shards != nil {
+	if version == r.version && r.byShard != nil {
 		return nil
 	}
-	pks, version, err := s.registry.ActivePKs(ctx)
+	pks, version, err := r.registry.ActivePKs(ctx)
 	if err != nil {
 		return fmt.Errorf("active pks: %w", err)
 	}
-	s.shards = Assign(pks, s.cfg.Shards)
-	s.version = version
-	s.metrics.RegistrySize.Set(float64(len(pks)))
-	s.logger.Info("registry loaded", "pks", len(pks), "version", version)
+	r.byShard = Assign(pks, r.shards)
+	r.version = version
+	r.metrics.RegistrySize.Set(float64(len(pks)))
+	r.logger.Info("registry loaded", "pks", len(pks), "version", version)
 	return nil
 }
 

@@ -128,8 +128,9 @@ type InfluencerResponse struct {
 	FollowingCount       int64    `json:"followingCount"`
 	FollowerRatio        *float64 `json:"followerRatio"` // null when followingCount is 0
 	AverageFollowerCount float64  `json:"averageFollowerCount"`
-	Rank                 *int64   `json:"rank"`       // null when the influencer is no longer tracked
-	Suspicious           *bool    `json:"suspicious"` // null until the daily suspicion check has run
+	Rank                 *int64   `json:"rank"`               // null when the influencer is no longer tracked
+	Suspicious           *bool    `json:"suspicious"`         // null until the daily suspicion check has run
+	SuspicionCheckedAt   *string  `json:"suspicionCheckedAt"` // when the suspicious answer was received; null with it
 	LastMinute           string   `json:"lastMinute"`
 	Samples              int64    `json:"samples"`
 }
@@ -158,14 +159,19 @@ func (a *API) influencer(w http.ResponseWriter, r *http.Request) {
 		a.internal(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, InfluencerResponse{
+	resp := InfluencerResponse{
 		PK: s.PK, Username: s.Username, FollowerCount: s.FollowerCount, FollowingCount: s.FollowingCount,
 		FollowerRatio:        ratio(s.FollowerCount, s.FollowingCount),
 		AverageFollowerCount: s.AverageFollowerCount(),
 		Rank:                 rank,
 		LastMinute:           s.LastMinute.UTC().Format(time.RFC3339),
 		Samples:              s.Samples,
-	})
+	}
+	if q := s.Suspicion; q != nil {
+		checked := q.CheckedAt.UTC().Format(time.RFC3339)
+		resp.Suspicious, resp.SuspicionCheckedAt = &q.Suspicious, &checked
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // PointResponse is one timeline point. At step 1m the counts are the stored

@@ -30,7 +30,7 @@ func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // newStore fills a memory store (nothing is tracked, so no rank):
 //
 //	pk 1000000: 11:00 100/10 "alice", 11:01 110/10 "alice", 11:59 120/0 "alice", 12:00 130/20 "alice2"
-//	pk 2000000: 12:00 50/0 "bob"
+//	pk 2000000: 12:00 50/0 "bob", checked suspicious at 08:00
 func newStore(t *testing.T, clock clockwork.Clock) *memory.Store {
 	t.Helper()
 	s := memory.New(clock)
@@ -63,6 +63,7 @@ func newStore(t *testing.T, clock clockwork.Clock) *memory.Store {
 		require.NoError(t, err)
 		require.Equal(t, len(byMinute[m]), res.Inserted)
 	}
+	require.NoError(t, s.SaveSuspicion(context.Background(), []influencer.Suspicion{{PK: 2000000, Suspicious: true, CheckedAt: at(8, 0)}}))
 	return s
 }
 
@@ -98,10 +99,10 @@ func TestInfluencer(t *testing.T) {
 	}{
 		{"latest with history", "/api/v1/influencers/1000000", http.StatusOK, `{
 			"pk": 1000000, "username": "alice2", "followerCount": 130, "followingCount": 20,
-			"followerRatio": 6.5, "averageFollowerCount": 115, "rank": null, "suspicious": null, "lastMinute": "2026-11-25T12:00:00Z", "samples": 4}`},
+			"followerRatio": 6.5, "averageFollowerCount": 115, "rank": null, "suspicious": null, "suspicionCheckedAt": null, "lastMinute": "2026-11-25T12:00:00Z", "samples": 4}`},
 		{"ratio null when following is 0", "/api/v1/influencers/2000000", http.StatusOK, `{
 			"pk": 2000000, "username": "bob", "followerCount": 50, "followingCount": 0,
-			"followerRatio": null, "averageFollowerCount": 50, "rank": null, "suspicious": null, "lastMinute": "2026-11-25T12:00:00Z", "samples": 1}`},
+			"followerRatio": null, "averageFollowerCount": 50, "rank": null, "suspicious": true, "suspicionCheckedAt": "2026-11-25T08:00:00Z", "lastMinute": "2026-11-25T12:00:00Z", "samples": 1}`},
 		{"no data", "/api/v1/influencers/1000001", http.StatusNotFound, `{"error": "influencer 1000001 has no data"}`},
 		{"letters", "/api/v1/influencers/abc", http.StatusBadRequest, `{"error": "pk must be a positive integer"}`},
 		{"zero", "/api/v1/influencers/0", http.StatusBadRequest, `{"error": "pk must be a positive integer"}`},

@@ -175,22 +175,22 @@ func TestInfluencerRankAndSuspicious(t *testing.T) {
 	}{
 		{"tracked, tied with pk 4", "/api/v1/influencers/1", http.StatusOK, `{
 			"pk": 1, "username": "user1", "followerCount": 900, "followingCount": 90, "followerRatio": 10,
-			"averageFollowerCount": 462.5, "rank": 2, "suspicious": null, "lastMinute": "2026-11-25T01:07:00Z", "samples": 8}`},
+			"averageFollowerCount": 462.5, "rank": 2, "suspicious": null, "suspicionCheckedAt": null, "lastMinute": "2026-11-25T01:07:00Z", "samples": 8}`},
 		{"tied", "/api/v1/influencers/4", http.StatusOK, `{
 			"pk": 4, "username": "user4", "followerCount": 900, "followingCount": 5, "followerRatio": 180,
-			"averageFollowerCount": 900, "rank": 2, "suspicious": null, "lastMinute": "2026-11-25T01:06:00Z", "samples": 7}`},
+			"averageFollowerCount": 900, "rank": 2, "suspicious": null, "suspicionCheckedAt": null, "lastMinute": "2026-11-25T01:06:00Z", "samples": 7}`},
 		{"after a tie", "/api/v1/influencers/3", http.StatusOK, `{
 			"pk": 3, "username": "user3", "followerCount": 700, "followingCount": 5, "followerRatio": 140,
-			"averageFollowerCount": 700, "rank": 4, "suspicious": null, "lastMinute": "2026-11-25T01:07:00Z", "samples": 8}`},
+			"averageFollowerCount": 700, "rank": 4, "suspicious": null, "suspicionCheckedAt": null, "lastMinute": "2026-11-25T01:07:00Z", "samples": 8}`},
 		{"top, despite missed minutes", "/api/v1/influencers/6", http.StatusOK, `{
 			"pk": 6, "username": "user6", "followerCount": 1000, "followingCount": 5, "followerRatio": 200,
-			"averageFollowerCount": 1000, "rank": 1, "suspicious": null, "lastMinute": "2026-11-25T01:06:00Z", "samples": 5}`},
+			"averageFollowerCount": 1000, "rank": 1, "suspicious": null, "suspicionCheckedAt": null, "lastMinute": "2026-11-25T01:06:00Z", "samples": 5}`},
 		{"last, ratio null", "/api/v1/influencers/2", http.StatusOK, `{
 			"pk": 2, "username": "user2", "followerCount": 50, "followingCount": 0, "followerRatio": null,
-			"averageFollowerCount": 50, "rank": 6, "suspicious": null, "lastMinute": "2026-11-25T01:07:00Z", "samples": 8}`},
+			"averageFollowerCount": 50, "rank": 6, "suspicious": null, "suspicionCheckedAt": null, "lastMinute": "2026-11-25T01:07:00Z", "samples": 8}`},
 		{"data but never tracked: rank null", "/api/v1/influencers/9", http.StatusOK, `{
 			"pk": 9, "username": "ghost", "followerCount": 5000, "followingCount": 1, "followerRatio": 5000,
-			"averageFollowerCount": 5000, "rank": null, "suspicious": null, "lastMinute": "2026-11-24T23:00:00Z", "samples": 1}`},
+			"averageFollowerCount": 5000, "rank": null, "suspicious": null, "suspicionCheckedAt": null, "lastMinute": "2026-11-24T23:00:00Z", "samples": 1}`},
 		{"tracked without data", "/api/v1/influencers/7", http.StatusNotFound, `{"error": "influencer 7 has no data"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

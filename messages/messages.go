@@ -20,19 +20,20 @@ import (
 
 // Topics.
 const (
-	TopicFetchTasks      = "influencer_fetch_tasks"
-	TopicFetcherResults  = "fetcher_results"
-	TopicFetcherDLQ      = "fetcher_dlq"
-	TopicResultDLQ       = "result_handler_dlq"
-	TopicSuspicionTasks  = "suspicion_tasks"
-	TopicFetchTasksDLQ   = "influencer_fetch_tasks_dlq"
-	TopicSuspicionResult = "suspicion_results"
+	TopicFetchTasks     = "influencer_fetch_tasks"
+	TopicFetcherResults = "fetcher_results"
+	TopicFetcherDLQ     = "fetcher_dlq"
+	TopicResultDLQ      = "result_handler_dlq"
+	TopicSuspicionTasks = "suspicion_tasks"
+	TopicSuspicionDLQ   = "suspicion_dlq"
+	TopicFetchTasksDLQ  = "influencer_fetch_tasks_dlq"
 )
 
 // Handler names (also consumer group suffixes).
 const (
 	HandlerFetcher     = "fetcher"
 	HandlerRecorder    = "recorder"
+	HandlerSuspicion   = "suspicion"
 	HandlerDeadLetters = "dead-letters" // the dead-letter archiver (consumer group of both DLQ topics)
 )
 
@@ -158,13 +159,18 @@ type FetchDeadLetter struct {
 // failure, the metadata its reason, class, stage and attempts (the fetcher
 // adds the task's metadata with InheritMetadata).
 func NewFetchDeadLetter(d FetchDeadLetter) (*message.Message, error) {
+	return newPKDeadLetter(d, HandlerFetcher)
+}
+
+// newPKDeadLetter is the dead letter of one pk that stage gave up on.
+func newPKDeadLetter(d FetchDeadLetter, stage string) (*message.Message, error) {
 	msg, err := newJSON(d, d.Shard, d.Minute)
 	if err != nil {
 		return nil, err
 	}
 	msg.Metadata.Set(MetaReason, d.Reason)
 	msg.Metadata.Set(MetaClass, d.Class)
-	msg.Metadata.Set(MetaStage, HandlerFetcher)
+	msg.Metadata.Set(MetaStage, stage)
 	msg.Metadata.Set(MetaAttempts, strconv.Itoa(d.Attempts))
 	return msg, nil
 }

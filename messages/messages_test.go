@@ -276,3 +276,38 @@ func FuzzDecodeResult(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeSuspicionTask(f *testing.F) {
+	f.Add([]byte(`{"round":"2026-11-25T00:00:00Z","shard":2,"deadline":"2026-11-26T00:01:00Z","pks":[1,2,3]}`))
+	f.Add([]byte(`{"round":"2026-11-25T00:00:00Z","shard":0,"deadline":"2026-11-25T00:00:00Z","pks":[]}`))
+	f.Add([]byte(`{"round":"2026-11-25T00:00:00+02:00","shard":0,"deadline":"2026-11-26T00:00:00Z","pks":null}`))
+	f.Add([]byte(`{"round":"2026-11-25T00:00:00Z","shard":-1,"deadline":"2026-11-26T00:00:00Z","pks":[0]}`))
+	f.Add([]byte(`{"minute":"2026-11-25T12:07:00Z","shard":2,"deadline":"2026-11-25T12:08:00Z","pks":[1]}`))
+	f.Add([]byte(`{"round":"2026-11-25T00:00:00Z"} {}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(``))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		task, err := messages.DecodeSuspicionTask(payload)
+		if err != nil {
+			if !errors.Is(err, messages.ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		if err := task.Validate(); err != nil {
+			t.Fatalf("accepted an invalid task: %v", err)
+		}
+		msg, err := messages.NewSuspicionTask(task)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		again, err := messages.DecodeSuspicionTask(msg.Payload)
+		if err != nil {
+			t.Fatalf("re-decode %s: %v", msg.Payload, err)
+		}
+		if !task.Round.Equal(again.Round) || !task.Deadline.Equal(again.Deadline) || task.Shard != again.Shard ||
+			!equalPKs(task.PKs, again.PKs) {
+			t.Fatalf("round trip changed the task: %+v != %+v", task, again)
+		}
+	})
+}

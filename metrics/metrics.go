@@ -33,6 +33,10 @@ type Pipeline struct {
 	BatchSize        prometheus.Histogram
 	WriteDuration    prometheus.Histogram
 	NewestMinute     prometheus.Gauge // unix seconds of the newest stored minute
+
+	SuspicionTasksPublished prometheus.Counter
+	SuspicionChecks         *prometheus.CounterVec // by outcome: suspicious, not_suspicious or a failure class
+	SuspicionDuration       prometheus.Histogram   // one is_suspicious request
 }
 
 // New creates the metrics and registers them on reg.
@@ -60,11 +64,16 @@ func New(reg prometheus.Registerer) *Pipeline {
 		BatchSize:           prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_recorder_batch_size", Help: "Samples per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
 		WriteDuration:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_recorder_write_duration_seconds", Help: "Duration of one batch transaction.", Buckets: prometheus.ExponentialBuckets(0.0005, 3, 11)}),
 		NewestMinute:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_recorder_newest_minute_seconds", Help: "Unix time of the newest minute stored by this recorder."}),
+
+		SuspicionTasksPublished: prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_suspicion_tasks_published_total", Help: "Shard suspicion-check tasks published."}),
+		SuspicionChecks:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_suspicion_checks_total", Help: "pks whose is_suspicious check ended, by outcome (suspicious, not_suspicious, or the failure class after retries)."}, []string{"outcome"}),
+		SuspicionDuration:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_suspicion_request_duration_seconds", Help: "Duration of one is_suspicious request.", Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10)}),
 	}
 	for _, c := range []prometheus.Collector{p.TasksPublished, p.SchedulerLag, p.ScheduleFailures, p.RegistrySize,
 		p.FetchDuration, p.FetchRetries, p.FetchFailures, p.TasksExpired, p.DeadLetters,
 		p.BreakerState, p.BreakerTransitions, p.BreakerRejected, p.RateLimitWait, p.DeadLettersArchived,
-		p.SamplesStored, p.SamplesDuplicate, p.SamplesRejected, p.SamplesMissed, p.BatchSize, p.WriteDuration, p.NewestMinute} {
+		p.SamplesStored, p.SamplesDuplicate, p.SamplesRejected, p.SamplesMissed, p.BatchSize, p.WriteDuration, p.NewestMinute,
+		p.SuspicionTasksPublished, p.SuspicionChecks, p.SuspicionDuration} {
 		f(c)
 	}
 	return p

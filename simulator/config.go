@@ -72,6 +72,9 @@ type Config struct {
 	// is_suspicious. Both zero selects 1s..10s; for an (almost) instant answer
 	// set SuspiciousDelayMax to time.Nanosecond.
 	SuspiciousDelayMin, SuspiciousDelayMax time.Duration
+	// SuspiciousNoDelay answers is_suspicious at once, whatever the delays
+	// (tests on a fake clock).
+	SuspiciousNoDelay bool
 }
 
 // Validate reports every problem of the configuration, joined, or nil.

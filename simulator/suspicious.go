@@ -69,6 +69,9 @@ func (s *Server) serveSuspicious(w http.ResponseWriter, r *http.Request) {
 	if span > 0 {
 		delay += rnd.durationBelow(span + 1)
 	}
+	if s.cfg.SuspiciousNoDelay {
+		delay = 0
+	}
 	if err := s.sleep(r.Context(), delay); err != nil {
 		return
 	}

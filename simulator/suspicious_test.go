@@ -108,3 +108,16 @@ func TestSuspiciousBadBody(t *testing.T) {
 		})
 	}
 }
+
+// SuspiciousNoDelay answers at once without waiting on the clock.
+func TestSuspiciousNoDelay(t *testing.T) {
+	t.Parallel()
+	s, _ := newServer(t, Config{SuspiciousNoDelay: true})
+	rec := serve(s, http.MethodPost, suspiciousURL, suspiciousBody(knownPK))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status = %d, body %q", rec.Code, rec.Body)
+	}
+	if want := fmt.Sprintf(`{"pk":%d,"suspicious":%t}`, knownPK, Suspicious(knownPK)); rec.Body.String() != want {
+		t.Errorf("body = %s, want %s", rec.Body, want)
+	}
+}

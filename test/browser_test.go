@@ -20,6 +20,8 @@ import (
 	"golang.org/x/text/message"
 
 	"github.com/mockstagram/pipeline/app"
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/simulator"
 )
 
 // chromiumPath finds Debian's chromium; CI installs it (.ci/run).
@@ -49,6 +51,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// clock starts a few minutes before real time.
 	first := time.Now().UTC().Truncate(time.Minute).Add(-5 * time.Minute)
 	cfg := testConfigStore(t, "memory")
+	cfg.SuspicionInterval = time.Minute // the page shows an is_suspicious answer
 	p := &pipeline{clock: clockwork.NewFakeClockAt(first), published: map[time.Time]float64{}}
 	a := fxtest.New(t, app.Options(cfg, app.AllRoles()),
 		fx.Decorate(func(clockwork.Clock) clockwork.Clock { return p.clock }),
@@ -61,8 +64,13 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	const pk = firstPK + 7
 	ctx := context.Background()
-	sum, err := p.store.Summary(ctx, pk)
-	require.NoError(t, err)
+	var sum influencer.Summary
+	waitFor(t, 30*time.Second, func() bool {
+		var err error
+		sum, err = p.store.Summary(ctx, pk)
+		require.NoError(t, err)
+		return sum.Suspicion != nil
+	}, "the suspicion answer of pk %d", pk)
 	rank, err := p.store.Rank(ctx, pk)
 	require.NoError(t, err)
 
@@ -101,6 +109,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		return strings.TrimSpace(v)
 	}
 	username, followers, following, rankText := text(`#inf-username`), text(`#inf-followers`), text(`#inf-following`), text(`#inf-rank`)
+	suspiciousText := text(`#inf-suspicious`)
 	points, err := chromedp.Run(bctx, chromedp.AttributeValue(`#chart-counts`, "data-points"))
 	require.NoError(t, err)
 	lbRows, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#leaderboard tbody tr").length`))
@@ -115,6 +124,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	assert.Equal(t, en.Sprintf("%d", sum.FollowerCount), followers)
 	assert.Equal(t, en.Sprintf("%d", sum.FollowingCount), following)
 	assert.Equal(t, "#"+en.Sprintf("%d", rank), rankText)
+	wantSuspicious := map[bool]string{true: "yes", false: "no"}[simulator.Suspicious(pk)]
+	assert.Equal(t, wantSuspicious, suspiciousText)
 	assert.Equal(t, "3", points.Value, "the chart plots the three stored minutes")
 	assert.Equal(t, 2, canvases, "both charts are drawn")
 	assert.Equal(t, 20, lbRows, "the leaderboard shows its first page")

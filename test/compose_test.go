@@ -37,7 +37,7 @@ func TestComposeFile(t *testing.T) {
 	known, err := config.EnvNames()
 	require.NoError(t, err)
 	require.Contains(t, known, "MOCKSTAGRAM_API_URL")
-	subcommands := []string{"run", "scheduler", "fetcher", "recorder", "api", "simulate", "migrate"}
+	subcommands := []string{"run", "scheduler", "fetcher", "recorder", "suspicion", "api", "simulate", "migrate"}
 
 	for name, svc := range compose.Services {
 		assert.True(t, svc.Image != "" || svc.Build != nil, "service %s has neither image nor build", name)
@@ -68,7 +68,7 @@ func TestComposeStagesAndDashboard(t *testing.T) {
 		} `yaml:"services"`
 	}
 	require.NoError(t, yaml.Unmarshal(raw, &compose))
-	for _, stage := range []string{"scheduler", "fetcher", "recorder", "api"} {
+	for _, stage := range []string{"scheduler", "fetcher", "recorder", "suspicion", "api"} {
 		svc, ok := compose.Services[stage]
 		require.True(t, ok, "service %s", stage)
 		assert.Equal(t, []string{stage}, svc.Command)

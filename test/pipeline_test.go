@@ -80,6 +80,9 @@ func testConfigStore(t *testing.T, storeKind string) config.Config {
 	cfg.RegistryBootstrap = fmt.Sprintf("%d-%d", firstPK, firstPK+numPKs-1)
 	cfg.LogLevel = "warn"
 	cfg.ShutdownTimeout = 10 * time.Second
+	// The built-in simulator answers is_suspicious at once (its 1-10 s
+	// latency would run on the fake clock).
+	cfg.SimulatorSuspiciousDelayMin, cfg.SimulatorSuspiciousDelayMax = 0, 0
 	if storeKind == "postgres" {
 		cfg.DatabaseURL = pgtest.NewDatabase(t)
 	}

@@ -50,6 +50,9 @@
       $("inf-following").textContent = fmtInt(inf.followingCount);
       $("inf-ratio").textContent = fmtNum(inf.followerRatio, 2);
       $("inf-rank").textContent = inf.rank ? "#" + fmtInt(inf.rank) : "–";
+      const susp = $("inf-suspicious");
+      susp.textContent = inf.suspicious === null ? "not checked yet" : (inf.suspicious ? "yes" : "no");
+      susp.title = inf.suspicionCheckedAt ? "checked " + fmtTime(inf.suspicionCheckedAt) : "checked once a day";
       $("inf-average").textContent = fmtNum(inf.averageFollowerCount, 1);
       $("inf-global").textContent = fmtNum(globalAverage, 1);
       $("inf-minute").textContent = fmtTime(inf.lastMinute);

@@ -1,0 +1,328 @@
+package handlers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/tracing"
+)
+
+// SuspicionSchedulerConfig configures the suspicion scheduler.
+type SuspicionSchedulerConfig struct {
+	Shards int // the same shards as the minute tasks
+	// Interval between two checks of a pk (a day): rounds are aligned on
+	// it, and shard s is published at s/Shards of it after the round starts,
+	// so the slow is_suspicious calls spread evenly over the round.
+	Interval time.Duration
+	Tracer   trace.Tracer // nil: no spans
+}
+
+// SuspicionScheduler publishes, once per round, one suspicion task per
+// non-empty shard at the shard's offset in the round. It runs next to the
+// minute scheduler, under the same leadership. Shards already due when it
+// starts (a restart, a standby taking over) are published at once: the
+// checker skips pks already answered in the round, so that is cheap.
+type SuspicionScheduler struct {
+	registry *shardedRegistry
+	pub      Publisher
+	clock    clockwork.Clock
+	cfg      SuspicionSchedulerConfig
+	logger   *slog.Logger
+	metrics  *metrics.Pipeline
+}
+
+// NewSuspicionScheduler creates a suspicion scheduler.
+func NewSuspicionScheduler(registry Registry, pub Publisher, clock clockwork.Clock, cfg SuspicionSchedulerConfig, logger *slog.Logger, m *metrics.Pipeline) *SuspicionScheduler {
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
+	}
+	return &SuspicionScheduler{registry: newShardedRegistry(registry, cfg.Shards, logger, m), pub: pub, clock: clock, cfg: cfg, logger: logger, metrics: m}
+}
+
+func (s *SuspicionScheduler) spread() spread {
+	return spread{shards: s.cfg.Shards, period: s.cfg.Interval, window: s.cfg.Interval, clock: s.clock, logger: s.logger}
+}
+
+// Offset is when shard s is published, relative to the start of the round.
+func (s *SuspicionScheduler) Offset(shard int) time.Duration { return s.spread().offset(shard) }
+
+// Run schedules rounds until ctx is done.
+func (s *SuspicionScheduler) Run(ctx context.Context) error {
+	return s.spread().run(ctx, s.registry.refresh, s.publish)
+}
+
+func (s *SuspicionScheduler) publish(ctx context.Context, round time.Time, shard int, now time.Time) (err error) {
+	pks := s.registry.shard(shard)
+	if len(pks) == 0 {
+		return nil
+	}
+	ctx, span := s.cfg.Tracer.Start(ctx, "suspicion scheduler publish", trace.WithNewRoot(),
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.Int("mockstagram.shard", shard),
+			attribute.String("mockstagram.round", round.Format(time.RFC3339)),
+			attribute.Int("mockstagram.pks", len(pks)),
+		))
+	defer endSpan(span, &err)
+	msg, err := messages.NewSuspicionTask(messages.SuspicionTask{
+		Round: round, Shard: shard,
+		// The next round's task for this shard supersedes this one.
+		Deadline: round.Add(s.Offset(shard) + s.cfg.Interval),
+		PKs:      pks,
+	})
+	if err != nil {
+		return err
+	}
+	tracing.Inject(ctx, msg.Metadata)
+	if err := s.pub.Publish(messages.TopicSuspicionTasks, msg); err != nil {
+		return fmt.Errorf("publish suspicion shard %d: %w", shard, err)
+	}
+	s.metrics.SuspicionTasksPublished.Inc()
+	return nil
+}
+
+// SuspicionStore is what the checker reads and writes.
+type SuspicionStore interface {
+	SuspicionCandidates(ctx context.Context, pks []int64, checkedSince time.Time) ([]influencer.SuspicionCandidate, error)
+	SaveSuspicion(ctx context.Context, answers []influencer.Suspicion) error
+}
+
+// SuspicionConfig configures the suspicion checker.
+type SuspicionConfig struct {
+	BaseURL      string        // Mockstagram API base URL
+	Concurrency  int           // in-flight is_suspicious requests per process, all tasks together
+	Timeout      time.Duration // per request (the API takes 1–10 s)
+	Attempts     int           // requests per pk at most, for retryable failures
+	RetryInitial time.Duration // first backoff interval
+	RetryMax     time.Duration // largest backoff interval
+}
+
+// SuspicionChecker refreshes the is_suspicious answers of a shard: for the
+// task's pks that are tracked, have data and were not answered in the task's
+// round, it POSTs their latest stored values to is_suspicious with bounded
+// concurrency (its own slots and HTTP client, so the slow API never holds up
+// the per-minute fetches), retries what can succeed, stores the answers in
+// one batch and dead-letters, with reasons, the pks it gave up on.
+type SuspicionChecker struct {
+	cfg     SuspicionConfig
+	url     string
+	client  *http.Client
+	sem     chan struct{}
+	store   SuspicionStore
+	dlq     Publisher
+	clock   clockwork.Clock
+	logger  *slog.Logger
+	metrics *metrics.Pipeline
+}
+
+// NewSuspicionChecker creates a checker; client should be sized for
+// cfg.Concurrency (NewHTTPClient).
+func NewSuspicionChecker(cfg SuspicionConfig, client *http.Client, store SuspicionStore, dlq Publisher,
+	clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) (*SuspicionChecker, error) {
+	u, err := url.Parse(cfg.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("suspicion base URL %q: want http(s)://host[:port]", cfg.BaseURL)
+	}
+	if cfg.Concurrency < 1 || cfg.Attempts < 1 || cfg.Timeout <= 0 || cfg.RetryInitial <= 0 || cfg.RetryMax < cfg.RetryInitial {
+		return nil, fmt.Errorf("suspicion checker: want concurrency >= 1, attempts >= 1, positive timeout and 0 < retry initial <= max; got %+v", cfg)
+	}
+	return &SuspicionChecker{
+		cfg: cfg, url: u.Scheme + "://" + u.Host + trimSlash(u.Path) + "/api/v1/influencers/is_suspicious",
+		client: client, sem: make(chan struct{}, cfg.Concurrency), store: store, dlq: dlq,
+		clock: clock, logger: logger, metrics: m,
+	}, nil
+}
+
+// maxSuspicionBody bounds an is_suspicious answer.
+const maxSuspicionBody = 4 << 10
+
+// Handle is the Watermill handler for suspicion_tasks.
+func (c *SuspicionChecker) Handle(msg *message.Message) error {
+	task, err := messages.DecodeSuspicionTask(msg.Payload)
+	if err != nil {
+		return err
+	}
+	ctx := msg.Context()
+	if now := c.clock.Now(); !now.Before(task.Deadline) {
+		c.metrics.SuspicionChecks.WithLabelValues(ClassExpired).Add(float64(len(task.PKs)))
+		c.logger.WarnContext(ctx, "suspicion task superseded by the next round; skipped",
+			"shard", task.Shard, "round", task.Round, "deadline", task.Deadline, "pks", len(task.PKs))
+		return nil
+	}
+	candidates, err := c.store.SuspicionCandidates(ctx, uniq(task.PKs), task.Round)
+	if err != nil {
+		return fmt.Errorf("suspicion candidates of shard %d: %w", task.Shard, err)
+	}
+	answers, failures := c.check(ctx, task, candidates)
+	if len(answers) > 0 {
+		// Stored even when shutdown cut the task short: what was answered
+		// is not asked again on redelivery.
+		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := c.store.SaveSuspicion(saveCtx, answers)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("save suspicion answers of shard %d: %w", task.Shard, err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("suspicion task of shard %d cut short (%d answered): %w", task.Shard, len(answers), err)
+	}
+	for _, fl := range failures {
+		if fl.Class == ClassExpired {
+			continue // counted; the next round checks it again
+		}
+		dl, err := messages.NewSuspicionDeadLetter(messages.FetchDeadLetter{Failure: fl, Shard: task.Shard})
+		if err != nil {
+			return err
+		}
+		messages.InheritMetadata(dl.Metadata, msg.Metadata)
+		tracing.Inject(ctx, dl.Metadata)
+		if err := c.dlq.Publish(messages.TopicSuspicionDLQ, dl); err != nil {
+			return fmt.Errorf("publish suspicion dead letter: %w", err)
+		}
+		c.metrics.DeadLetters.WithLabelValues(messages.TopicSuspicionDLQ).Inc()
+	}
+	return nil
+}
+
+// check asks is_suspicious for every candidate until the task's deadline.
+func (c *SuspicionChecker) check(ctx context.Context, task messages.SuspicionTask, candidates []influencer.SuspicionCandidate) ([]influencer.Suspicion, []influencer.Failure) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := c.clock.AfterFunc(task.Deadline.Sub(c.clock.Now()), cancel)
+	defer stop.Stop()
+
+	var (
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		answers  []influencer.Suspicion
+		failures []influencer.Failure
+	)
+	for _, cand := range candidates {
+		wg.Go(func() {
+			a, fl := c.checkOne(ctx, cand, task.Round)
+			mu.Lock()
+			defer mu.Unlock()
+			if fl != nil {
+				failures = append(failures, *fl)
+				c.metrics.SuspicionChecks.WithLabelValues(fl.Class).Inc()
+				return
+			}
+			answers = append(answers, a)
+			outcome := "not_suspicious"
+			if a.Suspicious {
+				outcome = "suspicious"
+			}
+			c.metrics.SuspicionChecks.WithLabelValues(outcome).Inc()
+		})
+	}
+	wg.Wait()
+	slices.SortFunc(answers, func(a, b influencer.Suspicion) int { return cmpInt(a.PK, b.PK) })
+	slices.SortFunc(failures, func(a, b influencer.Failure) int { return cmpInt(a.PK, b.PK) })
+	return answers, failures
+}
+
+// checkOne asks for one pk, retrying retryable failures with exponential
+// backoff and full jitter (Retry-After when longer) up to cfg.Attempts.
+func (c *SuspicionChecker) checkOne(ctx context.Context, cand influencer.SuspicionCandidate, round time.Time) (influencer.Suspicion, *influencer.Failure) {
+	fail := func(class, reason string, attempts int) (influencer.Suspicion, *influencer.Failure) {
+		return influencer.Suspicion{}, &influencer.Failure{PK: cand.PK, Minute: round, Class: class, Reason: reason, Attempts: attempts}
+	}
+	backoff := c.cfg.RetryInitial
+	for attempt := 1; ; attempt++ {
+		select {
+		case c.sem <- struct{}{}:
+		case <-ctx.Done():
+			return fail(ClassExpired, "stopped (round over or shutdown) while waiting for a request slot", attempt-1)
+		}
+		start := time.Now()
+		suspicious, ferr := c.post(ctx, cand)
+		<-c.sem
+		c.metrics.SuspicionDuration.Observe(time.Since(start).Seconds())
+		if ferr == nil {
+			return influencer.Suspicion{PK: cand.PK, Suspicious: suspicious, CheckedAt: c.clock.Now().UTC()}, nil
+		}
+		if ctx.Err() != nil {
+			return fail(ClassExpired, ferr.reason+"; stopped (round over or shutdown)", attempt)
+		}
+		if !ferr.retryable || attempt >= c.cfg.Attempts {
+			return fail(ferr.class, ferr.reason, attempt)
+		}
+		wait := max(time.Duration(rand.Int64N(int64(backoff)+1)), ferr.retryAfter)
+		backoff = min(backoff*2, c.cfg.RetryMax)
+		select {
+		case <-ctx.Done():
+			return fail(ClassExpired, ferr.reason+"; stopped (round over or shutdown)", attempt)
+		case <-c.clock.After(wait):
+		}
+	}
+}
+
+// suspicionRequest is the is_suspicious body.
+type suspicionRequest struct {
+	PK             int64  `json:"pk"`
+	Username       string `json:"username"`
+	FollowerCount  int64  `json:"followerCount"`
+	FollowingCount int64  `json:"followingCount"`
+}
+
+// suspicionAnswer is the is_suspicious response; pointers detect missing fields.
+type suspicionAnswer struct {
+	PK         *int64 `json:"pk"`
+	Suspicious *bool  `json:"suspicious"`
+}
+
+func (c *SuspicionChecker) post(ctx context.Context, cand influencer.SuspicionCandidate) (bool, *fetchError) {
+	body, err := json.Marshal(suspicionRequest(cand))
+	if err != nil {
+		return false, &fetchError{class: ClassInvalid, reason: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return false, &fetchError{class: ClassClient, reason: err.Error()}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	status, header, answer, ferr := roundTrip(c.client, req, maxSuspicionBody)
+	if ferr != nil {
+		return false, ferr
+	}
+	if status != http.StatusOK {
+		return false, statusError(status, header, answer)
+	}
+	return decodeSuspicion(cand.PK, answer)
+}
+
+// decodeSuspicion parses and checks an is_suspicious answer for pk.
+func decodeSuspicion(pk int64, body []byte) (bool, *fetchError) {
+	var a suspicionAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		return false, &fetchError{class: ClassMalformed, reason: "malformed body: " + truncate(err.Error(), 200)}
+	}
+	if a.PK == nil || a.Suspicious == nil {
+		return false, &fetchError{class: ClassMalformed, reason: "body misses pk or suspicious"}
+	}
+	if *a.PK != pk {
+		return false, &fetchError{class: ClassInvalid, reason: fmt.Sprintf("body is for pk %d, asked for %d", *a.PK, pk)}
+	}
+	return *a.Suspicious, nil
+}
