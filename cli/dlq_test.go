@@ -67,6 +67,24 @@ func seedDeadLetters(t *testing.T, dsn string) *postgres.Store {
 	return s
 }
 
+// subscribe reads topic on the Postgres broker of dsn for at most 30 s (the
+// returned context's deadline).
+func subscribe(t *testing.T, dsn string, s *postgres.Store, topic string) (<-chan *message.Message, context.Context) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Broker, cfg.DatabaseURL = config.BrokerPostgres, dsn
+	b, err := broker.New(context.Background(), cfg, broker.Deps{Pool: s.Pool()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	sub, err := b.Subscriber("dlq-test")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	ch, err := sub.Subscribe(ctx, topic)
+	require.NoError(t, err)
+	return ch, ctx
+}
+
 func TestDLQListAndReplay(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
@@ -108,17 +126,7 @@ func TestDLQListAndReplay(t *testing.T) {
 	// Replaying the result letter publishes the original result message to
 	// fetcher_results (payload and metadata, without the dead-letter
 	// annotations) and marks the letter replayed.
-	cfg := config.Default()
-	cfg.Broker, cfg.DatabaseURL = config.BrokerPostgres, dsn
-	b, err := broker.New(ctx, cfg, broker.Deps{Pool: s.Pool()})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = b.Close() })
-	sub, err := b.Subscriber("dlq-test")
-	require.NoError(t, err)
-	subCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	results, err := sub.Subscribe(subCtx, messages.TopicFetcherResults)
-	require.NoError(t, err)
+	results, subCtx := subscribe(t, dsn, s, messages.TopicFetcherResults)
 
 	start := time.Now().Add(-time.Second)
 	r := run(t, "dlq", "replay", "--id", "5b1f0c1e-result", "--database-url", dsn, "--broker", "postgres")
@@ -216,17 +224,7 @@ func TestDLQReplaySuspicion(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "c0ffee-suspicion  2026-01-02T01:00:00Z  suspicion_dlq  http_5xx  HTTP 503  5      2026-01-02T00:00:00Z  -")
 
-	cfg := config.Default()
-	cfg.Broker, cfg.DatabaseURL = config.BrokerPostgres, dsn
-	b, err := broker.New(ctx, cfg, broker.Deps{Pool: s.Pool()})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = b.Close() })
-	sub, err := b.Subscriber("dlq-test")
-	require.NoError(t, err)
-	subCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	tasks, err := sub.Subscribe(subCtx, messages.TopicSuspicionTasks)
-	require.NoError(t, err)
+	tasks, subCtx := subscribe(t, dsn, s, messages.TopicSuspicionTasks)
 
 	before := time.Now()
 	r = run(t, "dlq", "replay", "--database-url", dsn, "--broker", "postgres", "--suspicion-interval", "2h")

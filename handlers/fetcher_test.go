@@ -198,15 +198,23 @@ func simSample(pk int64, at time.Time) influencer.Sample {
 
 func deadLetters(t *testing.T, p *fakePublisher) []messages.FetchDeadLetter {
 	t.Helper()
+	return pkDeadLetters(t, p, messages.TopicFetcherDLQ, messages.HandlerFetcher)
+}
+
+// pkDeadLetters decodes the one-pk dead letters published to topic by stage,
+// checking that their metadata says what their payload says.
+func pkDeadLetters(t *testing.T, p *fakePublisher, topic, stage string) []messages.FetchDeadLetter {
+	t.Helper()
 	var out []messages.FetchDeadLetter
 	for _, pub := range p.published() {
-		require.Equal(t, messages.TopicFetcherDLQ, pub.topic)
+		require.Equal(t, topic, pub.topic)
 		var dl messages.FetchDeadLetter
 		require.NoError(t, json.Unmarshal(pub.msg.Payload, &dl))
 		assert.Equal(t, dl.Reason, pub.msg.Metadata.Get(messages.MetaReason))
 		assert.Equal(t, dl.Class, pub.msg.Metadata.Get(messages.MetaClass))
-		assert.Equal(t, messages.HandlerFetcher, pub.msg.Metadata.Get(messages.MetaStage))
+		assert.Equal(t, stage, pub.msg.Metadata.Get(messages.MetaStage))
 		assert.Equal(t, strconv.Itoa(dl.Shard), pub.msg.Metadata.Get(messages.MetaShard))
+		assert.Equal(t, strconv.Itoa(dl.Attempts), pub.msg.Metadata.Get(messages.MetaAttempts))
 		out = append(out, dl)
 	}
 	return out

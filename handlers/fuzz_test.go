@@ -30,24 +30,15 @@ func FuzzDecodeInfluencer(f *testing.F) {
 			}
 			return
 		}
-		if ferr.class != ClassMalformed && ferr.class != ClassInvalid {
-			t.Fatalf("refused with class %q, want %q or %q", ferr.class, ClassMalformed, ClassInvalid)
-		}
-		if ferr.retryable {
-			t.Fatalf("a bad body is retryable: %+v", ferr)
-		}
-		if ferr.reason == "" || len(ferr.reason) > 400 {
-			t.Fatalf("reason of %d bytes: %q", len(ferr.reason), ferr.reason)
-		}
-		if !utf8.ValidString(ferr.reason) || strings.ContainsRune(ferr.reason, 0) {
-			t.Fatalf("reason is not storable text: %q", ferr.reason)
-		}
+		checkRefusedBody(t, ferr)
 		if s != (influencer.Sample{}) {
 			t.Fatalf("refused, yet returned a sample: %+v", s)
 		}
 	})
 }
 
+// FuzzDecodeSuspicion: decodeSuspicion never panics on a hostile
+// is_suspicious body, and refuses it as a permanent error.
 func FuzzDecodeSuspicion(f *testing.F) {
 	f.Add(int64(7), []byte(`{"pk":7,"suspicious":true}`))
 	f.Add(int64(7), []byte(`{"pk":8,"suspicious":false}`))
@@ -55,18 +46,27 @@ func FuzzDecodeSuspicion(f *testing.F) {
 	f.Add(int64(7), []byte(`{"pk":7}`))
 	f.Add(int64(7), []byte(`[]`))
 	f.Fuzz(func(t *testing.T, pk int64, body []byte) {
-		_, ferr := decodeSuspicion(pk, body)
-		if ferr == nil {
-			return
-		}
-		if ferr.class != ClassMalformed && ferr.class != ClassInvalid {
-			t.Fatalf("refused with class %q, want %q or %q", ferr.class, ClassMalformed, ClassInvalid)
-		}
-		if ferr.retryable {
-			t.Fatalf("a bad body is retryable: %+v", ferr)
-		}
-		if ferr.reason == "" || len(ferr.reason) > 400 {
-			t.Fatalf("reason of %d bytes: %q", len(ferr.reason), ferr.reason)
+		if _, ferr := decodeSuspicion(pk, body); ferr != nil {
+			checkRefusedBody(t, ferr)
 		}
 	})
+}
+
+// checkRefusedBody: a refused API body is a permanent error (malformed or
+// invalid, never retried) whose reason is bounded, valid UTF-8 text without
+// NUL bytes (reasons are stored in text columns).
+func checkRefusedBody(t *testing.T, ferr *fetchError) {
+	t.Helper()
+	if ferr.class != ClassMalformed && ferr.class != ClassInvalid {
+		t.Fatalf("refused with class %q, want %q or %q", ferr.class, ClassMalformed, ClassInvalid)
+	}
+	if ferr.retryable {
+		t.Fatalf("a bad body is retryable: %+v", ferr)
+	}
+	if ferr.reason == "" || len(ferr.reason) > 400 {
+		t.Fatalf("reason of %d bytes: %q", len(ferr.reason), ferr.reason)
+	}
+	if !utf8.ValidString(ferr.reason) || strings.ContainsRune(ferr.reason, 0) {
+		t.Fatalf("reason is not storable text: %q", ferr.reason)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jonboulle/clockwork"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -39,20 +40,13 @@ type SchedulerConfig struct {
 // shard's fixed offset inside the spread window. Call Run only while this
 // process holds the scheduler lock (see Leader).
 type Scheduler struct {
-	registry *shardedRegistry
-	pub      Publisher
-	clock    clockwork.Clock
-	cfg      SchedulerConfig
-	logger   *slog.Logger
-	metrics  *metrics.Pipeline
+	shardScheduler
+	cfg SchedulerConfig
 }
 
 // NewScheduler creates a scheduler.
 func NewScheduler(registry Registry, pub Publisher, clock clockwork.Clock, cfg SchedulerConfig, logger *slog.Logger, m *metrics.Pipeline) *Scheduler {
-	if cfg.Tracer == nil {
-		cfg.Tracer = noop.NewTracerProvider().Tracer("")
-	}
-	return &Scheduler{registry: newShardedRegistry(registry, cfg.Shards, logger, m), pub: pub, clock: clock, cfg: cfg, logger: logger, metrics: m}
+	return &Scheduler{shardScheduler: newShardScheduler(registry, cfg.Shards, pub, clock, cfg.Tracer, logger, m), cfg: cfg}
 }
 
 // Offset is when shard s is published, relative to the start of the minute.
@@ -72,41 +66,73 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	return s.spread().run(ctx, s.registry.refresh, s.publish)
 }
 
-func (s *Scheduler) publish(ctx context.Context, minute time.Time, shard int, now time.Time) (err error) {
-	pks := s.registry.shard(shard)
-	if len(pks) == 0 {
-		return nil // an empty shard, or the registry has not been loaded yet
+func (s *Scheduler) publish(ctx context.Context, minute time.Time, shard int, now time.Time) error {
+	published, err := s.publishShard(ctx, "scheduler publish", messages.TopicFetchTasks, minute, shard,
+		func(pks []int64) (*message.Message, error) {
+			return messages.NewTask(messages.Task{
+				Minute:   minute,
+				Shard:    shard,
+				Deadline: minute.Add(time.Minute + s.cfg.DeadlineGrace),
+				PKs:      pks,
+			})
+		})
+	if err != nil {
+		s.metrics.ScheduleFailures.Inc()
+		return err
 	}
-	// A new trace per shard-minute (not a child of Run's context).
-	ctx, span := s.cfg.Tracer.Start(ctx, "scheduler publish", trace.WithNewRoot(),
+	if published {
+		s.metrics.TasksPublished.Inc()
+		s.metrics.SchedulerLag.Observe(now.Sub(minute.Add(s.Offset(shard))).Seconds())
+	}
+	return nil
+}
+
+// shardScheduler is what the minute and the suspicion schedulers share: the
+// registry by shard, where tasks go, and the trace each task starts.
+type shardScheduler struct {
+	registry *shardedRegistry
+	pub      Publisher
+	clock    clockwork.Clock
+	tracer   trace.Tracer
+	logger   *slog.Logger
+	metrics  *metrics.Pipeline
+}
+
+func newShardScheduler(registry Registry, shards int, pub Publisher, clock clockwork.Clock, tracer trace.Tracer,
+	logger *slog.Logger, m *metrics.Pipeline) shardScheduler {
+	if tracer == nil {
+		tracer = noop.NewTracerProvider().Tracer("")
+	}
+	return shardScheduler{registry: newShardedRegistry(registry, shards, logger, m), pub: pub, clock: clock, tracer: tracer, logger: logger, metrics: m}
+}
+
+// publishShard publishes to topic the task build makes of the shard's pks,
+// as the root span (named span) of a new trace that the task's metadata
+// carries on. An empty shard (or a registry not loaded yet) publishes nothing.
+func (b shardScheduler) publishShard(ctx context.Context, span, topic string, period time.Time, shard int,
+	build func(pks []int64) (*message.Message, error)) (published bool, err error) {
+	pks := b.registry.shard(shard)
+	if len(pks) == 0 {
+		return false, nil
+	}
+	// A new trace per shard task (not a child of Run's context).
+	ctx, sp := b.tracer.Start(ctx, span, trace.WithNewRoot(),
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
 			attribute.Int("mockstagram.shard", shard),
-			attribute.String("mockstagram.minute", minute.Format(time.RFC3339)),
+			attribute.String("mockstagram.minute", period.Format(time.RFC3339)),
 			attribute.Int("mockstagram.pks", len(pks)),
 		))
-	defer endSpan(span, &err)
-	defer func() {
-		if err != nil {
-			s.metrics.ScheduleFailures.Inc()
-		}
-	}()
-	msg, err := messages.NewTask(messages.Task{
-		Minute:   minute,
-		Shard:    shard,
-		Deadline: minute.Add(time.Minute + s.cfg.DeadlineGrace),
-		PKs:      pks,
-	})
+	defer endSpan(sp, &err)
+	msg, err := build(pks)
 	if err != nil {
-		return err
+		return false, err
 	}
 	tracing.Inject(ctx, msg.Metadata)
-	if err := s.pub.Publish(messages.TopicFetchTasks, msg); err != nil {
-		return fmt.Errorf("publish shard %d: %w", shard, err)
+	if err := b.pub.Publish(topic, msg); err != nil {
+		return false, fmt.Errorf("publish shard %d to %s: %w", shard, topic, err)
 	}
-	s.metrics.TasksPublished.Inc()
-	s.metrics.SchedulerLag.Observe(now.Sub(minute.Add(s.Offset(shard))).Seconds())
-	return nil
+	return true, nil
 }
 
 // endSpan records *err on span and ends it.

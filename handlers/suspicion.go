@@ -15,9 +15,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jonboulle/clockwork"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
@@ -41,20 +39,13 @@ type SuspicionSchedulerConfig struct {
 // starts (a restart, a standby taking over) are published at once: the
 // checker skips pks already answered in the round, so that is cheap.
 type SuspicionScheduler struct {
-	registry *shardedRegistry
-	pub      Publisher
-	clock    clockwork.Clock
-	cfg      SuspicionSchedulerConfig
-	logger   *slog.Logger
-	metrics  *metrics.Pipeline
+	shardScheduler
+	cfg SuspicionSchedulerConfig
 }
 
 // NewSuspicionScheduler creates a suspicion scheduler.
 func NewSuspicionScheduler(registry Registry, pub Publisher, clock clockwork.Clock, cfg SuspicionSchedulerConfig, logger *slog.Logger, m *metrics.Pipeline) *SuspicionScheduler {
-	if cfg.Tracer == nil {
-		cfg.Tracer = noop.NewTracerProvider().Tracer("")
-	}
-	return &SuspicionScheduler{registry: newShardedRegistry(registry, cfg.Shards, logger, m), pub: pub, clock: clock, cfg: cfg, logger: logger, metrics: m}
+	return &SuspicionScheduler{shardScheduler: newShardScheduler(registry, cfg.Shards, pub, clock, cfg.Tracer, logger, m), cfg: cfg}
 }
 
 func (s *SuspicionScheduler) spread() spread {
@@ -69,34 +60,20 @@ func (s *SuspicionScheduler) Run(ctx context.Context) error {
 	return s.spread().run(ctx, s.registry.refresh, s.publish)
 }
 
-func (s *SuspicionScheduler) publish(ctx context.Context, round time.Time, shard int, now time.Time) (err error) {
-	pks := s.registry.shard(shard)
-	if len(pks) == 0 {
-		return nil
+func (s *SuspicionScheduler) publish(ctx context.Context, round time.Time, shard int, _ time.Time) error {
+	published, err := s.publishShard(ctx, "suspicion scheduler publish", messages.TopicSuspicionTasks, round, shard,
+		func(pks []int64) (*message.Message, error) {
+			return messages.NewSuspicionTask(messages.SuspicionTask{
+				Round: round, Shard: shard,
+				// The next round's task for this shard supersedes this one.
+				Deadline: round.Add(s.Offset(shard) + s.cfg.Interval),
+				PKs:      pks,
+			})
+		})
+	if published {
+		s.metrics.SuspicionTasksPublished.Inc()
 	}
-	ctx, span := s.cfg.Tracer.Start(ctx, "suspicion scheduler publish", trace.WithNewRoot(),
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(
-			attribute.Int("mockstagram.shard", shard),
-			attribute.String("mockstagram.round", round.Format(time.RFC3339)),
-			attribute.Int("mockstagram.pks", len(pks)),
-		))
-	defer endSpan(span, &err)
-	msg, err := messages.NewSuspicionTask(messages.SuspicionTask{
-		Round: round, Shard: shard,
-		// The next round's task for this shard supersedes this one.
-		Deadline: round.Add(s.Offset(shard) + s.cfg.Interval),
-		PKs:      pks,
-	})
-	if err != nil {
-		return err
-	}
-	tracing.Inject(ctx, msg.Metadata)
-	if err := s.pub.Publish(messages.TopicSuspicionTasks, msg); err != nil {
-		return fmt.Errorf("publish suspicion shard %d: %w", shard, err)
-	}
-	s.metrics.SuspicionTasksPublished.Inc()
-	return nil
+	return err
 }
 
 // SuspicionStore is what the checker reads and writes.

@@ -242,21 +242,6 @@ func (e suspicionEnv) task(pks ...int64) messages.SuspicionTask {
 	return messages.SuspicionTask{Round: now.Add(-time.Hour), Shard: 2, Deadline: now.Add(time.Hour), PKs: pks}
 }
 
-func suspicionDeadLetters(t *testing.T, p *fakePublisher) []messages.FetchDeadLetter {
-	t.Helper()
-	var out []messages.FetchDeadLetter
-	for _, pub := range p.published() {
-		require.Equal(t, messages.TopicSuspicionDLQ, pub.topic)
-		var dl messages.FetchDeadLetter
-		require.NoError(t, json.Unmarshal(pub.msg.Payload, &dl))
-		assert.Equal(t, messages.HandlerSuspicion, pub.msg.Metadata.Get(messages.MetaStage))
-		assert.Equal(t, dl.Class, pub.msg.Metadata.Get(messages.MetaClass))
-		assert.Equal(t, strconv.Itoa(dl.Attempts), pub.msg.Metadata.Get(messages.MetaAttempts))
-		out = append(out, dl)
-	}
-	return out
-}
-
 // The candidates' latest values are sent, every answer is stored in one
 // batch with the time it was received, and nothing is dead-lettered.
 func TestSuspicionCheckerStoresTheAnswers(t *testing.T) {
@@ -364,7 +349,7 @@ func TestSuspicionCheckerFailures(t *testing.T) {
 			require.Len(t, saved, 1)
 			assert.Equal(t, influencer.Suspicion{PK: good, Suspicious: false, CheckedAt: saved[0].CheckedAt}, saved[0])
 			assert.Equal(t, int64(tc.attempts), bad.Load(), "requests for the failing pk")
-			dls := suspicionDeadLetters(t, e.dlq)
+			dls := pkDeadLetters(t, e.dlq, messages.TopicSuspicionDLQ, messages.HandlerSuspicion)
 			require.Len(t, dls, 1)
 			assert.Equal(t, int64(1_000_042), dls[0].PK)
 			assert.Equal(t, 2, dls[0].Shard)

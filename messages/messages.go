@@ -92,19 +92,25 @@ func (t Task) Validate() error {
 	if t.Minute.IsZero() || !t.Minute.Equal(t.Minute.Truncate(time.Minute)) {
 		errs = append(errs, errors.New("task minute missing or not minute-aligned"))
 	}
-	if t.Shard < 0 {
-		errs = append(errs, fmt.Errorf("task shard %d negative", t.Shard))
-	}
 	if t.Deadline.Before(t.Minute) {
 		errs = append(errs, errors.New("task deadline before its minute"))
 	}
-	for _, pk := range t.PKs {
+	return errors.Join(append(errs, shardErrors("task", t.Shard, t.PKs)...)...)
+}
+
+// shardErrors are the problems of a shard task's shard and pks.
+func shardErrors(kind string, shard int, pks []int64) []error {
+	var errs []error
+	if shard < 0 {
+		errs = append(errs, fmt.Errorf("%s shard %d negative", kind, shard))
+	}
+	for _, pk := range pks {
 		if pk <= 0 {
-			errs = append(errs, fmt.Errorf("task pk %d not positive", pk))
+			errs = append(errs, fmt.Errorf("%s pk %d not positive", kind, pk))
 			break
 		}
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // ErrMalformed marks a payload that can never be processed: it goes to the

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -202,29 +203,39 @@ func FuzzDecodeTask(f *testing.F) {
 	f.Add([]byte(`null`))
 	f.Add([]byte(``))
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		task, err := messages.DecodeTask(payload)
-		if err != nil {
-			if !errors.Is(err, messages.ErrMalformed) {
-				t.Fatalf("error %v does not wrap ErrMalformed", err)
-			}
-			return
-		}
-		if err := task.Validate(); err != nil {
-			t.Fatalf("accepted an invalid task: %v", err)
-		}
-		msg, err := messages.NewTask(task)
-		if err != nil {
-			t.Fatalf("re-encode: %v", err)
-		}
-		again, err := messages.DecodeTask(msg.Payload)
-		if err != nil {
-			t.Fatalf("re-decode %s: %v", msg.Payload, err)
-		}
-		if !task.Minute.Equal(again.Minute) || !task.Deadline.Equal(again.Deadline) || task.Shard != again.Shard ||
-			!equalPKs(task.PKs, again.PKs) {
-			t.Fatalf("round trip changed the task: %+v != %+v", task, again)
-		}
+		checkDecoder(t, payload, messages.DecodeTask, messages.Task.Validate, messages.NewTask, func(a, b messages.Task) bool {
+			return a.Minute.Equal(b.Minute) && a.Deadline.Equal(b.Deadline) && a.Shard == b.Shard && equalPKs(a.PKs, b.PKs)
+		})
 	})
+}
+
+// checkDecoder checks a decoder on a fuzzed payload: a refusal wraps
+// ErrMalformed; what it accepts is valid and survives encode and decode
+// unchanged.
+func checkDecoder[T any](t *testing.T, payload []byte, decode func([]byte) (T, error), validate func(T) error,
+	encode func(T) (*message.Message, error), same func(a, b T) bool) {
+	t.Helper()
+	v, err := decode(payload)
+	if err != nil {
+		if !errors.Is(err, messages.ErrMalformed) {
+			t.Fatalf("error %v does not wrap ErrMalformed", err)
+		}
+		return
+	}
+	if err := validate(v); err != nil {
+		t.Fatalf("accepted an invalid value: %v", err)
+	}
+	msg, err := encode(v)
+	if err != nil {
+		t.Fatalf("re-encode: %v", err)
+	}
+	again, err := decode(msg.Payload)
+	if err != nil {
+		t.Fatalf("re-decode %s: %v", msg.Payload, err)
+	}
+	if !same(v, again) {
+		t.Fatalf("round trip changed the value: %+v != %+v", v, again)
+	}
 }
 
 func equalPKs(a, b []int64) bool {
@@ -287,27 +298,9 @@ func FuzzDecodeSuspicionTask(f *testing.F) {
 	f.Add([]byte(`null`))
 	f.Add([]byte(``))
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		task, err := messages.DecodeSuspicionTask(payload)
-		if err != nil {
-			if !errors.Is(err, messages.ErrMalformed) {
-				t.Fatalf("error %v does not wrap ErrMalformed", err)
-			}
-			return
-		}
-		if err := task.Validate(); err != nil {
-			t.Fatalf("accepted an invalid task: %v", err)
-		}
-		msg, err := messages.NewSuspicionTask(task)
-		if err != nil {
-			t.Fatalf("re-encode: %v", err)
-		}
-		again, err := messages.DecodeSuspicionTask(msg.Payload)
-		if err != nil {
-			t.Fatalf("re-decode %s: %v", msg.Payload, err)
-		}
-		if !task.Round.Equal(again.Round) || !task.Deadline.Equal(again.Deadline) || task.Shard != again.Shard ||
-			!equalPKs(task.PKs, again.PKs) {
-			t.Fatalf("round trip changed the task: %+v != %+v", task, again)
-		}
+		checkDecoder(t, payload, messages.DecodeSuspicionTask, messages.SuspicionTask.Validate, messages.NewSuspicionTask,
+			func(a, b messages.SuspicionTask) bool {
+				return a.Round.Equal(b.Round) && a.Deadline.Equal(b.Deadline) && a.Shard == b.Shard && equalPKs(a.PKs, b.PKs)
+			})
 	})
 }

@@ -27,19 +27,10 @@ func (t SuspicionTask) Validate() error {
 	if t.Round.IsZero() {
 		errs = append(errs, errors.New("suspicion task round missing"))
 	}
-	if t.Shard < 0 {
-		errs = append(errs, fmt.Errorf("suspicion task shard %d negative", t.Shard))
-	}
 	if !t.Deadline.After(t.Round) {
 		errs = append(errs, errors.New("suspicion task deadline not after its round"))
 	}
-	for _, pk := range t.PKs {
-		if pk <= 0 {
-			errs = append(errs, fmt.Errorf("suspicion task pk %d not positive", pk))
-			break
-		}
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, shardErrors("suspicion task", t.Shard, t.PKs)...)...)
 }
 
 // NewSuspicionTask builds the message for a suspicion task (metadata shard

@@ -51,7 +51,7 @@ func (s *Store) SaveSuspicion(ctx context.Context, answers []influencer.Suspicio
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := validateSuspicions(answers); err != nil {
+	if err := store.ValidateSuspicions(answers); err != nil {
 		return fmt.Errorf("save suspicion: %w", err)
 	}
 	s.mu.Lock()
@@ -74,20 +74,6 @@ func (s *Store) suspicionOf(pk int64) *influencer.Suspicion {
 		return nil
 	}
 	return &a
-}
-
-// validateSuspicions rejects a non-positive pk or a zero CheckedAt. Errors
-// wrap store.ErrInvalid.
-func validateSuspicions(answers []influencer.Suspicion) error {
-	for i, a := range answers {
-		if a.PK <= 0 {
-			return fmt.Errorf("%w: answer %d: pk %d is not positive", store.ErrInvalid, i, a.PK)
-		}
-		if a.CheckedAt.IsZero() {
-			return fmt.Errorf("%w: answer %d (pk %d): zero check time", store.ErrInvalid, i, a.PK)
-		}
-	}
-	return nil
 }
 
 // storedTime is t as Postgres stores a timestamptz: UTC, whole microseconds.

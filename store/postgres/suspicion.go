@@ -62,7 +62,7 @@ func (s *Store) SuspicionCandidates(ctx context.Context, pks []int64, checkedSin
 // touch a row twice in one statement); of those with the same latest
 // CheckedAt the first wins, as if they were saved one after the other.
 func (s *Store) SaveSuspicion(ctx context.Context, answers []influencer.Suspicion) error {
-	if err := validateSuspicions(answers); err != nil {
+	if err := store.ValidateSuspicions(answers); err != nil {
 		return fmt.Errorf("save suspicion: %w", err)
 	}
 	latest := latestSuspicions(answers)
@@ -100,18 +100,4 @@ func latestSuspicions(answers []influencer.Suspicion) []influencer.Suspicion {
 	}
 	slices.SortFunc(out, func(a, b influencer.Suspicion) int { return cmp.Compare(a.PK, b.PK) })
 	return out
-}
-
-// validateSuspicions rejects a non-positive pk or a zero CheckedAt. Errors
-// wrap store.ErrInvalid.
-func validateSuspicions(answers []influencer.Suspicion) error {
-	for i, a := range answers {
-		if a.PK <= 0 {
-			return fmt.Errorf("%w: answer %d: pk %d is not positive", store.ErrInvalid, i, a.PK)
-		}
-		if a.CheckedAt.IsZero() {
-			return fmt.Errorf("%w: answer %d (pk %d): zero check time", store.ErrInvalid, i, a.PK)
-		}
-	}
-	return nil
 }
