@@ -6,6 +6,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"text/tabwriter"
@@ -27,6 +29,7 @@ type BenchCmd struct {
 	Minutes     int     `default:"3" help:"Whole minutes to measure (the partial first minute is not counted)."`
 	Readers     int     `default:"4" help:"Concurrent API readers during the measured minutes (GET /api/v1/influencers/{pk} and /api/v1/stats); 0 = none."`
 	ReadRate    float64 `default:"200" help:"Total read requests per second (10,000 viewers an hour is a few per second)."`
+	CPUProfile  string  `name:"cpuprofile" env:"-" help:"Write a CPU profile of the measured minutes to this file (go tool pprof)."`
 }
 
 // Run runs the benchmark and prints per-minute and overall figures.
@@ -67,6 +70,17 @@ func (c BenchCmd) Run(e env, cfg config.Config) error {
 	last := first.Add(time.Duration(c.Minutes-1) * time.Minute)
 	fmt.Fprintf(e.stdout, "bench: %d influencers, %d shards, store=%s; measuring minutes %s..%s\n",
 		c.Influencers, cfg.Shards, storeName(cfg), first.Format("15:04"), last.Format("15:04"))
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	readCtx, stopReaders := context.WithCancel(e.ctx)
 	defer stopReaders()
 	readsDone := make(chan readStats, 1)
