@@ -30,7 +30,7 @@ func TestHelp(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"-h"}} {
 		r := run(t, args...)
 		assert.Equal(t, 0, r.code, r.stderr)
-		for _, cmd := range []string{"run", "scheduler", "fetcher", "recorder", "api", "simulate", "migrate", "registry", "bench"} {
+		for _, cmd := range []string{"run", "scheduler", "fetcher", "recorder", "suspicion", "api", "simulate", "migrate", "registry", "bench"} {
 			assert.Regexp(t, `(?m)^\s+`+cmd+`\b`, r.stdout, "help lists %q", cmd)
 		}
 		for _, flag := range []string{"--database-url", "--api-url", "--shards", "--broker", "--config"} {
@@ -198,6 +198,8 @@ func TestStandaloneStagesNeedSharedBrokerAndDatabase(t *testing.T) {
 		{[]string{"fetcher"}, "fetcher alone needs a shared broker"},
 		{[]string{"scheduler", "--database-url", "postgres://h/db"}, "scheduler alone needs a shared broker"},
 		{[]string{"api"}, "api alone needs --database-url"},
+		{[]string{"suspicion", "--broker", "kafka", "--kafka-brokers", "k:9092"}, "suspicion alone needs --database-url"},
+		{[]string{"suspicion", "--database-url", "postgres://h/db"}, "suspicion alone needs a shared broker"},
 	} {
 		r := run(t, tc.args...)
 		assert.Equal(t, 2, r.code, "%v", tc.args)
