@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/simulator"
 )
 
 func processContext(t *testing.T, d time.Duration) context.Context {
@@ -218,4 +219,51 @@ func TestGracefulShutdown(t *testing.T) {
 	t.Logf("minute %s: stored %d at the stop, finally stored %d, missed %d of %d",
 		m.Format(time.TimeOnly), storedAtStop, c.storedIn(conn, m), c.missedIn(conn, m), c.opts.pks)
 	c.checkInvariants(conn, nil, []time.Time{m})
+}
+
+// TestProcessSuspicionStageKafka: the stand-alone suspicion stage on Kafka.
+// With one-minute rounds, the scheduler process publishes the suspicion
+// tasks, the suspicion process asks the simulator process (1-10 s per
+// answer, as the real server) for every pk with data, and every pk ends up
+// with exactly the simulator's answer; nothing is dead-lettered.
+func TestProcessSuspicionStageKafka(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	ctx := processContext(t, 5*time.Minute)
+	c := newCluster(t, ctx, clusterOpts{broker: config.BrokerKafka, pks: 200})
+	c.env = append(c.env, "MOCKSTAGRAM_SUSPICION_INTERVAL=1m")
+	conn := c.conn()
+
+	c.stage("recorder")
+	c.stage("fetcher")
+	checker := c.stage("suspicion")
+	c.stage("scheduler")
+
+	answered := func() (n int64) {
+		require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM suspicion WHERE pk BETWEEN $1 AND $2`, c.first, c.last).Scan(&n))
+		return n
+	}
+	// The first round finds data only for the shards fetched before it;
+	// the next round has data for every pk.
+	waitFor(t, 4*time.Minute, func() bool { return answered() == int64(c.opts.pks) }, "an answer for each of the %d pks", c.opts.pks)
+
+	rows, err := conn.Query(ctx, `SELECT pk, suspicious FROM suspicion WHERE pk BETWEEN $1 AND $2 ORDER BY pk`, c.first, c.last)
+	require.NoError(t, err)
+	defer rows.Close()
+	suspicious := 0
+	for rows.Next() {
+		var (
+			pk int64
+			s  bool
+		)
+		require.NoError(t, rows.Scan(&pk, &s))
+		assert.Equal(t, simulator.Suspicious(pk), s, "pk %d", pk)
+		if s {
+			suspicious++
+		}
+	}
+	require.NoError(t, rows.Err())
+	t.Logf("%d of %d pks suspicious", suspicious, c.opts.pks)
+	assert.Zero(t, checker.metric(`mockstagram_dead_letters_total`), "dead letters published by the suspicion stage")
+	assert.GreaterOrEqual(t, checker.metric(`mockstagram_suspicion_checks_total`), float64(c.opts.pks))
 }
