@@ -259,11 +259,20 @@ func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s Store, _ *m
 		leader.Run(ctx, func(ctx context.Context) error {
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return sched.Run(ctx) })
-			g.Go(func() error { return suspicion.Run(ctx) })
+			if suspicionChecks(cfg) {
+				g.Go(func() error { return suspicion.Run(ctx) })
+			}
 			return g.Wait()
 		})
 	})
 }
+
+// suspicionChecks reports whether the suspicion rounds run. Not on the
+// Postgres broker: watermill-sql keeps its transaction open while a handler
+// runs, and a message becomes visible only when no older transaction is open
+// on the server, so a suspicion task (seconds per is_suspicious answer) would
+// stall the per-minute pipeline while it runs.
+func suspicionChecks(cfg config.Config) bool { return cfg.Broker != config.BrokerPostgres }
 
 // addSuspicionChecker adds the daily is_suspicious checks (SPEC §1.6): its
 // own consumer group, request slots and HTTP client, so the slow API calls
@@ -271,6 +280,10 @@ func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s Store, _ *m
 func addSuspicionChecker(roles Roles, cfg config.Config, base APIBaseURL, s Store, router *message.Router, b *broker.Broker,
 	pub message.Publisher, clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) error {
 	if !roles.Suspicion {
+		return nil
+	}
+	if !suspicionChecks(cfg) {
+		logger.Warn("suspicion checks are off on the postgres broker: a handler that waits seconds for is_suspicious would hold back every delivery on the database server; use kafka (or gochannel in 'run') for them")
 		return nil
 	}
 	sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerSuspicion))

@@ -98,6 +98,9 @@ func checkStage(stage string, cfg config.Config) error {
 	if stage != "api" && cfg.Broker == config.BrokerGoChannel {
 		return fmt.Errorf("%s alone needs a shared broker (--broker kafka or postgres); gochannel only connects stages inside 'run'", stage)
 	}
+	if stage == "suspicion" && cfg.Broker == config.BrokerPostgres {
+		return fmt.Errorf("suspicion needs --broker kafka: on the postgres broker a handler that waits seconds for is_suspicious would hold back every delivery on the database server")
+	}
 	if stage != "fetcher" && cfg.DatabaseURL == "" {
 		return fmt.Errorf("%s alone needs --database-url (MOCKSTAGRAM_DATABASE_URL): the in-memory store lives only inside 'run'", stage)
 	}

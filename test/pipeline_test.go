@@ -341,7 +341,7 @@ func TestRunAgainstExternalAPI(t *testing.T) {
 		t.Run(su.String(), func(t *testing.T) {
 			cfg := testConfig(t, su)
 			p := &pipeline{clock: clockwork.NewFakeClockAt(start), published: map[time.Time]float64{}}
-			sim, err := simulator.New(simulator.Config{Mode: simulator.RandomWalk, Range: influencer.Range{From: firstPK, To: firstPK + numPKs - 1}, Seed: 7}, p.clock)
+			sim, err := simulator.New(simulator.Config{Mode: simulator.RandomWalk, Range: influencer.Range{From: firstPK, To: firstPK + numPKs - 1}, Seed: 7, SuspiciousNoDelay: true}, p.clock)
 			require.NoError(t, err)
 			api := &recordingAPI{sim: sim, clock: p.clock, seen: map[int64]map[time.Time][]byte{}}
 			srv := httptest.NewServer(api)
