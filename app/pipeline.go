@@ -250,8 +250,7 @@ func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s Store, _ *m
 		Tracer: tp.Tracer(tracing.Name),
 	}, logger, m)
 	suspicion := handlers.NewSuspicionScheduler(s, pub, clock, handlers.SuspicionSchedulerConfig{
-		Shards: cfg.Shards, Interval: cfg.SuspicionInterval, StartDelay: min(time.Minute, cfg.SuspicionInterval),
-		Tracer: tp.Tracer(tracing.Name),
+		Shards: cfg.Shards, Interval: cfg.SuspicionInterval, Tracer: tp.Tracer(tracing.Name),
 	}, logger.With("schedule", "suspicion"), m)
 	leader := handlers.Leader{TryLead: tryLead(s), Interval: 5 * time.Second, Clock: clock, Logger: logger}
 	background(lc, func(ctx context.Context) {

@@ -30,20 +30,14 @@ type SuspicionSchedulerConfig struct {
 	// it, and shard s is published at s/Shards of it after the round starts,
 	// so the slow is_suspicious calls spread evenly over the round.
 	Interval time.Duration
-	// StartDelay: Run waits this long before its first publication, so
-	// that the catch-up of the round's shards already due finds the data of
-	// a freshly started pipeline (a pk without data cannot be checked).
-	StartDelay time.Duration
-	Tracer     trace.Tracer // nil: no spans
+	Tracer   trace.Tracer // nil: no spans
 }
 
 // SuspicionScheduler publishes, once per round, one suspicion task per
 // non-empty shard at the shard's offset in the round. It runs next to the
 // minute scheduler, under the same leadership. Shards already due when it
-// starts (a restart, a standby taking over, a fresh install) are published
-// after StartDelay, at once: the checker skips pks already answered in the
-// round, so after a restart that is cheap, and a fresh install gets its
-// first answers within minutes instead of the next round.
+// starts (a restart, a standby taking over) are published at once: the
+// checker skips pks already answered in the round, so that is cheap.
 type SuspicionScheduler struct {
 	shardScheduler
 	cfg SuspicionSchedulerConfig
@@ -63,13 +57,6 @@ func (s *SuspicionScheduler) Offset(shard int) time.Duration { return s.spread()
 
 // Run schedules rounds until ctx is done.
 func (s *SuspicionScheduler) Run(ctx context.Context) error {
-	if s.cfg.StartDelay > 0 {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.clock.After(s.cfg.StartDelay):
-		}
-	}
 	return s.spread().run(ctx, s.registry.refresh, s.publish)
 }
 

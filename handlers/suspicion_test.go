@@ -32,12 +32,12 @@ import (
 
 const suspicionInterval = 8 * time.Minute // with schedShards (8) shards: one shard a minute
 
-func newSuspicionSchedEnv(t *testing.T, start time.Time, reg *fakeRegistry, startDelay time.Duration) (*handlers.SuspicionScheduler, *clockwork.FakeClock, *fakePublisher, context.Context) {
+func newSuspicionSchedEnv(t *testing.T, start time.Time, reg *fakeRegistry) (*handlers.SuspicionScheduler, *clockwork.FakeClock, *fakePublisher, context.Context) {
 	t.Helper()
 	clock := clockwork.NewFakeClockAt(start)
 	pub := &fakePublisher{clock: clock}
 	s := handlers.NewSuspicionScheduler(reg, pub, clock,
-		handlers.SuspicionSchedulerConfig{Shards: schedShards, Interval: suspicionInterval, StartDelay: startDelay}, discardLogger(), newMetrics())
+		handlers.SuspicionSchedulerConfig{Shards: schedShards, Interval: suspicionInterval}, discardLogger(), newMetrics())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -97,7 +97,7 @@ func TestSuspicionSchedulerSpreadsShardsOverTheRound(t *testing.T) {
 	pks := registryPKs()
 	shards := handlers.Assign(pks, schedShards)
 	round := time.Date(2026, 11, 25, 0, 8, 0, 0, time.UTC) // a multiple of 8 minutes
-	s, clock, pub, wait := newSuspicionSchedEnv(t, round, &fakeRegistry{version: 1, pks: pks}, 0)
+	s, clock, pub, wait := newSuspicionSchedEnv(t, round, &fakeRegistry{version: 1, pks: pks})
 	assert.Equal(t, 3*time.Minute, s.Offset(3))
 	for range 2*schedShards - 1 { // to the last shard of the second round
 		clock.Advance(time.Minute)
@@ -108,25 +108,18 @@ func TestSuspicionSchedulerSpreadsShardsOverTheRound(t *testing.T) {
 	assert.Equal(t, want, suspicionTasks(t, pub))
 }
 
-// Started (or taking over) mid-round, it waits StartDelay (so that a fresh
-// pipeline has data), then publishes the shards already due at once; the
-// checker skips pks answered earlier in the round.
+// Started (or taking over) mid-round, the shards already due are published
+// at once; the checker skips pks answered earlier in the round.
 func TestSuspicionSchedulerStartingMidRoundCatchesUp(t *testing.T) {
 	t.Parallel()
 	pks := registryPKs()
 	shards := handlers.Assign(pks, schedShards)
 	round := time.Date(2026, 11, 25, 0, 8, 0, 0, time.UTC)
-	start := round.Add(3*time.Minute + 30*time.Second)
-	_, clock, pub, wait := newSuspicionSchedEnv(t, start, &fakeRegistry{version: 1, pks: pks}, time.Minute)
-	clock.Advance(time.Minute - time.Second)
-	require.NoError(t, clock.BlockUntilContext(wait, 1))
-	assert.Empty(t, pub.published(), "nothing before the start delay")
-	clock.Advance(time.Second) // start + 1m = round + 4m30s
-	require.NoError(t, clock.BlockUntilContext(wait, 1))
-	caughtUp := start.Add(time.Minute)
+	start := round.Add(4*time.Minute + 30*time.Second)
+	_, clock, pub, wait := newSuspicionSchedEnv(t, start, &fakeRegistry{version: 1, pks: pks})
 	clock.Advance(30 * time.Second)
 	require.NoError(t, clock.BlockUntilContext(wait, 1))
-	want := append(expectRound(round, shards, 0, 5, caughtUp), expectRound(round, shards, 5, 6, time.Time{})...)
+	want := append(expectRound(round, shards, 0, 5, start), expectRound(round, shards, 5, 6, time.Time{})...)
 	assert.Equal(t, want, suspicionTasks(t, pub))
 }
 
