@@ -82,9 +82,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.MaxRequests > 0 && int64(conc) > cfg.MaxRequests {
 		conc = int(cfg.MaxRequests)
 	}
+	// The run is timed from before its deadline is set, so Elapsed is never
+	// shorter than Duration.
+	start := time.Now()
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		ctx, cancel = context.WithDeadline(ctx, start.Add(cfg.Duration))
 		defer cancel()
 	}
 
@@ -107,7 +110,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	hists := make([]histogram, conc)
 	results := make([]Result, conc)
-	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range conc {
 		wg.Go(func() { results[i] = g.work(ctx, &hists[i]) })
