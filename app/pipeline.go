@@ -249,9 +249,9 @@ func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s Store, _ *m
 		Shards: cfg.Shards, SpreadWindow: cfg.SpreadWindow, DeadlineGrace: cfg.DeadlineGrace,
 		Tracer: tp.Tracer(tracing.Name),
 	}, logger, m)
-	suspicion := handlers.NewSuspicionScheduler(s, pub, clock, handlers.SuspicionSchedulerConfig{
-		Shards: cfg.Shards, Interval: cfg.SuspicionInterval, Tracer: tp.Tracer(tracing.Name),
-	}, logger.With("schedule", "suspicion"), m)
+	suspicion := sched.SuspicionScheduler(handlers.SuspicionSchedulerConfig{
+		Interval: cfg.SuspicionInterval, Tracer: tp.Tracer(tracing.Name),
+	}, logger.With("schedule", "suspicion"))
 	leader := handlers.Leader{TryLead: tryLead(s), Interval: 5 * time.Second, Clock: clock, Logger: logger}
 	background(lc, func(ctx context.Context) {
 		// The leader schedules both the minute tasks and the suspicion rounds.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -203,12 +204,14 @@ func (sp spread) run(ctx context.Context, refresh func(context.Context) error,
 
 // shardedRegistry is the registry's active pks grouped by shard, reloaded
 // when the registry's version changes.
+// It is safe for concurrent use: the minute and suspicion schedulers share one.
 type shardedRegistry struct {
 	registry Registry
 	shards   int
 	logger   *slog.Logger
 	metrics  *metrics.Pipeline
 
+	mu      sync.RWMutex
 	version int64
 	byShard [][]int64 // pks by shard, ascending
 }
@@ -219,6 +222,8 @@ func newShardedRegistry(r Registry, shards int, logger *slog.Logger, m *metrics.
 
 // shard returns the pks of shard (nil before the first load).
 func (r *shardedRegistry) shard(shard int) []int64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	if shard >= len(r.byShard) {
 		return nil
 	}
@@ -227,6 +232,8 @@ func (r *shardedRegistry) shard(shard int) []int64 {
 
 // refresh reloads the registry when its version changed.
 func (r *shardedRegistry) refresh(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	version, err := r.registry.RegistryVersion(ctx)
 	if err != nil {
 		return fmt.Errorf("registry version: %w", err)

@@ -48,6 +48,21 @@ func NewSuspicionScheduler(registry Registry, pub Publisher, clock clockwork.Clo
 	return &SuspicionScheduler{shardScheduler: newShardScheduler(registry, cfg.Shards, pub, clock, cfg.Tracer, logger, m), cfg: cfg}
 }
 
+// SuspicionScheduler returns a suspicion scheduler that publishes through
+// this scheduler's publisher and reads its view of the registry, which the
+// minute scheduler reloads each minute: the registry is loaded once, and a
+// round's tasks carry the latest tracked pks. cfg.Shards is this
+// scheduler's.
+func (s *Scheduler) SuspicionScheduler(cfg SuspicionSchedulerConfig, logger *slog.Logger) *SuspicionScheduler {
+	cfg.Shards = s.cfg.Shards
+	b := s.shardScheduler
+	b.logger = logger
+	if cfg.Tracer != nil {
+		b.tracer = cfg.Tracer
+	}
+	return &SuspicionScheduler{shardScheduler: b, cfg: cfg}
+}
+
 func (s *SuspicionScheduler) spread() spread {
 	return spread{shards: s.cfg.Shards, period: s.cfg.Interval, window: s.cfg.Interval, clock: s.clock, logger: s.logger}
 }

@@ -420,3 +420,49 @@ func TestSuspicionCheckerRejectsAMalformedTask(t *testing.T) {
 		assert.ErrorIs(t, err, messages.ErrMalformed, payload)
 	}
 }
+
+// A suspicion scheduler made from the minute scheduler shares its view of the
+// registry: the registry is loaded once per version, and a pk tracked during
+// a round is in the next suspicion task of its shard, not only in the next
+// round's.
+func TestSuspicionSchedulerSharesTheMinuteSchedulersRegistry(t *testing.T) {
+	t.Parallel()
+	round := time.Date(2026, 11, 25, 0, 8, 0, 0, time.UTC)
+	pks := registryPKs()
+	reg := &fakeRegistry{version: 1, pks: pks}
+	e := newSchedEnv(t, round, reg, 0)
+	s := e.s.SuspicionScheduler(handlers.SuspicionSchedulerConfig{Interval: suspicionInterval}, discardLogger())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- e.s.Run(ctx) }()
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		for range 2 {
+			assert.NoError(t, <-done)
+		}
+	})
+	require.NoError(t, e.clock.BlockUntilContext(e.ctx, 2))
+
+	// Shard 3 is empty at first; a pk of shard 3 is tracked during the round.
+	added := pkInShard(100, 3)
+	reg.set(2, append(slices.Clone(pks), added))
+	for range 4 { // to round+4m: shard 3's suspicion task is due at round+3m
+		e.clock.Advance(time.Minute)
+		require.NoError(t, e.clock.BlockUntilContext(e.ctx, 2))
+	}
+	_, active := reg.calls()
+	assert.Equal(t, 2, active, "the registry is loaded once per version, not once per scheduler")
+	var shard3 []int64
+	for _, p := range e.pub.published() {
+		if p.topic != messages.TopicSuspicionTasks {
+			continue
+		}
+		tk, err := messages.DecodeSuspicionTask(p.msg.Payload)
+		require.NoError(t, err)
+		if tk.Shard == 3 {
+			shard3 = tk.PKs
+		}
+	}
+	assert.Equal(t, []int64{added}, shard3, "shard 3's suspicion task has the pk tracked during the round")
+}
