@@ -35,25 +35,10 @@ type Sample struct {
 	FetchedAt      time.Time `json:"fetchedAt"`
 }
 
-// Validate reports why a sample must not be stored, or nil.
+// Validate reports why a sample must not be stored, or nil: its values and
+// its minute.
 func (s Sample) Validate() error {
-	var errs []error
-	if s.PK <= 0 {
-		errs = append(errs, fmt.Errorf("pk %d is not positive", s.PK))
-	}
-	if s.FollowerCount < 0 || s.FollowerCount > MaxCount {
-		errs = append(errs, fmt.Errorf("followerCount %d out of range [0, %d]", s.FollowerCount, int64(MaxCount)))
-	}
-	if s.FollowingCount < 0 || s.FollowingCount > MaxCount {
-		errs = append(errs, fmt.Errorf("followingCount %d out of range [0, %d]", s.FollowingCount, int64(MaxCount)))
-	}
-	if err := ValidateUsername(s.Username); err != nil {
-		errs = append(errs, err)
-	}
-	if s.Minute.IsZero() || !s.Minute.Equal(s.Minute.Truncate(time.Minute)) {
-		errs = append(errs, fmt.Errorf("minute %s is not minute-aligned", s.Minute.Format(time.RFC3339Nano)))
-	}
-	return errors.Join(errs...)
+	return errors.Join(s.ValidateValues(), ValidateMinute(s.Minute))
 }
 
 // ValidateUsername rejects empty, overlong and control-character usernames.
