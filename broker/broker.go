@@ -198,7 +198,7 @@ func (s *goChannelSubscriber) Subscribe(ctx context.Context, topic string) (<-ch
 		return nil, err
 	}
 	s.cancels = append(s.cancels, cancel)
-	return out, nil
+	return inFlight(ctx, out, GoChannelInFlight), nil
 }
 
 func (s *goChannelSubscriber) Close() error {

@@ -62,7 +62,7 @@ func newBroker(t *testing.T, cfg config.Config, deps broker.Deps) *broker.Broker
 func TestGoChannel(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T) *broker.Broker {
 		return newBroker(t, config.Default(), broker.Deps{})
-	}, brokertest.Features{})
+	}, brokertest.Features{InFlight: broker.GoChannelInFlight})
 }
 
 func kafkaConfig(t *testing.T) config.Config {
@@ -83,6 +83,7 @@ func TestKafka(t *testing.T) {
 		Partitioned:         true,
 		Partitions:          partitions,
 		RedeliversLastAcked: true,
+		InFlight:            2, // one per partition: distinct shards land on at least two
 	})
 }
 

@@ -47,6 +47,10 @@ type Features struct {
 	// and the offset stays before the acked message. Handlers must be
 	// idempotent.
 	RedeliversLastAcked bool
+	// InFlight: one subscription hands out at least this many messages (of
+	// distinct shards) before any of them is acked, so one slow message does
+	// not hold up the others. 0 counts as 1.
+	InFlight int
 }
 
 // Timeout bounds every wait for a message. Kafka consumer groups take a few
@@ -89,6 +93,12 @@ func Run(t *testing.T, newBroker func(t *testing.T) *broker.Broker, f Features) 
 			t.Skip("not durable: messages published without a subscriber are dropped")
 		}
 		testRestart(t, start(t), f)
+	})
+	t.Run("SeveralMessagesInFlight", func(t *testing.T) {
+		if f.InFlight < 2 {
+			t.Skip("one message at a time per subscription")
+		}
+		testInFlight(t, start(t), f)
 	})
 	t.Run("SameShardSamePartition", func(t *testing.T) {
 		if !f.Partitioned {
@@ -434,5 +444,35 @@ func testPartitioning(t *testing.T, b *broker.Broker, f Features) {
 	t.Logf("%d shards over %d partitions", shards, len(partitions))
 	if f.Partitions >= 8 {
 		assert.GreaterOrEqual(t, len(partitions), f.Partitions/2, "shards do not spread over the partitions")
+	}
+}
+
+// testInFlight: a subscription delivers f.InFlight messages while none is
+// acked; a nacked one comes again; after the acks the rest arrive, each once.
+func testInFlight(t *testing.T, b *broker.Broker, f Features) {
+	topic := messages.TopicFetchTasks
+	_, ch := subscribe(t, b, topic)
+	total := f.InFlight + 2
+	for i := range total {
+		publish(t, b, topic, newMsg(i, []byte(strconv.Itoa(i))))
+	}
+	held := make([]*message.Message, 0, f.InFlight)
+	for range f.InFlight {
+		held = append(held, next(t, ch))
+	}
+	// Nack one of the held messages: it comes again (possibly after others).
+	held[0].Nack()
+	seen := map[string]int{}
+	for _, m := range held[1:] {
+		seen[string(m.Payload)]++
+		m.Ack()
+	}
+	for len(seen) < total {
+		m := next(t, ch)
+		seen[string(m.Payload)]++
+		m.Ack()
+	}
+	for i := range total {
+		assert.Equal(t, 1, seen[strconv.Itoa(i)], "message %d acked once", i)
 	}
 }
