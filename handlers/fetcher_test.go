@@ -287,10 +287,11 @@ func TestFetcherUnknownPKIsNotRetriedAndDeadLettered(t *testing.T) {
 	assert.Equal(t, 0.0, testutil.ToFloat64(m.FetchRetries))
 }
 
+// A permanent failure (one row per class; the client's tests classify every
+// answer) is not retried and is dead-lettered with its class and reason.
 func TestFetcherPermanentFailures(t *testing.T) {
 	t.Parallel()
 	const pk = 7
-	long := strings.Repeat("a", influencer.MaxUsernameLength+1)
 	tests := []struct {
 		name         string
 		status       int
@@ -300,27 +301,11 @@ func TestFetcherPermanentFailures(t *testing.T) {
 		reasonPrefix bool
 	}{
 		{"malformed json", 200, `{"pk":7,"username":`, mockstagramapi.ClassMalformed, "malformed body: ", true},
-		{"not an object", 200, `[1,2,3]`, mockstagramapi.ClassMalformed, "malformed body: ", true},
-		{"trailing garbage", 200, sampleJSON(pk) + `}`, mockstagramapi.ClassMalformed, "malformed body: ", true},
-		{"html", 200, `<html>oops</html>`, mockstagramapi.ClassMalformed, "malformed body: ", true},
-		{"count as string", 200, `{"pk":7,"username":"u","followerCount":"12","followingCount":3}`, mockstagramapi.ClassMalformed, "malformed body: ", true},
-		{"pk as string", 200, `{"pk":"7","username":"u","followerCount":12,"followingCount":3}`, mockstagramapi.ClassMalformed, "malformed body: ", true},
-		{"fractional count", 200, `{"pk":7,"username":"u","followerCount":12.5,"followingCount":3}`, mockstagramapi.ClassMalformed, "malformed body: ", true},
-		{"count overflows", 200, `{"pk":7,"username":"u","followerCount":1e400,"followingCount":3}`, mockstagramapi.ClassMalformed, "malformed body: ", true},
-		{"NaN count", 200, `{"pk":7,"username":"u","followerCount":"NaN","followingCount":3}`, mockstagramapi.ClassMalformed, "malformed body: ", true},
 		{"missing field", 200, `{"pk":7,"username":"u","followerCount":12}`, mockstagramapi.ClassMalformed, "body misses [followingCount]", false},
-		{"null field", 200, `{"pk":7,"username":null,"followerCount":12,"followingCount":3}`, mockstagramapi.ClassMalformed, "body misses [username]", false},
-		{"empty object", 200, `{}`, mockstagramapi.ClassMalformed, "body misses [pk username followerCount followingCount]", false},
 		{"negative count", 200, `{"pk":7,"username":"u","followerCount":-5,"followingCount":3}`, mockstagramapi.ClassInvalid, "followerCount -5 out of range [0, 10000000000]", false},
-		{"absurd count", 200, `{"pk":7,"username":"u","followerCount":12,"followingCount":10000000001}`, mockstagramapi.ClassInvalid, "followingCount 10000000001 out of range [0, 10000000000]", false},
 		{"pk mismatch", 200, sampleJSON(8), mockstagramapi.ClassInvalid, "body is for pk 8, asked for 7", false},
-		{"control chars in username", 200, `{"pk":7,"username":"evil\u0007\n","followerCount":12,"followingCount":3}`, mockstagramapi.ClassInvalid, "username contains control characters", false},
-		{"empty username", 200, `{"pk":7,"username":"","followerCount":12,"followingCount":3}`, mockstagramapi.ClassInvalid, "username is empty", false},
-		{"overlong username", 200, `{"pk":7,"username":"` + long + `","followerCount":12,"followingCount":3}`, mockstagramapi.ClassInvalid, "username longer than 64 bytes", false},
 		{"oversize body", 200, `{"pk":7,"username":"u","followerCount":12,"followingCount":3,"pad":"` + strings.Repeat("x", 1100) + `"}`, mockstagramapi.ClassOversize, "HTTP 200 body larger than 1024 bytes", false},
-		{"oversize 5xx body", 503, strings.Repeat("x", 2048), mockstagramapi.ClassOversize, "HTTP 503 body larger than 1024 bytes", false},
 		{"not found with 404", 404, simulator.NotFoundBody, mockstagramapi.ClassNotFound, "InfluencerNotFoundError", false},
-		{"plain 404", 404, "no such route", mockstagramapi.ClassClient, "HTTP 404", false},
 		{"400", 400, `{"error":{"name":"ValidationError"}}`, mockstagramapi.ClassClient, "HTTP 400", false},
 	}
 	for _, tt := range tests {
@@ -437,21 +422,29 @@ func TestFetcherHonoursRetryAfter(t *testing.T) {
 	assert.Equal(t, 1.0, testutil.ToFloat64(e.m.FetchRetries))
 }
 
+// A Retry-After past the deadline is not waited for: the pk is missed as
+// rate limited. A huge value is clamped (to a minute) before it becomes a
+// wait, so it cannot overflow into a negative wait and an immediate retry.
 func TestFetcherRetryAfterBeyondDeadlineGivesUp(t *testing.T) {
 	t.Parallel()
-	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
-		w.Header().Set("Retry-After", "60")
-		w.WriteHeader(http.StatusTooManyRequests)
-	})
-	e := newFetchEnv(t, srv.URL, nil)
-	e.clock.Advance(30 * time.Second) // 35 s left before the deadline
+	for _, retryAfter := range []string{"60", "99999999999999999"} {
+		t.Run(retryAfter, func(t *testing.T) {
+			t.Parallel()
+			srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
+				w.Header().Set("Retry-After", retryAfter)
+				w.WriteHeader(http.StatusTooManyRequests)
+			})
+			e := newFetchEnv(t, srv.URL, nil)
+			e.clock.Advance(30 * time.Second) // 35 s left before the deadline
 
-	got := e.handle(t, task(7))
+			got := result(t, drive(t, e.clock, 2, retryMax, e.handleFunc(t, task(7))))
 
-	assert.Equal(t, []influencer.Failure{{PK: 7, Minute: minute0, Class: mockstagramapi.ClassRateLimited,
-		Reason: "HTTP 429; gave up at the minute's deadline", Attempts: 1}}, got.Failures)
-	assert.Equal(t, int64(1), srv.requests.Load())
-	assert.Len(t, deadLetters(t, e.dlq), 1)
+			assert.Equal(t, []influencer.Failure{{PK: 7, Minute: minute0, Class: mockstagramapi.ClassRateLimited,
+				Reason: "HTTP 429; gave up at the minute's deadline", Attempts: 1}}, got.Failures)
+			assert.Equal(t, int64(1), srv.requests.Load())
+			assert.Len(t, deadLetters(t, e.dlq), 1)
+		})
+	}
 }
 
 func TestFetcherGivesUpAtTheDeadline(t *testing.T) {
