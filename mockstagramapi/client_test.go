@@ -182,8 +182,8 @@ func TestParseRetryAfter(t *testing.T) {
 		{"2", 2 * time.Second},
 		{"60", time.Minute},
 		{"61", time.Minute},
-		{"99999999999999999", time.Minute},            // overflows a Duration when multiplied
-		{"9223372036854775807", time.Minute},          // MaxInt64
+		{"99999999999999999", time.Minute},   // overflows a Duration when multiplied
+		{"9223372036854775807", time.Minute}, // MaxInt64
 		{"99999999999999999999999999999", time.Minute}, // beyond uint64
 		{"-5", 0},
 		{"1.5", 0},
