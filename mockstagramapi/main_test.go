@@ -38,7 +38,7 @@ type apiServer struct {
 	requests atomic.Int64
 }
 
-func newAPIServer(t *testing.T, fn func(w http.ResponseWriter, r *http.Request, pk int64, n int64)) *apiServer {
+func newAPIServer(t testing.TB, fn func(w http.ResponseWriter, r *http.Request, pk int64, n int64)) *apiServer {
 	t.Helper()
 	s := &apiServer{}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
