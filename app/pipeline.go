@@ -26,6 +26,7 @@ import (
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/middleware"
+	"github.com/mockstagram/pipeline/mockstagramapi"
 	"github.com/mockstagram/pipeline/simulator"
 	"github.com/mockstagram/pipeline/tracing"
 )
@@ -172,18 +173,23 @@ func addFetcher(roles Roles, cfg config.Config, base APIBaseURL, router *message
 	if err != nil {
 		return err
 	}
-	f, err := handlers.NewFetcher(handlers.FetcherConfig{
-		BaseURL:       string(base),
-		Concurrency:   cfg.FetchConcurrency,
-		Timeout:       cfg.FetchTimeout,
-		RetryInitial:  cfg.FetchRetryInitial,
-		RetryMax:      cfg.FetchRetryMax,
-		DeadlineGrace: cfg.DeadlineGrace,
-
+	api, err := mockstagramapi.New(mockstagramapi.Config{
+		BaseURL:         string(base),
+		Concurrency:     cfg.FetchConcurrency,
+		Timeout:         cfg.FetchTimeout,
 		RateLimit:       cfg.FetchRateLimit,
 		BreakerFailures: cfg.BreakerFailures,
 		BreakerCooldown: cfg.BreakerCooldown,
-	}, handlers.NewHTTPClient(cfg.FetchConcurrency), pub, clock, logger.With("stage", "fetcher"), m)
+	}, clock, logger.With("stage", "fetcher"), m)
+	if err != nil {
+		return err
+	}
+	f, err := handlers.NewFetcher(handlers.FetcherConfig{
+		Concurrency:   cfg.FetchConcurrency,
+		RetryInitial:  cfg.FetchRetryInitial,
+		RetryMax:      cfg.FetchRetryMax,
+		DeadlineGrace: cfg.DeadlineGrace,
+	}, api, pub, clock, logger.With("stage", "fetcher"), m)
 	if err != nil {
 		return err
 	}
@@ -289,14 +295,22 @@ func addSuspicionChecker(roles Roles, cfg config.Config, base APIBaseURL, s Stor
 	if err != nil {
 		return err
 	}
+	// A client of its own (no rate limit or breaker): the slow
+	// is_suspicious calls never take the fetches' connections.
+	api, err := mockstagramapi.New(mockstagramapi.Config{
+		BaseURL:     string(base),
+		Concurrency: cfg.SuspicionConcurrency,
+		Timeout:     cfg.SuspicionTimeout,
+	}, clock, logger.With("stage", messages.HandlerSuspicion), m)
+	if err != nil {
+		return err
+	}
 	c, err := handlers.NewSuspicionChecker(handlers.SuspicionConfig{
-		BaseURL:      string(base),
 		Concurrency:  cfg.SuspicionConcurrency,
-		Timeout:      cfg.SuspicionTimeout,
 		Attempts:     cfg.SuspicionAttempts,
 		RetryInitial: cfg.FetchRetryInitial,
 		RetryMax:     cfg.FetchRetryMax,
-	}, handlers.NewHTTPClient(cfg.SuspicionConcurrency), s, pub, clock, logger.With("stage", messages.HandlerSuspicion), m)
+	}, api, s, pub, clock, logger.With("stage", messages.HandlerSuspicion), m)
 	if err != nil {
 		return err
 	}

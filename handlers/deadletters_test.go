@@ -21,6 +21,7 @@ import (
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/middleware"
+	"github.com/mockstagram/pipeline/mockstagramapi"
 )
 
 const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -84,7 +85,7 @@ func TestArchiverStoresAFetcherDeadLetter(t *testing.T) {
 		Topic:         messages.TopicFetcherDLQ,
 		OriginalTopic: messages.TopicFetchTasks,
 		Reason:        "InfluencerNotFoundError",
-		Class:         handlers.ClassNotFound,
+		Class:         mockstagramapi.ClassNotFound,
 		Stage:         messages.HandlerFetcher,
 		Attempts:      1,
 		Shard:         &shard,
@@ -94,7 +95,7 @@ func TestArchiverStoresAFetcherDeadLetter(t *testing.T) {
 			messages.MetaShard:    "3",
 			messages.MetaMinute:   "2025-03-14T09:26:00Z",
 			messages.MetaReason:   "InfluencerNotFoundError",
-			messages.MetaClass:    handlers.ClassNotFound,
+			messages.MetaClass:    mockstagramapi.ClassNotFound,
 			messages.MetaStage:    messages.HandlerFetcher,
 			messages.MetaAttempts: "1",
 			"traceparent":         traceparent, // inherited from the task

@@ -21,21 +21,15 @@ import (
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/mockstagramapi"
 	"github.com/mockstagram/pipeline/simulator"
 	"github.com/mockstagram/pipeline/store/memory"
 )
 
-// newRealClockFetchEnv is a fetcher on the real clock (its clock field is nil).
-func newRealClockFetchEnv(t *testing.T, baseURL string, cfg handlers.FetcherConfig) fetchEnv {
+// newRealClockFetchEnv is a fetcher on the real clock.
+func newRealClockFetchEnv(t *testing.T, baseURL string, mod func(*fetchSetup)) fetchEnv {
 	t.Helper()
-	cfg.BaseURL = baseURL
-	client := handlers.NewHTTPClient(cfg.Concurrency)
-	t.Cleanup(client.CloseIdleConnections)
-	dlq := &fakePublisher{}
-	m := newMetrics()
-	f, err := handlers.NewFetcher(cfg, client, dlq, clockwork.NewRealClock(), discardLogger(), m)
-	require.NoError(t, err)
-	return fetchEnv{f: f, dlq: dlq, m: m}
+	return newFetchEnvAt(t, baseURL, clockwork.NewRealClock(), mod)
 }
 
 func transitions(m *metrics.Pipeline, from, to string) float64 {
@@ -67,14 +61,14 @@ func TestFetcherBreakerOpensAndResumes(t *testing.T) {
 		_, _ = w.Write([]byte(sampleJSON(pk)))
 	})
 	clock := clockwork.NewRealClock()
-	e := newRealClockFetchEnv(t, srv.URL, handlers.FetcherConfig{
-		Concurrency:     1, // one request at a time: exactly 3 reach the API before the breaker opens
-		Timeout:         10 * time.Second,
-		RetryInitial:    time.Millisecond,
-		RetryMax:        5 * time.Millisecond,
-		DeadlineGrace:   30 * time.Second,
-		BreakerFailures: 3,
-		BreakerCooldown: 300 * time.Millisecond,
+	e := newRealClockFetchEnv(t, srv.URL, func(c *fetchSetup) {
+		c.fetcher = handlers.FetcherConfig{
+			Concurrency:   1, // one request at a time: exactly 3 reach the API before the breaker opens
+			RetryInitial:  time.Millisecond,
+			RetryMax:      5 * time.Millisecond,
+			DeadlineGrace: 30 * time.Second,
+		}
+		c.api.BreakerFailures, c.api.BreakerCooldown = 3, 300*time.Millisecond
 	})
 	now := clock.Now()
 	tk := messages.Task{Minute: now.Truncate(time.Minute), Shard: fetchShard, Deadline: now.Add(30 * time.Second), PKs: []int64{1, 2, 3, 4}}
@@ -165,22 +159,22 @@ func TestFetcherBreakerCountsOnlyAPIFailures(t *testing.T) {
 		requests int64  // -1: not countable
 		class    string // of every pk's failure; "" = all fetched
 	}{
-		{"5xx opens", faulty(status(503, "busy"), -1), one, true, 3, handlers.ClassCircuitOpen},
-		{"timeouts open", faulty(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, -1), one, true, 3, handlers.ClassCircuitOpen},
-		{"connection errors open", func(*testing.T) (string, func() int64) { return closedURL, nil }, one, true, -1, handlers.ClassCircuitOpen},
-		{"not found does not", faulty(status(500, simulator.NotFoundBody), -1), five, false, 5, handlers.ClassNotFound},
+		{"5xx opens", faulty(status(503, "busy"), -1), one, true, 3, mockstagramapi.ClassCircuitOpen},
+		{"timeouts open", faulty(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, -1), one, true, 3, mockstagramapi.ClassCircuitOpen},
+		{"connection errors open", func(*testing.T) (string, func() int64) { return closedURL, nil }, one, true, -1, mockstagramapi.ClassCircuitOpen},
+		{"not found does not", faulty(status(500, simulator.NotFoundBody), -1), five, false, 5, mockstagramapi.ClassNotFound},
 		{"429 does not", faulty(status(429, ""), 6), five, false, 6 + 5, ""},
-		{"malformed does not", faulty(status(200, "<html>"), -1), five, false, 5, handlers.ClassMalformed},
+		{"malformed does not", faulty(status(200, "<html>"), -1), five, false, 5, mockstagramapi.ClassMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			url, requests := tt.server(t)
-			e := newFetchEnv(t, url, func(c *handlers.FetcherConfig) {
-				c.Concurrency = 1
-				c.Timeout = 50 * time.Millisecond
-				c.BreakerFailures = 3
-				c.BreakerCooldown = time.Hour
+			e := newFetchEnv(t, url, func(c *fetchSetup) {
+				c.fetcher.Concurrency = 1
+				c.api.Timeout = 50 * time.Millisecond
+				c.api.BreakerFailures = 3
+				c.api.BreakerCooldown = time.Hour
 			})
 			e.clock.Advance(fetchDeadline.Sub(fetchStart) - 200*time.Millisecond) // 200 ms left
 
@@ -217,31 +211,6 @@ func TestFetcherBreakerCountsOnlyAPIFailures(t *testing.T) {
 	}
 }
 
-func TestRateLimiterReserveDelays(t *testing.T) {
-	t.Parallel()
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	ms := time.Millisecond
-	tests := []struct {
-		rps  float64
-		want []time.Duration // delays of consecutive reservations at t0
-	}{
-		{10, []time.Duration{0, 100 * ms, 200 * ms, 300 * ms}},           // burst 1
-		{0.5, []time.Duration{0, 2 * time.Second, 4 * time.Second}},      // burst 1
-		{100, []time.Duration{0, 0, 0, 0, 0, 10 * ms, 20 * ms, 30 * ms}}, // burst 5 (50 ms)
-		{4000, append(make([]time.Duration, 200), 250*time.Microsecond, 500*time.Microsecond)},
-	}
-	for _, tt := range tests {
-		lim := handlers.NewRateLimiter(tt.rps)
-		var got []time.Duration
-		for range tt.want {
-			r := lim.ReserveN(t0, 1)
-			require.True(t, r.OK())
-			got = append(got, r.DelayFrom(t0))
-		}
-		assert.Equal(t, tt.want, got, "%g req/s", tt.rps)
-	}
-}
-
 func histogram(t *testing.T, h prometheus.Histogram) (count uint64, sum float64) {
 	t.Helper()
 	var m dto.Metric
@@ -267,9 +236,9 @@ func TestFetcherRateLimit(t *testing.T) {
 		arrived <- struct{}{}
 		_, _ = w.Write([]byte(sampleJSON(pk)))
 	})
-	e := newFetchEnvAt(t, srv.URL, clock, func(c *handlers.FetcherConfig) {
-		c.Concurrency = 5
-		c.RateLimit = 10
+	e := newFetchEnvAt(t, srv.URL, clock, func(c *fetchSetup) {
+		c.fetcher.Concurrency = 5
+		c.api.RateLimit = 10
 	})
 	awaitRequest := func() {
 		t.Helper()
@@ -321,9 +290,9 @@ func TestFetcherRateLimitRespectsTheDeadline(t *testing.T) {
 	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
 		_, _ = w.Write([]byte(sampleJSON(pk)))
 	})
-	e := newFetchEnvAt(t, srv.URL, clock, func(c *handlers.FetcherConfig) {
-		c.Concurrency = 1 // pks take tokens in order: 0 s, 1 s, then 2 s (too late)
-		c.RateLimit = 1
+	e := newFetchEnvAt(t, srv.URL, clock, func(c *fetchSetup) {
+		c.fetcher.Concurrency = 1 // pks take tokens in order: 0 s, 1 s, then 2 s (too late)
+		c.api.RateLimit = 1
 	})
 
 	handle := e.handleFunc(t, task(1, 2, 3))

@@ -24,6 +24,7 @@ import (
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/mockstagramapi"
 	"github.com/mockstagram/pipeline/simulator"
 )
 
@@ -47,31 +48,43 @@ type fetchEnv struct {
 	m     *metrics.Pipeline
 }
 
-func newFetchEnv(t *testing.T, baseURL string, mod func(*handlers.FetcherConfig)) fetchEnv {
+// fetchSetup configures a test's fetcher and its API client.
+type fetchSetup struct {
+	fetcher handlers.FetcherConfig
+	api     mockstagramapi.Config // Concurrency 0: the fetcher's
+}
+
+func newFetchEnv(t *testing.T, baseURL string, mod func(*fetchSetup)) fetchEnv {
 	t.Helper()
 	return newFetchEnvAt(t, baseURL, clockwork.NewFakeClockAt(fetchStart), mod)
 }
 
-func newFetchEnvAt(t *testing.T, baseURL string, clock *clockwork.FakeClock, mod func(*handlers.FetcherConfig)) fetchEnv {
+func newFetchEnvAt(t *testing.T, baseURL string, clock clockwork.Clock, mod func(*fetchSetup)) fetchEnv {
 	t.Helper()
-	cfg := handlers.FetcherConfig{
-		BaseURL:       baseURL,
-		Concurrency:   4,
-		Timeout:       10 * time.Second,
-		RetryInitial:  retryInitial,
-		RetryMax:      retryMax,
-		DeadlineGrace: fetchGrace,
+	cfg := fetchSetup{
+		fetcher: handlers.FetcherConfig{
+			Concurrency:   4,
+			RetryInitial:  retryInitial,
+			RetryMax:      retryMax,
+			DeadlineGrace: fetchGrace,
+		},
+		api: mockstagramapi.Config{BaseURL: baseURL, Timeout: 10 * time.Second},
 	}
 	if mod != nil {
 		mod(&cfg)
 	}
-	client := handlers.NewHTTPClient(cfg.Concurrency)
-	t.Cleanup(client.CloseIdleConnections)
-	dlq := &fakePublisher{}
+	if cfg.api.Concurrency == 0 {
+		cfg.api.Concurrency = cfg.fetcher.Concurrency
+	}
 	m := newMetrics()
-	f, err := handlers.NewFetcher(cfg, client, dlq, clock, discardLogger(), m)
+	api, err := mockstagramapi.New(cfg.api, clock, discardLogger(), m)
 	require.NoError(t, err)
-	return fetchEnv{f: f, clock: clock, dlq: dlq, m: m}
+	t.Cleanup(api.CloseIdleConnections)
+	dlq := &fakePublisher{}
+	f, err := handlers.NewFetcher(cfg.fetcher, api, dlq, clock, discardLogger(), m)
+	require.NoError(t, err)
+	fake, _ := clock.(*clockwork.FakeClock)
+	return fetchEnv{f: f, clock: fake, dlq: dlq, m: m}
 }
 
 func task(pks ...int64) messages.Task {
@@ -224,7 +237,7 @@ func TestFetcherFetchesEveryPKFromTheSimulator(t *testing.T) {
 	t.Parallel()
 	clock := clockwork.NewFakeClockAt(fetchStart)
 	sim, url := newSimulator(t, clock)
-	e := newFetchEnvAt(t, url, clock, func(c *handlers.FetcherConfig) { c.Concurrency = 3 })
+	e := newFetchEnvAt(t, url, clock, func(c *fetchSetup) { c.fetcher.Concurrency = 3 })
 
 	// Unsorted with a duplicate: each pk is fetched once, samples come sorted.
 	got := e.f.Fetch(context.Background(), task(17, 3, 42, 1, 99, 3, 100, 8))
@@ -262,22 +275,23 @@ func TestFetcherUnknownPKIsNotRetriedAndDeadLettered(t *testing.T) {
 
 	got := e.handle(t, task(2, 500, 1))
 
-	wantFailure := influencer.Failure{PK: 500, Minute: minute0, Class: handlers.ClassNotFound,
+	wantFailure := influencer.Failure{PK: 500, Minute: minute0, Class: mockstagramapi.ClassNotFound,
 		Reason: "InfluencerNotFoundError", Attempts: 1}
 	assert.Equal(t, influencer.Batch{Minute: minute0, Shard: fetchShard,
 		Samples:  []influencer.Sample{simSample(1, fetchStart), simSample(2, fetchStart)},
 		Failures: []influencer.Failure{wantFailure}}, got)
 	assert.Equal(t, int64(3), sim.Requests(), "the unknown pk is asked once")
 	assert.Equal(t, []messages.FetchDeadLetter{{Failure: wantFailure, Shard: fetchShard}}, deadLetters(t, dlq))
-	assert.Equal(t, 1.0, testutil.ToFloat64(m.FetchFailures.WithLabelValues(handlers.ClassNotFound)))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.FetchFailures.WithLabelValues(mockstagramapi.ClassNotFound)))
 	assert.Equal(t, 1.0, testutil.ToFloat64(m.DeadLetters.WithLabelValues(messages.TopicFetcherDLQ)))
 	assert.Equal(t, 0.0, testutil.ToFloat64(m.FetchRetries))
 }
 
+// A permanent failure (one row per class; the client's tests classify every
+// answer) is not retried and is dead-lettered with its class and reason.
 func TestFetcherPermanentFailures(t *testing.T) {
 	t.Parallel()
 	const pk = 7
-	long := strings.Repeat("a", influencer.MaxUsernameLength+1)
 	tests := []struct {
 		name         string
 		status       int
@@ -286,29 +300,13 @@ func TestFetcherPermanentFailures(t *testing.T) {
 		reason       string // exact, unless prefix is set
 		reasonPrefix bool
 	}{
-		{"malformed json", 200, `{"pk":7,"username":`, handlers.ClassMalformed, "malformed body: ", true},
-		{"not an object", 200, `[1,2,3]`, handlers.ClassMalformed, "malformed body: ", true},
-		{"trailing garbage", 200, sampleJSON(pk) + `}`, handlers.ClassMalformed, "malformed body: ", true},
-		{"html", 200, `<html>oops</html>`, handlers.ClassMalformed, "malformed body: ", true},
-		{"count as string", 200, `{"pk":7,"username":"u","followerCount":"12","followingCount":3}`, handlers.ClassMalformed, "malformed body: ", true},
-		{"pk as string", 200, `{"pk":"7","username":"u","followerCount":12,"followingCount":3}`, handlers.ClassMalformed, "malformed body: ", true},
-		{"fractional count", 200, `{"pk":7,"username":"u","followerCount":12.5,"followingCount":3}`, handlers.ClassMalformed, "malformed body: ", true},
-		{"count overflows", 200, `{"pk":7,"username":"u","followerCount":1e400,"followingCount":3}`, handlers.ClassMalformed, "malformed body: ", true},
-		{"NaN count", 200, `{"pk":7,"username":"u","followerCount":"NaN","followingCount":3}`, handlers.ClassMalformed, "malformed body: ", true},
-		{"missing field", 200, `{"pk":7,"username":"u","followerCount":12}`, handlers.ClassMalformed, "body misses [followingCount]", false},
-		{"null field", 200, `{"pk":7,"username":null,"followerCount":12,"followingCount":3}`, handlers.ClassMalformed, "body misses [username]", false},
-		{"empty object", 200, `{}`, handlers.ClassMalformed, "body misses [pk username followerCount followingCount]", false},
-		{"negative count", 200, `{"pk":7,"username":"u","followerCount":-5,"followingCount":3}`, handlers.ClassInvalid, "followerCount -5 out of range [0, 10000000000]", false},
-		{"absurd count", 200, `{"pk":7,"username":"u","followerCount":12,"followingCount":10000000001}`, handlers.ClassInvalid, "followingCount 10000000001 out of range [0, 10000000000]", false},
-		{"pk mismatch", 200, sampleJSON(8), handlers.ClassInvalid, "body is for pk 8, asked for 7", false},
-		{"control chars in username", 200, `{"pk":7,"username":"evil\u0007\n","followerCount":12,"followingCount":3}`, handlers.ClassInvalid, "username contains control characters", false},
-		{"empty username", 200, `{"pk":7,"username":"","followerCount":12,"followingCount":3}`, handlers.ClassInvalid, "username is empty", false},
-		{"overlong username", 200, `{"pk":7,"username":"` + long + `","followerCount":12,"followingCount":3}`, handlers.ClassInvalid, "username longer than 64 bytes", false},
-		{"oversize body", 200, `{"pk":7,"username":"u","followerCount":12,"followingCount":3,"pad":"` + strings.Repeat("x", 1100) + `"}`, handlers.ClassOversize, "HTTP 200 body larger than 1024 bytes", false},
-		{"oversize 5xx body", 503, strings.Repeat("x", 2048), handlers.ClassOversize, "HTTP 503 body larger than 1024 bytes", false},
-		{"not found with 404", 404, simulator.NotFoundBody, handlers.ClassNotFound, "InfluencerNotFoundError", false},
-		{"plain 404", 404, "no such route", handlers.ClassClient, "HTTP 404", false},
-		{"400", 400, `{"error":{"name":"ValidationError"}}`, handlers.ClassClient, "HTTP 400", false},
+		{"malformed json", 200, `{"pk":7,"username":`, mockstagramapi.ClassMalformed, "malformed body: ", true},
+		{"missing field", 200, `{"pk":7,"username":"u","followerCount":12}`, mockstagramapi.ClassMalformed, "body misses [followingCount]", false},
+		{"negative count", 200, `{"pk":7,"username":"u","followerCount":-5,"followingCount":3}`, mockstagramapi.ClassInvalid, "followerCount -5 out of range [0, 10000000000]", false},
+		{"pk mismatch", 200, sampleJSON(8), mockstagramapi.ClassInvalid, "body is for pk 8, asked for 7", false},
+		{"oversize body", 200, `{"pk":7,"username":"u","followerCount":12,"followingCount":3,"pad":"` + strings.Repeat("x", 1100) + `"}`, mockstagramapi.ClassOversize, "HTTP 200 body larger than 1024 bytes", false},
+		{"not found with 404", 404, simulator.NotFoundBody, mockstagramapi.ClassNotFound, "InfluencerNotFoundError", false},
+		{"400", 400, `{"error":{"name":"ValidationError"}}`, mockstagramapi.ClassClient, "HTTP 400", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -317,7 +315,7 @@ func TestFetcherPermanentFailures(t *testing.T) {
 				w.WriteHeader(tt.status)
 				_, _ = w.Write([]byte(tt.body))
 			})
-			e := newFetchEnv(t, srv.URL, func(c *handlers.FetcherConfig) { c.MaxBody = 1024 })
+			e := newFetchEnv(t, srv.URL, func(c *fetchSetup) { c.api.MaxBody = 1024 })
 
 			got := e.handle(t, task(pk))
 
@@ -424,21 +422,29 @@ func TestFetcherHonoursRetryAfter(t *testing.T) {
 	assert.Equal(t, 1.0, testutil.ToFloat64(e.m.FetchRetries))
 }
 
+// A Retry-After past the deadline is not waited for: the pk is missed as
+// rate limited. A huge value is clamped (to a minute) before it becomes a
+// wait, so it cannot overflow into a negative wait and an immediate retry.
 func TestFetcherRetryAfterBeyondDeadlineGivesUp(t *testing.T) {
 	t.Parallel()
-	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
-		w.Header().Set("Retry-After", "60")
-		w.WriteHeader(http.StatusTooManyRequests)
-	})
-	e := newFetchEnv(t, srv.URL, nil)
-	e.clock.Advance(30 * time.Second) // 35 s left before the deadline
+	for _, retryAfter := range []string{"60", "99999999999999999"} {
+		t.Run(retryAfter, func(t *testing.T) {
+			t.Parallel()
+			srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
+				w.Header().Set("Retry-After", retryAfter)
+				w.WriteHeader(http.StatusTooManyRequests)
+			})
+			e := newFetchEnv(t, srv.URL, nil)
+			e.clock.Advance(30 * time.Second) // 35 s left before the deadline
 
-	got := e.handle(t, task(7))
+			got := result(t, drive(t, e.clock, 2, retryMax, e.handleFunc(t, task(7))))
 
-	assert.Equal(t, []influencer.Failure{{PK: 7, Minute: minute0, Class: handlers.ClassRateLimited,
-		Reason: "HTTP 429; gave up at the minute's deadline", Attempts: 1}}, got.Failures)
-	assert.Equal(t, int64(1), srv.requests.Load())
-	assert.Len(t, deadLetters(t, e.dlq), 1)
+			assert.Equal(t, []influencer.Failure{{PK: 7, Minute: minute0, Class: mockstagramapi.ClassRateLimited,
+				Reason: "HTTP 429; gave up at the minute's deadline", Attempts: 1}}, got.Failures)
+			assert.Equal(t, int64(1), srv.requests.Load())
+			assert.Len(t, deadLetters(t, e.dlq), 1)
+		})
+	}
 }
 
 func TestFetcherGivesUpAtTheDeadline(t *testing.T) {
@@ -458,10 +464,10 @@ func TestFetcherGivesUpAtTheDeadline(t *testing.T) {
 				w.WriteHeader(http.StatusServiceUnavailable)
 			})
 			return srv.URL, srv.requests.Load
-		}, handlers.ClassServer, "HTTP 503; gave up at the minute's deadline"},
+		}, mockstagramapi.ClassServer, "HTTP 503; gave up at the minute's deadline"},
 		{"connection refused", func(t *testing.T) (string, func() int64) {
 			return closedURL, nil
-		}, handlers.ClassConnection, ""},
+		}, mockstagramapi.ClassConnection, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -498,7 +504,7 @@ func TestFetcherRequestTimeoutIsRetried(t *testing.T) {
 		}
 		_, _ = w.Write([]byte(sampleJSON(pk)))
 	})
-	e := newFetchEnv(t, srv.URL, func(c *handlers.FetcherConfig) { c.Timeout = 50 * time.Millisecond })
+	e := newFetchEnv(t, srv.URL, func(c *fetchSetup) { c.api.Timeout = 50 * time.Millisecond })
 
 	got := result(t, drive(t, e.clock, 2, retryMax, e.handleFunc(t, task(7))))
 
@@ -536,7 +542,7 @@ func TestFetcherRequestRunningAtTheDeadline(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("fetch did not end at the deadline")
 	}
-	want := influencer.Failure{PK: 7, Minute: minute0, Class: handlers.ClassTimeout,
+	want := influencer.Failure{PK: 7, Minute: minute0, Class: mockstagramapi.ClassTimeout,
 		Reason: "request still running; gave up at the minute's deadline", Attempts: 1}
 	assert.Equal(t, influencer.Batch{Minute: minute0, Shard: fetchShard, Failures: []influencer.Failure{want}}, got)
 	assert.Equal(t, []messages.FetchDeadLetter{{Failure: want, Shard: fetchShard}}, deadLetters(t, e.dlq))
@@ -656,13 +662,9 @@ func TestFetcherBoundsConcurrency(t *testing.T) {
 		inFlight.Add(-1) // before the answer reaches the fetcher
 		_, _ = w.Write([]byte(sampleJSON(pk)))
 	})
-	e := newFetchEnv(t, srv.URL, func(c *handlers.FetcherConfig) { c.Concurrency = limit })
 	// The transport alone would allow all of them.
-	client := handlers.NewHTTPClient(pks)
-	t.Cleanup(client.CloseIdleConnections)
-	f, err := handlers.NewFetcher(handlers.FetcherConfig{BaseURL: srv.URL, Concurrency: limit, Timeout: 10 * time.Second,
-		RetryInitial: retryInitial, RetryMax: retryMax, DeadlineGrace: fetchGrace}, client, e.dlq, e.clock, discardLogger(), e.m)
-	require.NoError(t, err)
+	e := newFetchEnv(t, srv.URL, func(c *fetchSetup) { c.fetcher.Concurrency, c.api.Concurrency = limit, pks })
+	f := e.f
 
 	var all []int64
 	for pk := int64(1); pk <= pks; pk++ {
@@ -710,85 +712,21 @@ func TestFetcherBoundsConcurrency(t *testing.T) {
 	assert.Equal(t, int64(pks), srv.requests.Load())
 }
 
-func TestFetcherCallsOnlyTheConfiguredURL(t *testing.T) {
-	t.Parallel()
-	var (
-		mu    sync.Mutex
-		calls []string
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		calls = append(calls, r.Method+" "+r.URL.RequestURI())
-		mu.Unlock()
-		pk, _ := strconv.ParseInt(r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:], 10, 64)
-		_, _ = w.Write([]byte(sampleJSON(pk)))
-	}))
-	t.Cleanup(srv.Close)
-
-	tests := []struct {
-		base string
-		want []string
-	}{
-		{srv.URL, []string{"GET /api/v1/influencers/12", "GET /api/v1/influencers/34"}},
-		{srv.URL + "/", []string{"GET /api/v1/influencers/12", "GET /api/v1/influencers/34"}},
-		{srv.URL + "/mock//", []string{"GET /mock/api/v1/influencers/12", "GET /mock/api/v1/influencers/34"}},
-		{srv.URL + "/mock?token=x#frag", []string{"GET /mock/api/v1/influencers/12", "GET /mock/api/v1/influencers/34"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.base, func(t *testing.T) {
-			mu.Lock()
-			calls = nil
-			mu.Unlock()
-			e := newFetchEnv(t, tt.base, func(c *handlers.FetcherConfig) { c.Concurrency = 1 })
-
-			got := e.f.Fetch(context.Background(), task(34, 12))
-
-			assert.Equal(t, []influencer.Sample{handSample(12, fetchStart), handSample(34, fetchStart)}, got.Samples)
-			mu.Lock()
-			defer mu.Unlock()
-			assert.ElementsMatch(t, tt.want, calls)
-		})
-	}
-}
-
-func TestFetcherDoesNotFollowRedirects(t *testing.T) {
-	t.Parallel()
-	other := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
-		_, _ = w.Write([]byte(sampleJSON(pk)))
-	})
-	srv := newAPIServer(t, func(w http.ResponseWriter, r *http.Request, _, _ int64) {
-		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusFound)
-	})
-	e := newFetchEnv(t, srv.URL, nil)
-
-	got := e.handle(t, task(7))
-
-	assert.Equal(t, []influencer.Failure{{PK: 7, Minute: minute0, Class: handlers.ClassClient, Reason: "HTTP 302", Attempts: 1}}, got.Failures)
-	assert.Equal(t, int64(1), srv.requests.Load())
-	assert.Equal(t, int64(0), other.requests.Load())
-}
-
 func TestNewFetcherRejectsBadConfig(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
-		base    string
-		conc    int
+		cfg     handlers.FetcherConfig
 		wantErr string
 	}{
-		{"empty", "", 1, `fetcher base URL "": want http(s)://host[:port]`},
-		{"no scheme", "localhost:8080", 1, `fetcher base URL "localhost:8080": want http(s)://host[:port]`},
-		{"ftp", "ftp://example.com", 1, `fetcher base URL "ftp://example.com": want http(s)://host[:port]`},
-		{"no host", "http://", 1, `fetcher base URL "http://": want http(s)://host[:port]`},
-		{"path only", "/api", 1, `fetcher base URL "/api": want http(s)://host[:port]`},
-		{"unparsable", "http://[::1", 1, `fetcher base URL "http://[::1": want http(s)://host[:port]`},
-		{"zero concurrency", "http://example.com", 0, "fetcher concurrency 0 < 1"},
+		{"zero concurrency", handlers.FetcherConfig{RetryInitial: time.Millisecond, RetryMax: time.Millisecond}, "fetcher concurrency 0 < 1"},
+		{"no retry interval", handlers.FetcherConfig{Concurrency: 1}, "fetcher retry 0s..0s: want 0 < initial <= max"},
+		{"max below initial", handlers.FetcherConfig{Concurrency: 1, RetryInitial: 2 * time.Millisecond, RetryMax: time.Millisecond}, "fetcher retry 2ms..1ms: want 0 < initial <= max"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f, err := handlers.NewFetcher(handlers.FetcherConfig{BaseURL: tt.base, Concurrency: tt.conc},
-				handlers.NewHTTPClient(1), &fakePublisher{}, clockwork.NewFakeClock(), discardLogger(), newMetrics())
+			f, err := handlers.NewFetcher(tt.cfg, nil, &fakePublisher{}, clockwork.NewFakeClock(), discardLogger(), newMetrics())
 			require.EqualError(t, err, tt.wantErr)
 			assert.Nil(t, f)
 		})

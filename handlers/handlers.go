@@ -12,3 +12,11 @@ import (
 type Publisher interface {
 	Publish(topic string, msgs ...*message.Message) error
 }
+
+// truncate bounds s to n bytes (plus "...") for reasons stored as text.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/mockstagram/pipeline/handlers"
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/mockstagramapi"
 	"github.com/mockstagram/pipeline/store"
 )
 
@@ -169,8 +170,8 @@ func TestRecorderBisectRecordsABadFailureAsMissed(t *testing.T) {
 	b := influencer.Batch{Minute: minute0, Shard: 2,
 		Samples: []influencer.Sample{sample(1), sample(2), sample(3), sample(4)},
 		Failures: []influencer.Failure{
-			{PK: 9, Minute: minute0, Class: handlers.ClassServer, Reason: "HTTP 500: \x00evil", Attempts: 3},
-			{PK: 10, Minute: minute0, Class: handlers.ClassTimeout, Reason: "timeout", Attempts: 5},
+			{PK: 9, Minute: minute0, Class: mockstagramapi.ClassServer, Reason: "HTTP 500: \x00evil", Attempts: 3},
+			{PK: 10, Minute: minute0, Class: mockstagramapi.ClassTimeout, Reason: "timeout", Attempts: 5},
 		}}
 
 	require.NoError(t, r.Handle(resultMessage(t, b)))
@@ -180,7 +181,7 @@ func TestRecorderBisectRecordsABadFailureAsMissed(t *testing.T) {
 	assert.Equal(t, map[int64]influencer.Failure{
 		4:  {PK: 4, Minute: minute0, Class: handlers.ClassInvalid, Reason: poisonReason(4)},
 		9:  {PK: 9, Minute: minute0, Class: handlers.ClassInvalid, Reason: `invalid store input: SQLSTATE 22021: invalid byte sequence for encoding "UTF8": 0x00`},
-		10: {PK: 10, Minute: minute0, Class: handlers.ClassTimeout, Reason: "timeout", Attempts: 5},
+		10: {PK: 10, Minute: minute0, Class: mockstagramapi.ClassTimeout, Reason: "timeout", Attempts: 5},
 	}, missed)
 	assert.Equal(t, 2.0, testutil.ToFloat64(m.SamplesRejected))
 }

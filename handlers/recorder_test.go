@@ -17,6 +17,7 @@ import (
 	"github.com/mockstagram/pipeline/handlers"
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/mockstagramapi"
 )
 
 // fakeStore records the batches it is given.
@@ -56,7 +57,7 @@ func TestRecorderStoresAGoodBatchUnchanged(t *testing.T) {
 	r := handlers.NewRecorder(store, discardLogger(), m)
 	b := influencer.Batch{Minute: minute0, Shard: 5,
 		Samples:  []influencer.Sample{sample(1), sample(2), sample(3)},
-		Failures: []influencer.Failure{{PK: 4, Minute: minute0, Class: handlers.ClassServer, Reason: "HTTP 503", Attempts: 3}},
+		Failures: []influencer.Failure{{PK: 4, Minute: minute0, Class: mockstagramapi.ClassServer, Reason: "HTTP 503", Attempts: 3}},
 	}
 
 	require.NoError(t, r.Handle(resultMessage(t, b)))
@@ -218,9 +219,9 @@ func TestClean(t *testing.T) {
 		{
 			name: "failures are normalised",
 			in: influencer.Batch{Minute: minute0, Shard: 1, Samples: []influencer.Sample{sample(1)}, Failures: []influencer.Failure{
-				{PK: 1, Minute: minute0, Class: handlers.ClassServer, Reason: "shadowed by the sample"},
+				{PK: 1, Minute: minute0, Class: mockstagramapi.ClassServer, Reason: "shadowed by the sample"},
 				{PK: 2, Minute: minute0.Add(time.Hour), Class: strings.Repeat("c", 50), Reason: strings.Repeat("r", 600), Attempts: 4},
-				{PK: 0, Minute: minute0, Class: handlers.ClassTimeout, Reason: "no pk"},
+				{PK: 0, Minute: minute0, Class: mockstagramapi.ClassTimeout, Reason: "no pk"},
 			}},
 			want: influencer.Batch{Minute: minute0, Shard: 1, Samples: []influencer.Sample{sample(1)}, Failures: []influencer.Failure{
 				{PK: 2, Minute: minute0, Class: strings.Repeat("c", 40) + "...", Reason: strings.Repeat("r", 500) + "...", Attempts: 4},

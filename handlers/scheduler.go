@@ -31,7 +31,7 @@ type Registry interface {
 type SchedulerConfig struct {
 	Shards        int           // pks are hashed into this many shards
 	SpreadWindow  time.Duration // shard s is published at s/Shards of this window
-	DeadlineGrace time.Duration // a task for minute M expires at M+1m+grace
+	DeadlineGrace time.Duration // a task for minute M expires at influencer.Deadline(M, grace)
 	// Tracer starts the trace of each shard-minute (nil: no spans); the
 	// task's metadata carries it on to the fetcher and the recorder.
 	Tracer trace.Tracer
@@ -73,7 +73,7 @@ func (s *Scheduler) publish(ctx context.Context, minute time.Time, shard int, no
 			return messages.NewTask(messages.Task{
 				Minute:   minute,
 				Shard:    shard,
-				Deadline: minute.Add(time.Minute + s.cfg.DeadlineGrace),
+				Deadline: influencer.Deadline(minute, s.cfg.DeadlineGrace),
 				PKs:      pks,
 			})
 		})

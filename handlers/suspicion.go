@@ -1,14 +1,9 @@
 package handlers
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net/http"
-	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -20,6 +15,7 @@ import (
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/mockstagramapi"
 	"github.com/mockstagram/pipeline/tracing"
 )
 
@@ -97,11 +93,16 @@ type SuspicionStore interface {
 	SaveSuspicion(ctx context.Context, answers []influencer.Suspicion) error
 }
 
+// SuspicionAPI is what the checker calls (mockstagramapi.Client): the
+// is_suspicious answer for a candidate's latest values. Errors are
+// classified (mockstagramapi.Error).
+type SuspicionAPI interface {
+	IsSuspicious(ctx context.Context, cand influencer.SuspicionCandidate) (bool, error)
+}
+
 // SuspicionConfig configures the suspicion checker.
 type SuspicionConfig struct {
-	BaseURL      string        // Mockstagram API base URL
 	Concurrency  int           // in-flight is_suspicious requests per process, all tasks together
-	Timeout      time.Duration // per request (the API takes 1–10 s)
 	Attempts     int           // requests per pk at most, for retryable failures
 	RetryInitial time.Duration // first backoff interval
 	RetryMax     time.Duration // largest backoff interval
@@ -109,14 +110,13 @@ type SuspicionConfig struct {
 
 // SuspicionChecker refreshes the is_suspicious answers of a shard: for the
 // task's pks that are tracked, have data and were not answered in the task's
-// round, it POSTs their latest stored values to is_suspicious with bounded
-// concurrency (its own slots and HTTP client, so the slow API never holds up
+// round, it asks is_suspicious about their latest stored values with bounded
+// concurrency (its own slots and API client, so the slow API never holds up
 // the per-minute fetches), retries what can succeed, stores the answers in
 // one batch and dead-letters, with reasons, the pks it gave up on.
 type SuspicionChecker struct {
 	cfg     SuspicionConfig
-	url     string
-	client  *http.Client
+	api     SuspicionAPI
 	sem     chan struct{}
 	store   SuspicionStore
 	dlq     Publisher
@@ -125,26 +125,18 @@ type SuspicionChecker struct {
 	metrics *metrics.Pipeline
 }
 
-// NewSuspicionChecker creates a checker; client should be sized for
-// cfg.Concurrency (NewHTTPClient).
-func NewSuspicionChecker(cfg SuspicionConfig, client *http.Client, store SuspicionStore, dlq Publisher,
+// NewSuspicionChecker creates a checker; api should have a connection pool
+// of its own, sized for cfg.Concurrency.
+func NewSuspicionChecker(cfg SuspicionConfig, api SuspicionAPI, store SuspicionStore, dlq Publisher,
 	clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) (*SuspicionChecker, error) {
-	u, err := url.Parse(cfg.BaseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("suspicion base URL %q: want http(s)://host[:port]", cfg.BaseURL)
-	}
-	if cfg.Concurrency < 1 || cfg.Attempts < 1 || cfg.Timeout <= 0 || cfg.RetryInitial <= 0 || cfg.RetryMax < cfg.RetryInitial {
-		return nil, fmt.Errorf("suspicion checker: want concurrency >= 1, attempts >= 1, positive timeout and 0 < retry initial <= max; got %+v", cfg)
+	if cfg.Concurrency < 1 || cfg.Attempts < 1 || cfg.RetryInitial <= 0 || cfg.RetryMax < cfg.RetryInitial {
+		return nil, fmt.Errorf("suspicion checker: want concurrency >= 1, attempts >= 1 and 0 < retry initial <= max; got %+v", cfg)
 	}
 	return &SuspicionChecker{
-		cfg: cfg, url: u.Scheme + "://" + u.Host + trimSlash(u.Path) + "/api/v1/influencers/is_suspicious",
-		client: client, sem: make(chan struct{}, cfg.Concurrency), store: store, dlq: dlq,
+		cfg: cfg, api: api, sem: make(chan struct{}, cfg.Concurrency), store: store, dlq: dlq,
 		clock: clock, logger: logger, metrics: m,
 	}, nil
 }
-
-// maxSuspicionBody bounds an is_suspicious answer.
-const maxSuspicionBody = 4 << 10
 
 // Handle is the Watermill handler for suspicion_tasks.
 func (c *SuspicionChecker) Handle(msg *message.Message) error {
@@ -210,7 +202,7 @@ func (c *SuspicionChecker) check(ctx context.Context, task messages.SuspicionTas
 	)
 	for _, cand := range candidates {
 		wg.Go(func() {
-			a, fl := c.checkOne(ctx, cand, task.Round)
+			a, fl := c.checkOne(ctx, cand, task.Round, task.Deadline)
 			mu.Lock()
 			defer mu.Unlock()
 			if fl != nil {
@@ -232,89 +224,34 @@ func (c *SuspicionChecker) check(ctx context.Context, task messages.SuspicionTas
 	return answers, failures
 }
 
-// checkOne asks for one pk, retrying retryable failures with exponential
-// backoff and full jitter (Retry-After when longer) up to cfg.Attempts.
-func (c *SuspicionChecker) checkOne(ctx context.Context, cand influencer.SuspicionCandidate, round time.Time) (influencer.Suspicion, *influencer.Failure) {
+// checkOne asks for one pk, retrying retryable failures with the backoff
+// (Retry-After when longer) up to cfg.Attempts, never past the deadline.
+func (c *SuspicionChecker) checkOne(ctx context.Context, cand influencer.SuspicionCandidate, round, deadline time.Time) (influencer.Suspicion, *influencer.Failure) {
 	fail := func(class, reason string, attempts int) (influencer.Suspicion, *influencer.Failure) {
 		return influencer.Suspicion{}, &influencer.Failure{PK: cand.PK, Minute: round, Class: class, Reason: reason, Attempts: attempts}
 	}
-	backoff := c.cfg.RetryInitial
+	retry := newRetryBackoff(c.cfg.RetryInitial, c.cfg.RetryMax, c.clock)
 	for attempt := 1; ; attempt++ {
 		select {
 		case c.sem <- struct{}{}:
 		case <-ctx.Done():
 			return fail(ClassExpired, "stopped (round over or shutdown) while waiting for a request slot", attempt-1)
 		}
-		start := time.Now()
-		suspicious, ferr := c.post(ctx, cand)
+		suspicious, err := c.api.IsSuspicious(ctx, cand)
 		<-c.sem
-		c.metrics.SuspicionDuration.Observe(time.Since(start).Seconds())
-		if ferr == nil {
+		if err == nil {
 			return influencer.Suspicion{PK: cand.PK, Suspicious: suspicious, CheckedAt: c.clock.Now().UTC()}, nil
 		}
+		ferr := mockstagramapi.AsError(err)
 		if ctx.Err() != nil {
-			return fail(ClassExpired, ferr.reason+"; stopped (round over or shutdown)", attempt)
+			return fail(ClassExpired, ferr.Reason+"; stopped (round over or shutdown)", attempt)
 		}
-		if !ferr.retryable || attempt >= c.cfg.Attempts {
-			return fail(ferr.class, ferr.reason, attempt)
+		if !ferr.Retryable || attempt >= c.cfg.Attempts {
+			return fail(ferr.Class, ferr.Reason, attempt)
 		}
-		wait := max(time.Duration(rand.Int64N(int64(backoff)+1)), ferr.retryAfter)
-		backoff = min(backoff*2, c.cfg.RetryMax)
-		select {
-		case <-ctx.Done():
-			return fail(ClassExpired, ferr.reason+"; stopped (round over or shutdown)", attempt)
-		case <-c.clock.After(wait):
+		wait, ok := retry.next(ferr.RetryAfter, deadline)
+		if !ok || !retry.sleep(ctx, wait) {
+			return fail(ClassExpired, ferr.Reason+"; stopped (round over or shutdown)", attempt)
 		}
 	}
-}
-
-// suspicionRequest is the is_suspicious body.
-type suspicionRequest struct {
-	PK             int64  `json:"pk"`
-	Username       string `json:"username"`
-	FollowerCount  int64  `json:"followerCount"`
-	FollowingCount int64  `json:"followingCount"`
-}
-
-// suspicionAnswer is the is_suspicious response; pointers detect missing fields.
-type suspicionAnswer struct {
-	PK         *int64 `json:"pk"`
-	Suspicious *bool  `json:"suspicious"`
-}
-
-func (c *SuspicionChecker) post(ctx context.Context, cand influencer.SuspicionCandidate) (bool, *fetchError) {
-	body, err := json.Marshal(suspicionRequest(cand))
-	if err != nil {
-		return false, &fetchError{class: ClassInvalid, reason: err.Error()}
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
-	if err != nil {
-		return false, &fetchError{class: ClassClient, reason: err.Error()}
-	}
-	req.Header.Set("Content-Type", "application/json")
-	status, header, answer, ferr := roundTrip(c.client, req, maxSuspicionBody)
-	if ferr != nil {
-		return false, ferr
-	}
-	if status != http.StatusOK {
-		return false, statusError(status, header, answer)
-	}
-	return decodeSuspicion(cand.PK, answer)
-}
-
-// decodeSuspicion parses and checks an is_suspicious answer for pk.
-func decodeSuspicion(pk int64, body []byte) (bool, *fetchError) {
-	var a suspicionAnswer
-	if err := json.Unmarshal(body, &a); err != nil {
-		return false, &fetchError{class: ClassMalformed, reason: "malformed body: " + truncate(err.Error(), 200)}
-	}
-	if a.PK == nil || a.Suspicious == nil {
-		return false, &fetchError{class: ClassMalformed, reason: "body misses pk or suspicious"}
-	}
-	if *a.PK != pk {
-		return false, &fetchError{class: ClassInvalid, reason: fmt.Sprintf("body is for pk %d, asked for %d", *a.PK, pk)}
-	}
-	return *a.Suspicious, nil
 }

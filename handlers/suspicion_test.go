@@ -25,6 +25,7 @@ import (
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/mockstagramapi"
 	"github.com/mockstagram/pipeline/simulator"
 )
 
@@ -221,10 +222,13 @@ type suspicionEnv struct {
 func newSuspicionEnv(t *testing.T, url string, store *fakeSuspicionStore) suspicionEnv {
 	t.Helper()
 	e := suspicionEnv{store: store, dlq: &fakePublisher{}, clock: clockwork.NewRealClock(), m: newMetrics()}
+	api, err := mockstagramapi.New(mockstagramapi.Config{BaseURL: url, Concurrency: 4, Timeout: 2 * time.Second},
+		e.clock, discardLogger(), e.m)
+	require.NoError(t, err)
+	t.Cleanup(api.CloseIdleConnections)
 	c, err := handlers.NewSuspicionChecker(handlers.SuspicionConfig{
-		BaseURL: url, Concurrency: 4, Timeout: 2 * time.Second, Attempts: 3,
-		RetryInitial: time.Millisecond, RetryMax: 4 * time.Millisecond,
-	}, handlers.NewHTTPClient(4), store, e.dlq, e.clock, discardLogger(), e.m)
+		Concurrency: 4, Attempts: 3, RetryInitial: time.Millisecond, RetryMax: 4 * time.Millisecond,
+	}, api, store, e.dlq, e.clock, discardLogger(), e.m)
 	require.NoError(t, err)
 	e.checker = c
 	return e
@@ -302,17 +306,17 @@ func TestSuspicionCheckerFailures(t *testing.T) {
 		{"unknown pk", func(w http.ResponseWriter, _, _ int64) {
 			w.WriteHeader(http.StatusInternalServerError)
 			fmt.Fprint(w, `{"error":{"name":"InfluencerNotFoundError"}}`)
-		}, handlers.ClassNotFound, "InfluencerNotFoundError", 1, false},
+		}, mockstagramapi.ClassNotFound, "InfluencerNotFoundError", 1, false},
 		{"bad request", func(w http.ResponseWriter, _, _ int64) {
 			http.Error(w, `{"error":"bad"}`, http.StatusBadRequest)
-		}, handlers.ClassClient, "HTTP 400", 1, false},
-		{"malformed body", func(w http.ResponseWriter, _, _ int64) { fmt.Fprint(w, `{"pk":`) }, handlers.ClassMalformed, "malformed body: unexpected end of JSON input", 1, false},
-		{"missing field", func(w http.ResponseWriter, pk, _ int64) { fmt.Fprintf(w, `{"pk":%d}`, pk) }, handlers.ClassMalformed, "body misses pk or suspicious", 1, false},
-		{"wrong pk", func(w http.ResponseWriter, _, _ int64) { answer(w, 7, true) }, handlers.ClassInvalid, "body is for pk 7, asked for 1000042", 1, false},
+		}, mockstagramapi.ClassClient, "HTTP 400", 1, false},
+		{"malformed body", func(w http.ResponseWriter, _, _ int64) { fmt.Fprint(w, `{"pk":`) }, mockstagramapi.ClassMalformed, "malformed body: unexpected end of JSON input", 1, false},
+		{"missing field", func(w http.ResponseWriter, pk, _ int64) { fmt.Fprintf(w, `{"pk":%d}`, pk) }, mockstagramapi.ClassMalformed, "body misses pk or suspicious", 1, false},
+		{"wrong pk", func(w http.ResponseWriter, _, _ int64) { answer(w, 7, true) }, mockstagramapi.ClassInvalid, "body is for pk 7, asked for 1000042", 1, false},
 		{"oversized body", func(w http.ResponseWriter, _, _ int64) {
 			fmt.Fprintf(w, `{"pk":1000042,"suspicious":true,"pad":"%0*d"}`, 5000, 0)
-		}, handlers.ClassOversize, "HTTP 200 body larger than 4096 bytes", 1, false},
-		{"always 503", func(w http.ResponseWriter, _, _ int64) { w.WriteHeader(http.StatusServiceUnavailable) }, handlers.ClassServer, "HTTP 503", 3, false},
+		}, mockstagramapi.ClassOversize, "HTTP 200 body larger than 4096 bytes", 1, false},
+		{"always 503", func(w http.ResponseWriter, _, _ int64) { w.WriteHeader(http.StatusServiceUnavailable) }, mockstagramapi.ClassServer, "HTTP 503", 3, false},
 		{"429 then an answer", func(w http.ResponseWriter, pk, n int64) {
 			if n <= 2 {
 				w.Header().Set("Retry-After", "0")

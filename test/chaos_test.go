@@ -61,6 +61,7 @@ import (
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/mockstagramapi"
 	"github.com/mockstagram/pipeline/simulator"
 )
 
@@ -498,8 +499,8 @@ func labelled(m *metrics.Pipeline, which string) string {
 	out := map[string]int64{}
 	switch which {
 	case "fetch":
-		for _, class := range []string{handlers.ClassExpired, handlers.ClassNotFound, handlers.ClassTimeout, handlers.ClassConnection,
-			handlers.ClassServer, handlers.ClassRateLimited, handlers.ClassClient, handlers.ClassMalformed, handlers.ClassOversize, handlers.ClassInvalid} {
+		for _, class := range []string{handlers.ClassExpired, mockstagramapi.ClassNotFound, mockstagramapi.ClassTimeout, mockstagramapi.ClassConnection,
+			mockstagramapi.ClassServer, mockstagramapi.ClassRateLimited, mockstagramapi.ClassClient, mockstagramapi.ClassMalformed, mockstagramapi.ClassOversize, handlers.ClassInvalid} {
 			if v := testutil.ToFloat64(m.FetchFailures.WithLabelValues(class)); v > 0 {
 				out[class] = int64(v)
 			}

@@ -27,6 +27,7 @@ import (
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/mockstagramapi"
 	"github.com/mockstagram/pipeline/simulator"
 	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/postgres"
@@ -254,8 +255,8 @@ func TestStoragePoisonedBatchPostgres(t *testing.T) {
 		b.Samples = append(b.Samples, influencer.Sample{PK: pk, Username: simulator.Username(pk), FollowerCount: f, FollowingCount: g, Minute: start, FetchedAt: start})
 	}
 	b.Failures = []influencer.Failure{
-		{PK: poisoned, Minute: start, Class: handlers.ClassServer, Reason: "HTTP 500: \x00<script>", Attempts: 2},
-		{PK: poisoned + 1, Minute: start, Class: handlers.ClassTimeout, Reason: "timeout", Attempts: 4},
+		{PK: poisoned, Minute: start, Class: mockstagramapi.ClassServer, Reason: "HTTP 500: \x00<script>", Attempts: 2},
+		{PK: poisoned + 1, Minute: start, Class: mockstagramapi.ClassTimeout, Reason: "timeout", Attempts: 4},
 	}
 
 	// The store alone: the whole batch is refused as invalid, with the SQLSTATE.
@@ -292,7 +293,7 @@ func TestStoragePoisonedBatchPostgres(t *testing.T) {
 	assert.Equal(t, poisoned, got[0].PK)
 	assert.Equal(t, handlers.ClassInvalid, got[0].Class)
 	assert.True(t, strings.Contains(got[0].Reason, "invalid store input: ERROR: invalid byte sequence for encoding \"UTF8\": 0x00 (SQLSTATE 22021)"), "reason %q", got[0].Reason)
-	assert.Equal(t, missedRow{PK: poisoned + 1, Class: handlers.ClassTimeout, Reason: "timeout"}, got[1])
+	assert.Equal(t, missedRow{PK: poisoned + 1, Class: mockstagramapi.ClassTimeout, Reason: "timeout"}, got[1])
 	assert.Equal(t, 16.0, testutil.ToFloat64(m.SamplesStored))
 	assert.Equal(t, 2.0, testutil.ToFloat64(m.SamplesMissed))
 	assert.Equal(t, 1.0, testutil.ToFloat64(m.SamplesRejected))

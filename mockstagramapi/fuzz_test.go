@@ -1,9 +1,8 @@
-package handlers
+package mockstagramapi
 
 import (
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"github.com/mockstagram/pipeline/influencer"
@@ -24,9 +23,11 @@ func FuzzDecodeInfluencer(f *testing.F) {
 			if s.PK != pk {
 				t.Fatalf("accepted a sample for pk %d when asked for %d", s.PK, pk)
 			}
-			s.Minute = time.Date(2025, 3, 14, 9, 26, 0, 0, time.UTC) // set by the fetcher
-			if err := s.Validate(); err != nil {
+			if err := s.ValidateValues(); err != nil {
 				t.Fatalf("accepted an invalid sample %+v: %v", s, err)
+			}
+			if !s.Minute.IsZero() || !s.FetchedAt.IsZero() {
+				t.Fatalf("the decoder set the minute or fetch time: %+v", s)
 			}
 			return
 		}
@@ -55,18 +56,18 @@ func FuzzDecodeSuspicion(f *testing.F) {
 // checkRefusedBody: a refused API body is a permanent error (malformed or
 // invalid, never retried) whose reason is bounded, valid UTF-8 text without
 // NUL bytes (reasons are stored in text columns).
-func checkRefusedBody(t *testing.T, ferr *fetchError) {
+func checkRefusedBody(t *testing.T, ferr *Error) {
 	t.Helper()
-	if ferr.class != ClassMalformed && ferr.class != ClassInvalid {
-		t.Fatalf("refused with class %q, want %q or %q", ferr.class, ClassMalformed, ClassInvalid)
+	if ferr.Class != ClassMalformed && ferr.Class != ClassInvalid {
+		t.Fatalf("refused with class %q, want %q or %q", ferr.Class, ClassMalformed, ClassInvalid)
 	}
-	if ferr.retryable {
+	if ferr.Retryable {
 		t.Fatalf("a bad body is retryable: %+v", ferr)
 	}
-	if ferr.reason == "" || len(ferr.reason) > 400 {
-		t.Fatalf("reason of %d bytes: %q", len(ferr.reason), ferr.reason)
+	if ferr.Reason == "" || len(ferr.Reason) > 400 {
+		t.Fatalf("reason of %d bytes: %q", len(ferr.Reason), ferr.Reason)
 	}
-	if !utf8.ValidString(ferr.reason) || strings.ContainsRune(ferr.reason, 0) {
-		t.Fatalf("reason is not storable text: %q", ferr.reason)
+	if !utf8.ValidString(ferr.Reason) || strings.ContainsRune(ferr.Reason, 0) {
+		t.Fatalf("reason is not storable text: %q", ferr.Reason)
 	}
 }

@@ -1,0 +1,126 @@
+package handlers_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mockstagram/pipeline/handlers"
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/mockstagramapi"
+)
+
+// fakeAPI answers the fetcher with answer(n), n counting calls from 1.
+type fakeAPI struct {
+	answer func(n int, pk int64) (influencer.Sample, error)
+
+	mu        sync.Mutex
+	calls     int
+	deadlines []time.Time
+}
+
+var _ handlers.InfluencerAPI = (*fakeAPI)(nil)
+
+func (a *fakeAPI) Influencer(_ context.Context, pk int64, deadline time.Time) (influencer.Sample, error) {
+	a.mu.Lock()
+	a.calls++
+	n := a.calls
+	a.deadlines = append(a.deadlines, deadline)
+	a.mu.Unlock()
+	return a.answer(n, pk)
+}
+
+func newFakeFetchEnv(t *testing.T, api handlers.InfluencerAPI) fetchEnv {
+	t.Helper()
+	clock := clockwork.NewFakeClockAt(fetchStart)
+	dlq, m := &fakePublisher{}, newMetrics()
+	f, err := handlers.NewFetcher(handlers.FetcherConfig{Concurrency: 1, RetryInitial: retryInitial, RetryMax: retryMax, DeadlineGrace: fetchGrace},
+		api, dlq, clock, discardLogger(), m)
+	require.NoError(t, err)
+	return fetchEnv{f: f, clock: clock, dlq: dlq, m: m}
+}
+
+var circuitOpen = &mockstagramapi.Error{Class: mockstagramapi.ClassCircuitOpen, Reason: "circuit breaker open: the API is failing", Retryable: true}
+
+// Requests the breaker fails fast are retried with backoff inside the
+// deadline, but they are no attempts (nothing was sent) and no retries.
+func TestFetcherRetriesFastFailuresWithoutCountingThem(t *testing.T) {
+	t.Parallel()
+	t.Run("the breaker closes", func(t *testing.T) {
+		t.Parallel()
+		api := &fakeAPI{answer: func(n int, pk int64) (influencer.Sample, error) {
+			if n <= 3 {
+				return influencer.Sample{}, circuitOpen
+			}
+			return influencer.Sample{PK: pk, Username: "influencer-7", FollowerCount: 1200, FollowingCount: 300}, nil
+		}}
+		e := newFakeFetchEnv(t, api)
+
+		got := result(t, drive(t, e.clock, 2, retryMax, e.handleFunc(t, task(7))))
+
+		require.Len(t, got.Samples, 1)
+		assert.Equal(t, handSample(7, got.Samples[0].FetchedAt), got.Samples[0])
+		assert.Empty(t, got.Failures)
+		assert.Equal(t, 4, api.calls)
+		assert.Equal(t, []time.Time{fetchDeadline, fetchDeadline, fetchDeadline, fetchDeadline}, api.deadlines, "the task's deadline")
+		assert.Equal(t, 0.0, testutil.ToFloat64(e.m.FetchRetries))
+	})
+	t.Run("open until the deadline", func(t *testing.T) {
+		t.Parallel()
+		api := &fakeAPI{answer: func(int, int64) (influencer.Sample, error) { return influencer.Sample{}, circuitOpen }}
+		e := newFakeFetchEnv(t, api)
+		e.clock.Advance(fetchDeadline.Sub(fetchStart) - 20*time.Millisecond)
+
+		got := result(t, drive(t, e.clock, 2, retryMax, e.handleFunc(t, task(7))))
+
+		want := influencer.Failure{PK: 7, Minute: minute0, Class: mockstagramapi.ClassCircuitOpen,
+			Reason: "circuit breaker open: the API is failing; gave up at the minute's deadline", Attempts: 0}
+		assert.Equal(t, []influencer.Failure{want}, got.Failures)
+		assert.Greater(t, api.calls, 1, "retried with backoff")
+		assert.Equal(t, 0.0, testutil.ToFloat64(e.m.FetchRetries))
+		assert.Equal(t, []messages.FetchDeadLetter{{Failure: want, Shard: fetchShard}}, deadLetters(t, e.dlq))
+	})
+}
+
+// A pk whose rate-limit token would come too late is missed as expired,
+// without a request, and not dead-lettered.
+func TestFetcherRateLimitDeadlineIsMissed(t *testing.T) {
+	t.Parallel()
+	api := &fakeAPI{answer: func(int, int64) (influencer.Sample, error) {
+		return influencer.Sample{}, mockstagramapi.ErrRateLimitDeadline
+	}}
+	e := newFakeFetchEnv(t, api)
+
+	got := e.handle(t, task(7))
+
+	assert.Equal(t, []influencer.Failure{{PK: 7, Minute: minute0, Class: handlers.ClassExpired,
+		Reason: "deadline passed while waiting for the rate limit"}}, got.Failures)
+	assert.Equal(t, 1, api.calls)
+	assert.Empty(t, e.dlq.published())
+}
+
+// An error the client did not classify is retried like a connection error.
+func TestFetcherRetriesAnUnclassifiedError(t *testing.T) {
+	t.Parallel()
+	api := &fakeAPI{answer: func(n int, pk int64) (influencer.Sample, error) {
+		if n == 1 {
+			return influencer.Sample{}, context.DeadlineExceeded
+		}
+		return influencer.Sample{PK: pk, Username: "influencer-7", FollowerCount: 1200, FollowingCount: 300}, nil
+	}}
+	e := newFakeFetchEnv(t, api)
+
+	got := result(t, drive(t, e.clock, 2, retryMax, e.handleFunc(t, task(7))))
+
+	require.Len(t, got.Samples, 1)
+	assert.Empty(t, got.Failures)
+	assert.Equal(t, 2, api.calls)
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.m.FetchRetries))
+}

@@ -1,0 +1,271 @@
+// Package mockstagramapi is the client of the Mockstagram API: the requests
+// (GET an influencer, POST is_suspicious), their decoding and validation,
+// the classification of failures (permanent, transient, rate limited with
+// Retry-After), and the protections of the API: a rate limit and a circuit
+// breaker. Retries are the caller's: it knows the deadline of its work.
+package mockstagramapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/metrics"
+)
+
+// Limits of an answer.
+const (
+	// MaxResponseHeaderBytes bounds an answer's status line and headers; a
+	// larger answer is a permanent failure (class oversize).
+	MaxResponseHeaderBytes = 16 << 10
+	// DefaultMaxBody is the default bound of an influencer answer's body.
+	DefaultMaxBody = 64 << 10
+	// maxSuspicionBody bounds an is_suspicious answer.
+	maxSuspicionBody = 4 << 10
+	// maxDrain is how much of an unread body is read to keep the connection.
+	maxDrain = 64 << 10
+)
+
+// Config configures a client.
+type Config struct {
+	BaseURL     string        // http(s)://host[:port][/path]; the only host ever called
+	Concurrency int           // requests in flight at most; sizes the connection pool
+	Timeout     time.Duration // per request
+	MaxBody     int64         // largest accepted influencer body (0: DefaultMaxBody)
+
+	// RateLimit is the most requests per second of this client (all its
+	// callers together); 0 is unlimited. See NewRateLimiter.
+	RateLimit float64
+	// BreakerFailures consecutive API failures (connection errors, timeouts,
+	// 5xx; not not_found, 429 or bad bodies, which prove the API answers)
+	// open the circuit breaker; 0 disables it. While open, requests fail
+	// fast with class circuit_open; after BreakerCooldown one probe request
+	// goes through, and its success closes the breaker again.
+	BreakerFailures int
+	BreakerCooldown time.Duration
+}
+
+// Client calls the Mockstagram API. It is safe for concurrent use.
+type Client struct {
+	cfg        Config
+	influencer string // base of the influencer URL, the pk follows
+	suspicion  string // the is_suspicious URL
+	http       *http.Client
+	clock      clockwork.Clock
+	metrics    *metrics.Pipeline
+	limiter    *rate.Limiter                              // nil: unlimited
+	breaker    *gobreaker.TwoStepCircuitBreaker[struct{}] // nil: disabled
+	bufs       sync.Pool                                  // *bytes.Buffer for answer bodies
+}
+
+// New creates a client with its own keep-alive connection pool, sized for
+// cfg.Concurrency, that never follows redirects. The rate limit waits on
+// clock; the breaker's cooldown is real time (gobreaker has no clock).
+func New(cfg Config, clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) (*Client, error) {
+	u, err := url.Parse(cfg.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("mockstagram API base URL %q: want http(s)://host[:port]", cfg.BaseURL)
+	}
+	if cfg.Concurrency < 1 {
+		return nil, fmt.Errorf("mockstagram API concurrency %d < 1", cfg.Concurrency)
+	}
+	if cfg.Timeout <= 0 {
+		return nil, fmt.Errorf("mockstagram API timeout %s: want > 0", cfg.Timeout)
+	}
+	if math.IsNaN(cfg.RateLimit) || cfg.RateLimit < 0 {
+		return nil, fmt.Errorf("mockstagram API rate limit %g: want >= 0 (0 = unlimited)", cfg.RateLimit)
+	}
+	if cfg.BreakerFailures < 0 || (cfg.BreakerFailures > 0 && cfg.BreakerCooldown <= 0) {
+		return nil, fmt.Errorf("mockstagram API breaker %d failures / cooldown %s: want failures >= 0 (0 = off) and a positive cooldown", cfg.BreakerFailures, cfg.BreakerCooldown)
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	base := u.Scheme + "://" + u.Host + strings.TrimRight(u.Path, "/") + "/api/v1/influencers/"
+	c := &Client{cfg: cfg, influencer: base, suspicion: base + "is_suspicious",
+		http: newHTTPClient(cfg.Concurrency), clock: clock, metrics: m,
+		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }}}
+	if cfg.RateLimit > 0 {
+		c.limiter = NewRateLimiter(cfg.RateLimit)
+	}
+	if cfg.BreakerFailures > 0 {
+		c.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, logger, m)
+	}
+	return c, nil
+}
+
+// newHTTPClient returns a keep-alive client for concurrency requests in
+// flight that never follows redirects (only the configured base URL is ever
+// called) and refuses answers with oversized headers.
+func newHTTPClient(concurrency int) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = concurrency
+	tr.MaxIdleConnsPerHost = concurrency
+	tr.MaxConnsPerHost = concurrency
+	tr.IdleConnTimeout = 90 * time.Second
+	tr.MaxResponseHeaderBytes = MaxResponseHeaderBytes
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// CloseIdleConnections closes the pool's idle connections.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
+// Influencer fetches pk's current values. The sample has no minute and no
+// fetch time (the caller sets them). Unless it is zero, deadline is the
+// latest moment the request may start: a rate-limit token that comes at or
+// after it is not waited for (ErrRateLimitDeadline). Any other error is an
+// *Error; class circuit_open means the request was not sent.
+func (c *Client) Influencer(ctx context.Context, pk int64, deadline time.Time) (influencer.Sample, error) {
+	done, ok := c.allow()
+	if !ok {
+		c.metrics.BreakerRejected.Inc()
+		return influencer.Sample{}, &Error{Class: ClassCircuitOpen, Reason: "circuit breaker open: the API is failing", Retryable: true}
+	}
+	if !c.waitToken(ctx, deadline) {
+		done(errNotAnAnswer)
+		return influencer.Sample{}, ErrRateLimitDeadline
+	}
+	start := time.Now()
+	s, e := c.getInfluencer(ctx, pk)
+	// The breaker learns the outcome before the caller frees its slot, so
+	// with one slot exactly BreakerFailures requests open it.
+	if e != nil && ctx.Err() != nil {
+		done(errNotAnAnswer) // the caller cut it short: no failure of the API
+	} else {
+		done(breakerOutcome(e))
+	}
+	class := "ok"
+	if e != nil {
+		class = e.Class
+	}
+	c.metrics.FetchDuration.WithLabelValues(class).Observe(time.Since(start).Seconds())
+	if e != nil {
+		return influencer.Sample{}, e
+	}
+	return s, nil
+}
+
+func (c *Client) getInfluencer(ctx context.Context, pk int64) (influencer.Sample, *Error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.influencer+strconv.FormatInt(pk, 10), nil)
+	if err != nil {
+		return influencer.Sample{}, &Error{Class: ClassClient, Reason: err.Error()}
+	}
+	buf := c.bufs.Get().(*bytes.Buffer)
+	defer c.bufs.Put(buf)
+	status, header, e := c.roundTrip(req, buf, c.cfg.MaxBody)
+	if e != nil {
+		return influencer.Sample{}, e
+	}
+	if status == http.StatusOK {
+		return decodeInfluencer(pk, buf.Bytes())
+	}
+	return influencer.Sample{}, statusError(status, header, buf.Bytes(), c.clock.Now())
+}
+
+// IsSuspicious asks is_suspicious about a candidate's latest values. An
+// error is an *Error. It uses neither the rate limit nor the breaker (they
+// guard the per-minute fetches); give it a client of its own.
+func (c *Client) IsSuspicious(ctx context.Context, cand influencer.SuspicionCandidate) (bool, error) {
+	start := time.Now()
+	suspicious, e := c.postSuspicion(ctx, cand)
+	c.metrics.SuspicionDuration.Observe(time.Since(start).Seconds())
+	if e != nil {
+		return false, e
+	}
+	return suspicious, nil
+}
+
+func (c *Client) postSuspicion(ctx context.Context, cand influencer.SuspicionCandidate) (bool, *Error) {
+	body, err := json.Marshal(suspicionRequest(cand))
+	if err != nil {
+		return false, &Error{Class: ClassInvalid, Reason: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.suspicion, bytes.NewReader(body))
+	if err != nil {
+		return false, &Error{Class: ClassClient, Reason: err.Error()}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	buf := c.bufs.Get().(*bytes.Buffer)
+	defer c.bufs.Put(buf)
+	status, header, e := c.roundTrip(req, buf, maxSuspicionBody)
+	if e != nil {
+		return false, e
+	}
+	if status != http.StatusOK {
+		return false, statusError(status, header, buf.Bytes(), c.clock.Now())
+	}
+	return decodeSuspicion(cand.PK, buf.Bytes())
+}
+
+// roundTrip sends req and reads at most maxBody bytes of the answer into
+// buf (reset first). A transport failure (timeout, connection), oversized
+// headers and an oversized body are classified errors.
+func (c *Client) roundTrip(req *http.Request, buf *bytes.Buffer, maxBody int64) (int, http.Header, *Error) {
+	buf.Reset()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, nil, transportError(err)
+	}
+	defer func() {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain)) // keep the connection reusable
+		resp.Body.Close()
+	}()
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, maxBody+1)); err != nil {
+		return 0, nil, bodyError(err)
+	}
+	if int64(buf.Len()) > maxBody {
+		return 0, nil, &Error{Class: ClassOversize, Reason: fmt.Sprintf("HTTP %d body larger than %d bytes", resp.StatusCode, maxBody)}
+	}
+	return resp.StatusCode, resp.Header, nil
+}
+
+// transportError classifies a failure of the round trip.
+func transportError(err error) *Error {
+	switch {
+	case strings.Contains(err.Error(), "server response headers exceeded"):
+		// net/http has no sentinel for it; the answer is refused, not retried.
+		return &Error{Class: ClassOversize, Reason: fmt.Sprintf("response headers larger than %d bytes", MaxResponseHeaderBytes)}
+	case isTimeout(err):
+		return &Error{Class: ClassTimeout, Reason: "request timed out", Retryable: true}
+	}
+	return &Error{Class: ClassConnection, Reason: err.Error(), Retryable: true}
+}
+
+// bodyError classifies a failure to read an answer's body.
+func bodyError(err error) *Error {
+	if isTimeout(err) {
+		return &Error{Class: ClassTimeout, Reason: "timed out reading the body", Retryable: true}
+	}
+	return &Error{Class: ClassConnection, Reason: "reading body: " + err.Error(), Retryable: true}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
