@@ -40,6 +40,7 @@ type SimulateCmd struct {
 	OversizeRate  float64       `help:"Fraction of GETs answered with an oversized body."`
 	UnknownRate   float64       `help:"Fraction of known pks answered as not found."`
 	MaxInFlight   int           `help:"Requests served at once (0 = unlimited); the rest queue."`
+	Capacity      float64       `help:"Requests served per second, one at a time in arrival order, like the real single-process server (0 = unlimited); the rest queue."`
 }
 
 // Run serves the simulator until interrupted.
@@ -53,7 +54,7 @@ func (c SimulateCmd) Run(e env, cfg config.Config) error {
 		ErrorRate: c.ErrorRate, RateLimitRate: c.RateLimitRate, RetryAfter: c.RetryAfter,
 		Latency: c.Latency, LatencyJitter: c.LatencyJitter, SpikeRate: c.SpikeRate, SpikeLatency: c.SpikeLatency,
 		TimeoutRate: c.TimeoutRate, MalformedRate: c.MalformedRate, OversizeRate: c.OversizeRate,
-		UnknownRate: c.UnknownRate, MaxInFlight: c.MaxInFlight,
+		UnknownRate: c.UnknownRate, MaxInFlight: c.MaxInFlight, Capacity: c.Capacity,
 	}, clockwork.NewRealClock())
 	if err != nil {
 		return usageError{err}

@@ -1,7 +1,8 @@
 // Package simulator serves a fast simulation of the Mockstagram API for any pk
 // range, in random-walk or deterministic mode, with fault injection (5xx, 429,
 // latency and spikes, timeouts, malformed and oversized bodies, unknown pks)
-// and an optional bound on concurrent GETs.
+// an optional bound on concurrent GETs and an optional capacity that queues
+// requests like the real single-process server.
 //
 // Routes, exactly like the real server:
 //
@@ -44,6 +45,7 @@ type Server struct {
 	clock clockwork.Clock
 
 	walk       *walk         // random-walk state; nil in deterministic mode
+	queue      *queue        // Capacity's single-server queue; nil when unlimited
 	sem        chan struct{} // GET slots; nil when unlimited
 	faultRate  float64       // sum of the exclusive response-fault rates
 	retryAfter []string      // Retry-After header value
@@ -90,6 +92,7 @@ func New(cfg Config, clock clockwork.Clock) (*Server, error) {
 	if cfg.Mode == RandomWalk {
 		s.walk = newWalk(cfg.Range.From, cfg.Range.To, cfg.Seed)
 	}
+	s.queue = newQueue(cfg.Capacity, clock)
 	if cfg.MaxInFlight > 0 {
 		s.sem = make(chan struct{}, cfg.MaxInFlight)
 	}
@@ -152,6 +155,9 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, rawPK string) 
 	rnd := newRNG(s.cfg.Seed, n)
 	ctx := r.Context()
 
+	if s.queue != nil && !s.queue.wait(ctx) {
+		return // the client gave up while queued
+	}
 	if s.sem != nil {
 		select {
 		case s.sem <- struct{}{}:
