@@ -62,8 +62,8 @@ func (c SimulateCmd) Run(e env, cfg config.Config) error {
 	// Requests hanging on an injected timeout end when the server stops.
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
-	srv := &http.Server{Addr: c.Addr, Handler: sim, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute,
-		BaseContext: func(net.Listener) context.Context { return baseCtx }}
+	srv := simulator.NewHTTPServer(sim, &http.Server{Addr: c.Addr, Handler: sim, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return baseCtx }})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	fmt.Fprintf(e.stdout, "Mockstagram simulator (%s) serving pks %s on %s\n", c.Mode, r, c.Addr)
