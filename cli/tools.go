@@ -40,6 +40,7 @@ type SimulateCmd struct {
 	OversizeRate  float64       `help:"Fraction of GETs answered with an oversized body."`
 	UnknownRate   float64       `help:"Fraction of known pks answered as not found."`
 	MaxInFlight   int           `help:"Requests served at once (0 = unlimited); the rest queue."`
+	Capacity      float64       `help:"Requests served per second, one at a time in arrival order, like the real single-process server (0 = unlimited); the rest queue."`
 }
 
 // Run serves the simulator until interrupted.
@@ -53,7 +54,7 @@ func (c SimulateCmd) Run(e env, cfg config.Config) error {
 		ErrorRate: c.ErrorRate, RateLimitRate: c.RateLimitRate, RetryAfter: c.RetryAfter,
 		Latency: c.Latency, LatencyJitter: c.LatencyJitter, SpikeRate: c.SpikeRate, SpikeLatency: c.SpikeLatency,
 		TimeoutRate: c.TimeoutRate, MalformedRate: c.MalformedRate, OversizeRate: c.OversizeRate,
-		UnknownRate: c.UnknownRate, MaxInFlight: c.MaxInFlight,
+		UnknownRate: c.UnknownRate, MaxInFlight: c.MaxInFlight, Capacity: c.Capacity,
 	}, clockwork.NewRealClock())
 	if err != nil {
 		return usageError{err}
@@ -61,8 +62,8 @@ func (c SimulateCmd) Run(e env, cfg config.Config) error {
 	// Requests hanging on an injected timeout end when the server stops.
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
-	srv := &http.Server{Addr: c.Addr, Handler: sim, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute,
-		BaseContext: func(net.Listener) context.Context { return baseCtx }}
+	srv := simulator.NewHTTPServer(sim, &http.Server{Addr: c.Addr, Handler: sim, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return baseCtx }})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	fmt.Fprintf(e.stdout, "Mockstagram simulator (%s) serving pks %s on %s\n", c.Mode, r, c.Addr)

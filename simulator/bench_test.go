@@ -1,11 +1,13 @@
 package simulator
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jonboulle/clockwork"
 
@@ -62,25 +64,46 @@ func BenchmarkServeGET(b *testing.B) {
 }
 
 // BenchmarkLoopbackGET measures the simulator behind a real TCP loopback
-// listener, driven by the plain load generator (64 keep-alive connections).
+// listener, served by net/http alone or by the lean HTTPServer, driven by the
+// plain load generator (64 keep-alive connections). The load generator runs
+// in the same process, so ns/op includes the client.
 func BenchmarkLoopbackGET(b *testing.B) {
-	s, err := New(Config{Mode: Deterministic, Range: benchRange}, clockwork.NewRealClock())
-	if err != nil {
-		b.Fatal(err)
+	for _, lean := range []bool{false, true} {
+		name := "net-http"
+		if lean {
+			name = "lean"
+		}
+		b.Run(name, func(b *testing.B) {
+			s, err := New(Config{Mode: Deterministic, Range: benchRange}, clockwork.NewRealClock())
+			if err != nil {
+				b.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
+			serve, closeSrv := srv.Serve, srv.Close
+			if lean {
+				h := NewHTTPServer(s, srv)
+				serve, closeSrv = h.Serve, h.Close
+			}
+			done := make(chan error, 1)
+			go func() { done <- serve(ln) }()
+			defer func() { _ = closeSrv(); <-done }()
+			b.ResetTimer()
+			res, err := loadgen.Run(b.Context(), loadgen.Config{
+				BaseURL: "http://" + ln.Addr().String(), PKs: benchRange, Concurrency: 64, MaxRequests: int64(b.N),
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res.OK != int64(b.N) {
+				b.Fatalf("result %+v, want %d OK", res, b.N)
+			}
+			b.ReportMetric(res.PerSecond, "GET/s")
+			b.ReportMetric(float64(res.P50.Microseconds()), "p50-µs")
+			b.ReportMetric(float64(res.P99.Microseconds()), "p99-µs")
+		})
 	}
-	ts := httptest.NewServer(s)
-	defer ts.Close()
-	b.ResetTimer()
-	res, err := loadgen.Run(b.Context(), loadgen.Config{
-		BaseURL: ts.URL, PKs: benchRange, Concurrency: 64, MaxRequests: int64(b.N),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if res.OK != int64(b.N) {
-		b.Fatalf("result %+v, want %d OK", res, b.N)
-	}
-	b.ReportMetric(res.PerSecond, "GET/s")
-	b.ReportMetric(float64(res.P50.Microseconds()), "p50-µs")
-	b.ReportMetric(float64(res.P99.Microseconds()), "p99-µs")
 }

@@ -28,12 +28,15 @@ const (
 	DefaultSuspiciousDelayMin = time.Second
 	DefaultSuspiciousDelayMax = 10 * time.Second
 
+	// maxCapacity keeps the service time of Capacity at least a nanosecond.
+	maxCapacity = 1e9
+
 	// maxRangeSize matches influencer.ParseRange.
 	maxRangeSize = 10_000_000
 )
 
 // Config configures a Server. The zero value of every field except Range is
-// usable: random-walk mode, no faults, no latency, unlimited concurrency.
+// usable: random-walk mode, no faults, no latency, unlimited concurrency and capacity.
 //
 // The response faults (TimeoutRate, ErrorRate, RateLimitRate, MalformedRate,
 // OversizeRate) are mutually exclusive outcomes of one draw per GET, so their
@@ -67,6 +70,14 @@ type Config struct {
 	// MaxInFlight bounds the GETs served concurrently (0 = unlimited); the
 	// others wait for a slot, like requests queued at a single-process server.
 	MaxInFlight int
+
+	// Capacity makes the server behave like the real single-process server:
+	// it serves this many requests per second (GETs and is_suspicious), one at
+	// a time in arrival order, each taking 1/Capacity seconds; the others
+	// queue, so latency grows with the queue when the offered load exceeds
+	// Capacity (0 = unlimited). A client that gives up stops waiting, but the
+	// slot it reserved stays spent. Applied before MaxInFlight and Latency.
+	Capacity float64
 
 	// SuspiciousDelayMin and SuspiciousDelayMax bound the latency of
 	// is_suspicious. Both zero selects 1s..10s; for an (almost) instant answer
@@ -132,6 +143,9 @@ func (c Config) Validate() error {
 	if c.SuspiciousDelayMin >= 0 && c.SuspiciousDelayMax >= 0 &&
 		(c.SuspiciousDelayMin != 0 || c.SuspiciousDelayMax != 0) && c.SuspiciousDelayMax < c.SuspiciousDelayMin {
 		errs = append(errs, fmt.Errorf("suspicious delay max %s is less than min %s", c.SuspiciousDelayMax, c.SuspiciousDelayMin))
+	}
+	if math.IsNaN(c.Capacity) || c.Capacity < 0 || c.Capacity > maxCapacity {
+		errs = append(errs, fmt.Errorf("capacity %v: want 0 (unlimited) or a rate up to %v requests per second", c.Capacity, float64(maxCapacity)))
 	}
 	if c.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("max in flight %d: must not be negative", c.MaxInFlight))

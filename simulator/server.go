@@ -1,7 +1,8 @@
 // Package simulator serves a fast simulation of the Mockstagram API for any pk
 // range, in random-walk or deterministic mode, with fault injection (5xx, 429,
 // latency and spikes, timeouts, malformed and oversized bodies, unknown pks)
-// and an optional bound on concurrent GETs.
+// an optional bound on concurrent GETs and an optional capacity that queues
+// requests like the real single-process server.
 //
 // Routes, exactly like the real server:
 //
@@ -9,6 +10,10 @@
 //	POST /api/v1/influencers/is_suspicious
 //
 // Anything else is 404.
+//
+// Serve it with net/http, or with HTTPServer, which answers the plain GETs of
+// a Server without faults itself at less than half of net/http's CPU per
+// request.
 package simulator
 
 import (
@@ -44,6 +49,7 @@ type Server struct {
 	clock clockwork.Clock
 
 	walk       *walk         // random-walk state; nil in deterministic mode
+	queue      *queue        // Capacity's single-server queue; nil when unlimited
 	sem        chan struct{} // GET slots; nil when unlimited
 	faultRate  float64       // sum of the exclusive response-fault rates
 	retryAfter []string      // Retry-After header value
@@ -90,6 +96,7 @@ func New(cfg Config, clock clockwork.Clock) (*Server, error) {
 	if cfg.Mode == RandomWalk {
 		s.walk = newWalk(cfg.Range.From, cfg.Range.To, cfg.Seed)
 	}
+	s.queue = newQueue(cfg.Capacity, clock)
 	if cfg.MaxInFlight > 0 {
 		s.sem = make(chan struct{}, cfg.MaxInFlight)
 	}
@@ -152,6 +159,9 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, rawPK string) 
 	rnd := newRNG(s.cfg.Seed, n)
 	ctx := r.Context()
 
+	if s.queue != nil && !s.queue.wait(ctx) {
+		return // the client gave up while queued
+	}
 	if s.sem != nil {
 		select {
 		case s.sem <- struct{}{}:
@@ -183,12 +193,7 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, rawPK string) 
 		s.writeNotFound(w)
 		return
 	}
-	var follower, following int64
-	if s.walk != nil {
-		follower, following = s.walk.step(pk, &rnd)
-	} else {
-		follower, following = Counts(pk, s.clock.Now())
-	}
+	follower, following := s.counts(pk, &rnd)
 	switch f {
 	case faultMalformed:
 		s.writeMalformed(w, pk, follower, following, &rnd)
@@ -197,6 +202,23 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, rawPK string) 
 	default:
 		s.writeSample(w, pk, follower, following)
 	}
+}
+
+// counts answers a known pk: the next random-walk step, or the deterministic
+// counts of the current minute.
+func (s *Server) counts(pk int64, rnd *rng) (follower, following int64) {
+	if s.walk != nil {
+		return s.walk.step(pk, rnd)
+	}
+	return Counts(pk, s.clock.Now())
+}
+
+// plain reports whether a GET is answered at once, without drawing from its
+// random generator before the counts: no queue, no latency, no faults. Only
+// then may the lean HTTP server answer GETs itself.
+func (s *Server) plain() bool {
+	return s.queue == nil && s.sem == nil && s.faultRate == 0 &&
+		s.cfg.Latency == 0 && s.cfg.LatencyJitter == 0 && s.cfg.SpikeRate == 0
 }
 
 // latency draws the delay of one GET.

@@ -48,10 +48,14 @@ func (q suspiciousRequest) validate() error {
 	return errors.Join(errs...)
 }
 
-// serveSuspicious answers is_suspicious after a delay in
+// serveSuspicious waits for its Capacity slot, then answers is_suspicious
+// after a delay (asynchronous on the real server, so outside the slot) in
 // [SuspiciousDelayMin, SuspiciousDelayMax] on the server's clock, or returns
 // without an answer when the client gives up first.
 func (s *Server) serveSuspicious(w http.ResponseWriter, r *http.Request) {
+	if s.queue != nil && !s.queue.wait(r.Context()) {
+		return // the client gave up while queued
+	}
 	var q suspiciousRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxSuspiciousBody))
 	if err := dec.Decode(&q); err != nil {
