@@ -67,7 +67,9 @@ func inFlight(ctx context.Context, in <-chan *message.Message, n int) <-chan *me
 func deliver(ctx context.Context, msg *message.Message, out chan<- *message.Message) {
 	for {
 		c := msg.Copy()
-		c.SetContext(msg.Context())
+		// Not msg's context: gochannel cancels it once msg is acked, and msg
+		// was acked upstream already.
+		c.SetContext(ctx)
 		select {
 		case out <- c:
 		case <-ctx.Done():

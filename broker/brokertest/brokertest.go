@@ -458,7 +458,9 @@ func testInFlight(t *testing.T, b *broker.Broker, f Features) {
 	}
 	held := make([]*message.Message, 0, f.InFlight)
 	for range f.InFlight {
-		held = append(held, next(t, ch))
+		m := next(t, ch)
+		require.NoError(t, m.Context().Err(), "a delivered message's context is live until its ack")
+		held = append(held, m)
 	}
 	// Nack one of the held messages: it comes again (possibly after others).
 	held[0].Nack()
