@@ -89,7 +89,7 @@ type Task struct {
 // Validate reports why a task cannot be worked on.
 func (t Task) Validate() error {
 	var errs []error
-	if t.Minute.IsZero() || !t.Minute.Equal(t.Minute.Truncate(time.Minute)) {
+	if !influencer.IsMinute(t.Minute) {
 		errs = append(errs, errors.New("task minute missing or not minute-aligned"))
 	}
 	if t.Deadline.Before(t.Minute) {
@@ -146,7 +146,7 @@ func DecodeResult(payload []byte) (influencer.Batch, error) {
 	if err := decodeStrict(payload, &b); err != nil {
 		return influencer.Batch{}, err
 	}
-	if b.Minute.IsZero() || !b.Minute.Equal(b.Minute.Truncate(time.Minute)) {
+	if !influencer.IsMinute(b.Minute) {
 		return influencer.Batch{}, fmt.Errorf("%w: result minute missing or not minute-aligned", ErrMalformed)
 	}
 	if b.Shard < 0 {

@@ -19,9 +19,11 @@ type Store interface {
 	// rows actually inserted; failures are recorded as missed (pk, minute)
 	// unless a sample exists for that (pk, minute). A sample inserted for a
 	// (pk, minute) previously recorded as missed removes the missed entry.
-	// Samples must have distinct pks and be valid (callers validate first);
-	// a store returns an error wrapping store.ErrInvalid rather than storing
-	// any of an invalid batch. Samples need not share the batch's Minute.
+	// Every row must pass influencer.CheckBatch with AnyMinute (callers
+	// validate first; distinct sample pks, valid samples, failures with a
+	// positive pk and an aligned minute): a store returns an error wrapping
+	// store.ErrInvalid (see ValidateBatch) rather than storing any of an
+	// invalid batch. Rows need not share the batch's Minute.
 	Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error)
 
 	// Summary returns the influencer's summary, or influencer.ErrNotFound.

@@ -102,7 +102,7 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.Reco
 		return influencer.RecordResult{}, err
 	}
 	if err := store.ValidateBatch(b); err != nil {
-		return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), err)
+		return influencer.RecordResult{}, err
 	}
 	now := s.clock.Now()
 

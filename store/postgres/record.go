@@ -198,7 +198,7 @@ const recordAttempts = 3
 // batch is retried, so such a minute never wedges the pipeline.
 func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
 	if err := store.ValidateBatch(b); err != nil {
-		return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), err)
+		return influencer.RecordResult{}, err
 	}
 	// Rows are written in pk order so concurrent batches that share pks
 	// lock them in the same order and do not deadlock.
@@ -226,7 +226,7 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.Reco
 	}
 
 	fail := func(err error) (influencer.RecordResult, error) {
-		return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), classify(err))
+		return influencer.RecordResult{}, classify(err)
 	}
 	partitionsEnsured := false
 	for attempt := 1; ; attempt++ {
