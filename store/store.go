@@ -14,6 +14,17 @@ import (
 	"github.com/mockstagram/pipeline/influencer"
 )
 
+// ErrNotFound is returned by stores when an influencer (or a dead letter)
+// has no data.
+var ErrNotFound = errors.New("influencer not found")
+
+// RecordResult says what a Record call changed.
+type RecordResult struct {
+	Inserted   int // new (pk, minute) rows
+	Duplicates int // rows that already existed (redelivery)
+	Missed     int // new missed (pk, minute) entries
+}
+
 // ErrInvalid marks an input a store refused to write (invalid sample,
 // duplicate pk in a batch, non-positive pk). Retrying it cannot succeed.
 var ErrInvalid = errors.New("invalid store input")
