@@ -19,6 +19,7 @@ import (
 	"github.com/mockstagram/pipeline/app"
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/store"
 )
 
 // BenchCmd is 'mockstagram bench': the whole pipeline in one process on N
@@ -207,7 +208,7 @@ type benchMeter struct {
 	minutes map[int64]*minuteStat // by unix minute (time.Time keys compare locations)
 }
 
-func (m *benchMeter) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (m *benchMeter) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	res, err := m.Store.Record(ctx, b)
 	if err != nil {
 		return res, err

@@ -22,7 +22,7 @@ import (
 // error wrapping store.ErrInvalid means the store refused the batch's data
 // (retrying the same batch cannot succeed); any other error is transient.
 type BatchStore interface {
-	Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error)
+	Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error)
 }
 
 // Recorder writes each result message as one batch. Invalid samples are
@@ -103,9 +103,9 @@ func (r *Recorder) Handle(msg *message.Message) error {
 
 // record stores b, bisecting it when the store rejects its data; the bad
 // rows found are then recorded as missed in one more batch.
-func (r *Recorder) record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (r *Recorder) record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	var (
-		res influencer.RecordResult
+		res store.RecordResult
 		bad []influencer.Failure
 	)
 	if err := r.bisect(ctx, b, &res, &bad); err != nil {
@@ -131,7 +131,7 @@ func (r *Recorder) record(ctx context.Context, b influencer.Batch) (influencer.R
 // appended to bad as an "invalid" failure with the store's error; when bad
 // is nil (the pass that records those) a rejected row cannot be recorded at
 // all and is logged. Transient errors abort.
-func (r *Recorder) bisect(ctx context.Context, b influencer.Batch, acc *influencer.RecordResult, bad *[]influencer.Failure) error {
+func (r *Recorder) bisect(ctx context.Context, b influencer.Batch, acc *store.RecordResult, bad *[]influencer.Failure) error {
 	res, err := r.store.Record(ctx, b)
 	if err == nil {
 		acc.Inserted += res.Inserted

@@ -53,24 +53,24 @@ func poisonReason(pk int64) string {
 	return fmt.Sprintf("%s: SQLSTATE 23514: pk %d violates a check constraint", store.ErrInvalid, pk)
 }
 
-func (s *pickyStore) Record(_ context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (s *pickyStore) Record(_ context.Context, b influencer.Batch) (store.RecordResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls++
 	if s.calls == s.transientAt {
-		return influencer.RecordResult{}, errConnRefused
+		return store.RecordResult{}, errConnRefused
 	}
 	for _, smp := range b.Samples {
 		if s.poisoned[smp.PK] {
-			return influencer.RecordResult{}, fmt.Errorf("%w: SQLSTATE 23514: pk %d violates a check constraint", store.ErrInvalid, smp.PK)
+			return store.RecordResult{}, fmt.Errorf("%w: SQLSTATE 23514: pk %d violates a check constraint", store.ErrInvalid, smp.PK)
 		}
 	}
 	for _, f := range b.Failures {
 		if strings.ContainsRune(f.Reason, 0) {
-			return influencer.RecordResult{}, fmt.Errorf("%w: SQLSTATE 22021: invalid byte sequence for encoding \"UTF8\": 0x00", store.ErrInvalid)
+			return store.RecordResult{}, fmt.Errorf("%w: SQLSTATE 22021: invalid byte sequence for encoding \"UTF8\": 0x00", store.ErrInvalid)
 		}
 	}
-	var res influencer.RecordResult
+	var res store.RecordResult
 	for _, smp := range b.Samples {
 		if _, dup := s.stored[smp.PK]; dup {
 			res.Duplicates++
@@ -222,10 +222,10 @@ type downStore struct {
 	inner *pickyStore
 }
 
-func (s *downStore) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (s *downStore) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	s.calls.Add(1)
 	if !s.up.Load() {
-		return influencer.RecordResult{}, errConnRefused
+		return store.RecordResult{}, errConnRefused
 	}
 	return s.inner.Record(ctx, b)
 }

@@ -5,14 +5,12 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"github.com/mockstagram/pipeline/influencer"
 )
 
 // ValidateDeadLetter checks what a store requires of a dead letter: an id,
 // the topics, a receive time, no negative attempts, and text (including the
 // metadata) that is valid UTF-8 without NUL bytes. Errors wrap ErrInvalid.
-func ValidateDeadLetter(d influencer.DeadLetter) error {
+func ValidateDeadLetter(d DeadLetter) error {
 	switch {
 	case d.ID == "":
 		return fmt.Errorf("%w: dead letter without id", ErrInvalid)
@@ -41,9 +39,9 @@ func CleanText(s string) bool {
 }
 
 // ValidateDeadLetterFilter checks the page size. Errors wrap ErrInvalid.
-func ValidateDeadLetterFilter(f influencer.DeadLetterFilter) error {
-	if f.Limit < 1 || f.Limit > influencer.MaxDeadLetterLimit {
-		return fmt.Errorf("%w: dead letter limit %d not in [1, %d]", ErrInvalid, f.Limit, influencer.MaxDeadLetterLimit)
+func ValidateDeadLetterFilter(f DeadLetterFilter) error {
+	if f.Limit < 1 || f.Limit > MaxDeadLetterLimit {
+		return fmt.Errorf("%w: dead letter limit %d not in [1, %d]", ErrInvalid, f.Limit, MaxDeadLetterLimit)
 	}
 	return nil
 }

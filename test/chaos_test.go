@@ -62,6 +62,7 @@ import (
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/simulator"
+	"github.com/mockstagram/pipeline/store"
 )
 
 const (
@@ -459,20 +460,20 @@ func (s *flakyStore) down() bool {
 	return sec >= chaosDownFrom && sec < chaosDownTo
 }
 
-func (s *flakyStore) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (s *flakyStore) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	if !s.down() {
 		return s.Store.Record(ctx, b)
 	}
 	if s.calls.Add(1)%2 == 0 {
 		// Committed, then the process died before the ack.
 		if _, err := s.Store.Record(ctx, b); err != nil {
-			return influencer.RecordResult{}, err
+			return store.RecordResult{}, err
 		}
 		s.after.Add(1)
-		return influencer.RecordResult{}, errRecorderRestarting
+		return store.RecordResult{}, errRecorderRestarting
 	}
 	s.before.Add(1)
-	return influencer.RecordResult{}, errRecorderRestarting
+	return store.RecordResult{}, errRecorderRestarting
 }
 
 // Pool lends the store's pool to the Postgres broker (app.NewBroker looks

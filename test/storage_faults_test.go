@@ -57,7 +57,7 @@ type countingStore struct {
 	records atomic.Int64
 }
 
-func (s *countingStore) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (s *countingStore) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	s.records.Add(1)
 	return s.Store.Record(ctx, b)
 }
@@ -230,7 +230,7 @@ type recordCounter struct {
 	calls atomic.Int64
 }
 
-func (c *recordCounter) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (c *recordCounter) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	c.calls.Add(1)
 	return c.BatchStore.Record(ctx, b)
 }

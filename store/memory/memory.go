@@ -73,7 +73,7 @@ type Store struct {
 	leases  map[string]*lease
 
 	dlMu        sync.Mutex
-	deadLetters map[string]influencer.DeadLetter
+	deadLetters map[string]store.DeadLetter
 }
 
 // New returns an empty store that takes registry and missed timestamps from
@@ -92,24 +92,24 @@ func New(clock clockwork.Clock) *Store {
 		daily:           make(map[int64][]rollup),
 		suspicion:       make(map[int64]influencer.Suspicion),
 		leases:          make(map[string]*lease),
-		deadLetters:     make(map[string]influencer.DeadLetter),
+		deadLetters:     make(map[string]store.DeadLetter),
 	}
 }
 
 // Record implements storetest.Store.
-func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	if err := ctx.Err(); err != nil {
-		return influencer.RecordResult{}, err
+		return store.RecordResult{}, err
 	}
 	if err := store.ValidateBatch(b); err != nil {
-		return influencer.RecordResult{}, err
+		return store.RecordResult{}, err
 	}
 	now := s.clock.Now()
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	var res influencer.RecordResult
+	var res store.RecordResult
 	for _, smp := range b.Samples {
 		m := smp.Minute.Unix()
 		tl := s.timeline[smp.PK]
@@ -192,7 +192,7 @@ func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, erro
 	defer s.mu.RUnlock()
 	sum, ok := s.summary[pk]
 	if !ok {
-		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, influencer.ErrNotFound)
+		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, store.ErrNotFound)
 	}
 	out := *sum
 	out.Suspicion = s.suspicionOf(pk)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/store"
 )
 
@@ -37,7 +36,7 @@ LIMIT $8`
 )
 
 // SaveDeadLetter implements storetest.Store.
-func (s *Store) SaveDeadLetter(ctx context.Context, d influencer.DeadLetter) error {
+func (s *Store) SaveDeadLetter(ctx context.Context, d store.DeadLetter) error {
 	if err := store.ValidateDeadLetter(d); err != nil {
 		return fmt.Errorf("save dead letter: %w", err)
 	}
@@ -62,7 +61,7 @@ func (s *Store) SaveDeadLetter(ctx context.Context, d influencer.DeadLetter) err
 }
 
 // DeadLetters implements storetest.Store.
-func (s *Store) DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) ([]influencer.DeadLetter, error) {
+func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]store.DeadLetter, error) {
 	if err := store.ValidateDeadLetterFilter(f); err != nil {
 		return nil, fmt.Errorf("dead letters: %w", err)
 	}
@@ -75,9 +74,9 @@ func (s *Store) DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) 
 	if err != nil {
 		return nil, fmt.Errorf("dead letters: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (influencer.DeadLetter, error) {
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.DeadLetter, error) {
 		var (
-			d        influencer.DeadLetter
+			d        store.DeadLetter
 			shard    *int32
 			minute   *time.Time
 			metaJSON []byte
@@ -120,7 +119,7 @@ func (s *Store) MarkReplayed(ctx context.Context, id string, at time.Time) error
 		return fmt.Errorf("mark dead letter %s replayed: %w", id, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("mark dead letter %s replayed: %w", id, influencer.ErrNotFound)
+		return fmt.Errorf("mark dead letter %s replayed: %w", id, store.ErrNotFound)
 	}
 	return nil
 }

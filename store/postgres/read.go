@@ -39,7 +39,7 @@ func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, erro
 		&sum.Username, &sum.FollowerCount, &sum.FollowingCount, &sum.LastMinute, &sum.Samples, &sum.FollowerSum,
 		&suspicious, &checkedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, influencer.ErrNotFound)
+		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, store.ErrNotFound)
 	}
 	if err != nil {
 		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, err)

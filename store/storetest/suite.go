@@ -69,7 +69,7 @@ func batch(m int, samples ...influencer.Sample) influencer.Batch {
 	return influencer.Batch{Minute: minute(m), Shard: 7, Samples: samples}
 }
 
-func record(t *testing.T, s Store, b influencer.Batch) influencer.RecordResult {
+func record(t *testing.T, s Store, b influencer.Batch) store.RecordResult {
 	t.Helper()
 	res, err := s.Record(context.Background(), b)
 	require.NoError(t, err)
@@ -86,9 +86,9 @@ func summary(t *testing.T, s Store, pk int64) influencer.Summary {
 func testRecordAndSummary(t *testing.T, s Store) {
 	ctx := context.Background()
 	res := record(t, s, batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20), sample(3, 0, 300, 0)))
-	assert.Equal(t, influencer.RecordResult{Inserted: 3}, res)
+	assert.Equal(t, store.RecordResult{Inserted: 3}, res)
 	res = record(t, s, batch(1, sample(1, 1, 110, 11), sample(2, 1, 190, 21)))
-	assert.Equal(t, influencer.RecordResult{Inserted: 2}, res)
+	assert.Equal(t, store.RecordResult{Inserted: 2}, res)
 
 	tests := []struct {
 		pk   int64
@@ -106,13 +106,13 @@ func testRecordAndSummary(t *testing.T, s Store) {
 	}
 
 	_, err := s.Summary(ctx, 4)
-	assert.ErrorIs(t, err, influencer.ErrNotFound)
+	assert.ErrorIs(t, err, store.ErrNotFound)
 
 	// A batch of failures only stores no sample.
 	res = record(t, s, influencer.Batch{Minute: minute(2), Failures: []influencer.Failure{{PK: 4, Minute: minute(2), Class: "timeout", Reason: "deadline"}}})
-	assert.Equal(t, influencer.RecordResult{Missed: 1}, res)
+	assert.Equal(t, store.RecordResult{Missed: 1}, res)
 	_, err = s.Summary(ctx, 4)
-	assert.ErrorIs(t, err, influencer.ErrNotFound)
+	assert.ErrorIs(t, err, store.ErrNotFound)
 }
 
 func testTimeline(t *testing.T, s Store) {
@@ -158,13 +158,13 @@ func testRedelivery(t *testing.T, s Store) {
 	ctx := context.Background()
 	b := batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20))
 	b.Failures = []influencer.Failure{{PK: 3, Minute: minute(0), Class: "http_5xx", Reason: "502"}}
-	assert.Equal(t, influencer.RecordResult{Inserted: 2, Missed: 1}, record(t, s, b))
+	assert.Equal(t, store.RecordResult{Inserted: 2, Missed: 1}, record(t, s, b))
 	before1, before2 := summary(t, s, 1), summary(t, s, 2)
 	tl, err := s.Timeline(ctx, 1, minute(-1), minute(1), 10)
 	require.NoError(t, err)
 
 	for range 3 {
-		assert.Equal(t, influencer.RecordResult{Duplicates: 2}, record(t, s, b))
+		assert.Equal(t, store.RecordResult{Duplicates: 2}, record(t, s, b))
 	}
 	assert.Equal(t, before1, summary(t, s, 1))
 	assert.Equal(t, before2, summary(t, s, 2))
@@ -180,7 +180,7 @@ func testOverlappingBatch(t *testing.T, s Store) {
 	record(t, s, batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20)))
 	// pk 2 at minute 0 again, with other values: the stored one wins.
 	res := record(t, s, batch(0, sample(2, 0, 999, 99), sample(3, 0, 300, 30)))
-	assert.Equal(t, influencer.RecordResult{Inserted: 1, Duplicates: 1}, res)
+	assert.Equal(t, store.RecordResult{Inserted: 1, Duplicates: 1}, res)
 
 	assert.Equal(t, influencer.Summary{PK: 2, Username: "user-2-m0", FollowerCount: 200, FollowingCount: 20, LastMinute: minute(0), Samples: 1, FollowerSum: 200}, summary(t, s, 2))
 	assert.Equal(t, influencer.Summary{PK: 3, Username: "user-3-m0", FollowerCount: 300, FollowingCount: 30, LastMinute: minute(0), Samples: 1, FollowerSum: 300}, summary(t, s, 3))
@@ -192,7 +192,7 @@ func testOverlappingBatch(t *testing.T, s Store) {
 func testOutOfOrder(t *testing.T, s Store) {
 	record(t, s, batch(5, sample(1, 5, 500, 50)))
 	res := record(t, s, batch(3, sample(1, 3, 300, 30)))
-	assert.Equal(t, influencer.RecordResult{Inserted: 1}, res)
+	assert.Equal(t, store.RecordResult{Inserted: 1}, res)
 
 	assert.Equal(t, influencer.Summary{
 		PK: 1, Username: "user-1-m5", FollowerCount: 500, FollowingCount: 50,
@@ -231,28 +231,28 @@ func testMissed(t *testing.T, s Store) {
 	steps := []struct {
 		name   string
 		batch  influencer.Batch
-		want   influencer.RecordResult
+		want   store.RecordResult
 		since0 int64 // MissedSince(minute 0) afterwards
 		since1 int64 // MissedSince(minute 1) afterwards
 	}{
 		{"failures become missed",
 			influencer.Batch{Minute: minute(0), Failures: []influencer.Failure{fail(10, 0), fail(11, 0), fail(10, 1)}},
-			influencer.RecordResult{Missed: 3}, 3, 1},
+			store.RecordResult{Missed: 3}, 3, 1},
 		{"redelivered failures count once",
 			influencer.Batch{Minute: minute(0), Failures: []influencer.Failure{fail(10, 0), fail(11, 0), fail(11, 0)}},
-			influencer.RecordResult{}, 3, 1},
+			store.RecordResult{}, 3, 1},
 		{"no missed entry where a sample exists",
 			influencer.Batch{Minute: minute(0), Failures: []influencer.Failure{fail(1, 0)}},
-			influencer.RecordResult{}, 3, 1},
+			store.RecordResult{}, 3, 1},
 		{"sample and failure for one (pk, minute) in one batch",
 			influencer.Batch{Minute: minute(2), Samples: []influencer.Sample{sample(12, 2, 5, 5)}, Failures: []influencer.Failure{fail(12, 2)}},
-			influencer.RecordResult{Inserted: 1}, 3, 1},
+			store.RecordResult{Inserted: 1}, 3, 1},
 		{"a later sample removes the missed entry",
 			batch(0, sample(10, 0, 7, 7)),
-			influencer.RecordResult{Inserted: 1}, 2, 1},
+			store.RecordResult{Inserted: 1}, 2, 1},
 		{"new failure and filled gap together",
 			influencer.Batch{Minute: minute(1), Samples: []influencer.Sample{sample(10, 1, 8, 8)}, Failures: []influencer.Failure{fail(13, 1)}},
-			influencer.RecordResult{Inserted: 1, Missed: 1}, 2, 1},
+			store.RecordResult{Inserted: 1, Missed: 1}, 2, 1},
 	}
 	for _, st := range steps {
 		assert.Equal(t, st.want, record(t, s, st.batch), st.name)
@@ -299,7 +299,7 @@ func testInvalidBatch(t *testing.T, s Store) {
 	// Nothing of any rejected batch was stored.
 	for _, pk := range []int64{1, 2, 3} {
 		_, err := s.Summary(ctx, pk)
-		assert.ErrorIs(t, err, influencer.ErrNotFound, "pk %d", pk)
+		assert.ErrorIs(t, err, store.ErrNotFound, "pk %d", pk)
 		tl, err := s.Timeline(ctx, pk, minute(-10), minute(10), 10)
 		require.NoError(t, err)
 		assert.Empty(t, tl, "pk %d", pk)

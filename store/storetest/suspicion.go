@@ -62,7 +62,7 @@ func testSuspicionInSummary(t *testing.T, s Store) {
 	// the pk has data.
 	saveSuspicion(t, s, answer(3, false, 11))
 	_, err := s.Summary(ctx, 3)
-	assert.ErrorIs(t, err, influencer.ErrNotFound)
+	assert.ErrorIs(t, err, store.ErrNotFound)
 	record(t, s, batch(1, sample(3, 1, 300, 30)))
 	assert.Equal(t, &influencer.Suspicion{PK: 3, Suspicious: false, CheckedAt: minute(11)}, suspicionOf(t, s, 3))
 
@@ -220,7 +220,7 @@ func testSuspicionSurvivesRecord(t *testing.T, s Store) {
 	saveSuspicion(t, s, answer(1, true, 5))
 	want := &influencer.Suspicion{PK: 1, Suspicious: true, CheckedAt: minute(5)}
 
-	assert.Equal(t, influencer.RecordResult{Duplicates: 2}, record(t, s, b), "redelivered batch")
+	assert.Equal(t, store.RecordResult{Duplicates: 2}, record(t, s, b), "redelivered batch")
 	assert.Equal(t, want, suspicionOf(t, s, 1))
 	record(t, s, batch(1, sample(1, 1, 150, 15)))
 	assert.Equal(t, influencer.Summary{
