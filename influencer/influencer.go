@@ -22,9 +22,6 @@ const (
 	MaxUsernameLength = 64
 )
 
-// ErrNotFound is returned by stores when an influencer has no data.
-var ErrNotFound = errors.New("influencer not found")
-
 // Sample is one fetched observation of an influencer for one minute.
 type Sample struct {
 	PK             int64     `json:"pk"`
@@ -74,13 +71,6 @@ type Batch struct {
 	Shard    int       `json:"shard"`
 	Samples  []Sample  `json:"samples"`
 	Failures []Failure `json:"failures,omitempty"`
-}
-
-// RecordResult says what a Record call changed.
-type RecordResult struct {
-	Inserted   int // new (pk, minute) rows
-	Duplicates int // rows that already existed (redelivery)
-	Missed     int // new missed (pk, minute) entries
 }
 
 // Summary is the latest state of one influencer, maintained incrementally.
