@@ -50,7 +50,7 @@ func (c BenchCmd) Run(e env, cfg config.Config) error {
 	meter := &benchMeter{want: c.Influencers, minutes: map[int64]*minuteStat{}}
 	var srv *app.HTTPServer
 	a := fx.New(app.Options(cfg, app.AllRoles()),
-		fx.Decorate(func(s app.Store) app.Store { meter.Store = s; return meter }),
+		fx.Decorate(func(s store.Store) store.Store { meter.Store = s; return meter }),
 		fx.Populate(&srv),
 		fx.NopLogger, fx.StartTimeout(5*time.Minute))
 	if err := a.Err(); err != nil {
@@ -202,7 +202,7 @@ type minuteStat struct {
 
 // benchMeter wraps the store and records when each minute's samples commit.
 type benchMeter struct {
-	app.Store
+	store.Store
 	want    int
 	mu      sync.Mutex
 	minutes map[int64]*minuteStat // by unix minute (time.Time keys compare locations)

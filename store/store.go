@@ -55,7 +55,7 @@ func ValidatePKs(pks []int64) error {
 	return nil
 }
 
-// Lease is a held leadership lock (see TryLead in storetest.Store).
+// Lease is a held leadership lock (see Store.TryLead).
 type Lease interface {
 	// Lost is closed when the lock is lost (e.g. the connection holding it died).
 	Lost() <-chan struct{}

@@ -131,7 +131,7 @@ func runChaos(t *testing.T, brokerName string, minutes int) {
 	a := fxtest.New(t,
 		app.Options(cfg, app.AllRoles()),
 		fx.Decorate(func(clockwork.Clock) clockwork.Clock { return clock }),
-		fx.Decorate(func(s app.Store) app.Store { flaky.Store = s; return flaky }),
+		fx.Decorate(func(s store.Store) store.Store { flaky.Store = s; return flaky }),
 		fx.Decorate(func(p message.Publisher) message.Publisher { return &resultsPublisher{Publisher: p, api: api} }),
 		fx.Populate(&m),
 	)
@@ -446,7 +446,7 @@ func (t *countedTimer) Reset(time.Duration) bool { panic("countedTimer: Reset is
 // flakyStore makes the recorder's writes fail transiently while the recorder
 // is "restarting" (see the top of the file).
 type flakyStore struct {
-	app.Store
+	store.Store
 	clock         clockwork.Clock
 	calls         atomic.Int64
 	before, after atomic.Int64

@@ -53,7 +53,7 @@ func outageDuration() time.Duration {
 // cut kills, and this test is about the recorder, not failover (the only
 // scheduler would otherwise stand by until the database is back).
 type countingStore struct {
-	app.Store
+	store.Store
 	records atomic.Int64
 }
 
@@ -147,7 +147,7 @@ func TestStorageOutage(t *testing.T) {
 	a := fxtest.New(t,
 		app.Options(cfg, app.AllRoles()),
 		fx.Decorate(func(clockwork.Clock) clockwork.Clock { return p.clock }),
-		fx.Decorate(func(s app.Store) app.Store {
+		fx.Decorate(func(s store.Store) store.Store {
 			counting = &countingStore{Store: s}
 			return counting
 		}),

@@ -12,7 +12,7 @@ import (
 	"github.com/mockstagram/pipeline/store"
 )
 
-// SaveDeadLetter implements storetest.Store.
+// SaveDeadLetter implements store.Store.
 func (s *Store) SaveDeadLetter(ctx context.Context, d store.DeadLetter) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -29,7 +29,7 @@ func (s *Store) SaveDeadLetter(ctx context.Context, d store.DeadLetter) error {
 	return nil
 }
 
-// DeadLetters implements storetest.Store.
+// DeadLetters implements store.Store.
 func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]store.DeadLetter, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -68,7 +68,7 @@ func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]st
 	return out, nil
 }
 
-// MarkReplayed implements storetest.Store.
+// MarkReplayed implements store.Store.
 func (s *Store) MarkReplayed(ctx context.Context, id string, at time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err

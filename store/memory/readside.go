@@ -215,7 +215,7 @@ func (s *Store) trackedAt(t time.Time) int64 {
 	return 0
 }
 
-// Rank implements storetest.Store.
+// Rank implements store.Store.
 func (s *Store) Rank(ctx context.Context, pk int64) (int64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -226,7 +226,7 @@ func (s *Store) Rank(ctx context.Context, pk int64) (int64, error) {
 	return s.rank.rank(sum.FollowerCount), nil
 }
 
-// Leaderboard implements storetest.Store.
+// Leaderboard implements store.Store.
 func (s *Store) Leaderboard(ctx context.Context, after *store.Cursor, limit int) ([]store.Ranked, error) {
 	if err := store.ValidateLeaderboardLimit(limit); err != nil {
 		return nil, fmt.Errorf("leaderboard: %w", err)
@@ -244,7 +244,7 @@ func (s *Store) Leaderboard(ctx context.Context, after *store.Cursor, limit int)
 	return out, nil
 }
 
-// Stats implements storetest.Store.
+// Stats implements store.Store.
 func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -265,7 +265,7 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 	return st, nil
 }
 
-// Rollup implements storetest.Store.
+// Rollup implements store.Store.
 func (s *Store) Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]store.Bucket, error) {
 	if err := store.ValidateRollup(step, limit); err != nil {
 		return nil, fmt.Errorf("rollup of pk %d: %w", pk, err)
@@ -285,7 +285,7 @@ func (s *Store) Rollup(ctx context.Context, pk int64, step time.Duration, from, 
 	return out, nil
 }
 
-// Prune implements storetest.Store with the Postgres store's semantics:
+// Prune implements store.Store with the Postgres store's semantics:
 // minute points and missed entries of the UTC days before
 // store.RetentionCutoff(now, keep) are dropped, progress counters older
 // than store.ProgressRetention too; rollups, summaries and counters stay.

@@ -35,7 +35,7 @@ LIMIT $8`
 	markReplayedSQL = `UPDATE dead_letters SET replayed_at = $2 WHERE id = $1`
 )
 
-// SaveDeadLetter implements storetest.Store.
+// SaveDeadLetter implements store.Store.
 func (s *Store) SaveDeadLetter(ctx context.Context, d store.DeadLetter) error {
 	if err := store.ValidateDeadLetter(d); err != nil {
 		return fmt.Errorf("save dead letter: %w", err)
@@ -60,7 +60,7 @@ func (s *Store) SaveDeadLetter(ctx context.Context, d store.DeadLetter) error {
 	return nil
 }
 
-// DeadLetters implements storetest.Store.
+// DeadLetters implements store.Store.
 func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]store.DeadLetter, error) {
 	if err := store.ValidateDeadLetterFilter(f); err != nil {
 		return nil, fmt.Errorf("dead letters: %w", err)
@@ -112,7 +112,7 @@ func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]st
 	return out, nil
 }
 
-// MarkReplayed implements storetest.Store.
+// MarkReplayed implements store.Store.
 func (s *Store) MarkReplayed(ctx context.Context, id string, at time.Time) error {
 	tag, err := s.pool.Exec(ctx, markReplayedSQL, id, at)
 	if err != nil {

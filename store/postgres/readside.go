@@ -177,7 +177,7 @@ func fillRanks(out []store.Ranked, known func(int) bool) {
 	}
 }
 
-// Stats implements storetest.Store: counters only, no scan.
+// Stats implements store.Store: counters only, no scan.
 func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 	var (
 		st   store.Stats

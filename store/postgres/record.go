@@ -193,7 +193,7 @@ func stripeOf(shard int) int {
 // partition.
 const recordAttempts = 3
 
-// Record implements storetest.Store. A sample whose day has no partition
+// Record implements store.Store. A sample whose day has no partition
 // yet (an old or far-future minute) gets its partition created and the
 // batch is retried, so such a minute never wedges the pipeline.
 func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {

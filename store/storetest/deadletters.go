@@ -34,12 +34,12 @@ func deadLetter(id, topic, reason string, received int) store.DeadLetter {
 	}
 }
 
-func saveDeadLetter(t *testing.T, s Store, d store.DeadLetter) {
+func saveDeadLetter(t *testing.T, s store.Store, d store.DeadLetter) {
 	t.Helper()
 	require.NoError(t, s.SaveDeadLetter(context.Background(), d))
 }
 
-func listDeadLetters(t *testing.T, s Store, f store.DeadLetterFilter) []store.DeadLetter {
+func listDeadLetters(t *testing.T, s store.Store, f store.DeadLetterFilter) []store.DeadLetter {
 	t.Helper()
 	if f.Limit == 0 {
 		f.Limit = 100
@@ -58,7 +58,7 @@ func ids(ds []store.DeadLetter) []string {
 	return out
 }
 
-func testDeadLetterRoundTrip(t *testing.T, s Store) {
+func testDeadLetterRoundTrip(t *testing.T, s store.Store) {
 	full := deadLetter("a", "fetcher_dlq", "HTTP 503", 1)
 	// A poisoned message: no shard, no minute, a payload that is not JSON
 	// and no metadata.
@@ -74,7 +74,7 @@ func testDeadLetterRoundTrip(t *testing.T, s Store) {
 	assert.Empty(t, listDeadLetters(t, s, store.DeadLetterFilter{Topic: "nothing"}))
 }
 
-func testDeadLetterIdempotent(t *testing.T, s Store) {
+func testDeadLetterIdempotent(t *testing.T, s store.Store) {
 	first := deadLetter("same-uuid", "fetcher_dlq", "HTTP 503", 1)
 	saveDeadLetter(t, s, first)
 	again := deadLetter("same-uuid", "fetcher_dlq", "redelivered with another reason", 3)
@@ -91,7 +91,7 @@ func testDeadLetterIdempotent(t *testing.T, s Store) {
 	assert.Equal(t, at, *got[0].ReplayedAt)
 }
 
-func testDeadLetterFilters(t *testing.T, s Store) {
+func testDeadLetterFilters(t *testing.T, s store.Store) {
 	saveDeadLetter(t, s, deadLetter("f1", "fetcher_dlq", "HTTP 503; gave up at the minute's deadline", 1))
 	saveDeadLetter(t, s, deadLetter("f2", "fetcher_dlq", "InfluencerNotFoundError", 2))
 	saveDeadLetter(t, s, deadLetter("r1", "result_handler_dlq", "malformed message: bad json", 3))
@@ -124,7 +124,7 @@ func testDeadLetterFilters(t *testing.T, s Store) {
 	}
 }
 
-func testDeadLetterPaging(t *testing.T, s Store) {
+func testDeadLetterPaging(t *testing.T, s store.Store) {
 	var want []string
 	for i := range 7 {
 		// Pairs share a receive time: the id breaks the tie.
@@ -154,7 +154,7 @@ func testDeadLetterPaging(t *testing.T, s Store) {
 	}
 }
 
-func testDeadLetterMarkReplayed(t *testing.T, s Store) {
+func testDeadLetterMarkReplayed(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	saveDeadLetter(t, s, deadLetter("x", "result_handler_dlq", "malformed", 1))
 	saveDeadLetter(t, s, deadLetter("y", "result_handler_dlq", "malformed", 2))
@@ -175,7 +175,7 @@ func testDeadLetterMarkReplayed(t *testing.T, s Store) {
 	assert.ErrorIs(t, s.MarkReplayed(ctx, "nope", minute(7)), store.ErrNotFound)
 }
 
-func testDeadLetterInvalid(t *testing.T, s Store) {
+func testDeadLetterInvalid(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	tests := []struct {
 		name string

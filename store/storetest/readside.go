@@ -34,26 +34,26 @@ var readSideTests = []contractTest{
 	{"ConcurrentReadSide", testConcurrentReadSide},
 }
 
-func track(t *testing.T, s Store, pks ...int64) {
+func track(t *testing.T, s store.Store, pks ...int64) {
 	t.Helper()
 	_, err := s.Track(context.Background(), pks)
 	require.NoError(t, err)
 }
 
-func untrack(t *testing.T, s Store, pks ...int64) {
+func untrack(t *testing.T, s store.Store, pks ...int64) {
 	t.Helper()
 	_, err := s.Untrack(context.Background(), pks)
 	require.NoError(t, err)
 }
 
-func rankOf(t *testing.T, s Store, pk int64) int64 {
+func rankOf(t *testing.T, s store.Store, pk int64) int64 {
 	t.Helper()
 	r, err := s.Rank(context.Background(), pk)
 	require.NoError(t, err, "rank of pk %d", pk)
 	return r
 }
 
-func stats(t *testing.T, s Store, now time.Time) store.Stats {
+func stats(t *testing.T, s store.Store, now time.Time) store.Stats {
 	t.Helper()
 	st, err := s.Stats(context.Background(), now)
 	require.NoError(t, err)
@@ -62,7 +62,7 @@ func stats(t *testing.T, s Store, now time.Time) store.Stats {
 
 // counts records one minute with the given current follower counts
 // (following = pk).
-func counts(t *testing.T, s Store, m int, shard int, c map[int64]int64) {
+func counts(t *testing.T, s store.Store, m int, shard int, c map[int64]int64) {
 	t.Helper()
 	b := influencer.Batch{Minute: minute(m), Shard: shard}
 	for pk, n := range c {
@@ -86,14 +86,14 @@ func wantRanks(current map[int64]int64) map[int64]int64 {
 	return out
 }
 
-func assertRanks(t *testing.T, s Store, current map[int64]int64, msg string) {
+func assertRanks(t *testing.T, s store.Store, current map[int64]int64, msg string) {
 	t.Helper()
 	for pk, want := range wantRanks(current) {
 		assert.Equal(t, want, rankOf(t, s, pk), "%s: pk %d (count %d)", msg, pk, current[pk])
 	}
 }
 
-func testRankTies(t *testing.T, s Store) {
+func testRankTies(t *testing.T, s store.Store) {
 	// Counts around bucket edges and inside wide buckets: 2046/2047/2048
 	// cross from exact to shared buckets, 1,000,000..1,000,300 share a
 	// bucket (~0.1 % wide), 0 is the lowest possible count.
@@ -122,7 +122,7 @@ func testRankTies(t *testing.T, s Store) {
 	assert.ErrorIs(t, err, store.ErrNotFound, "no data")
 }
 
-func testRankBruteForce(t *testing.T, s Store) {
+func testRankBruteForce(t *testing.T, s store.Store) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	const n = 200
 	pks := make([]int64, n)
@@ -154,7 +154,7 @@ func testRankBruteForce(t *testing.T, s Store) {
 	}
 }
 
-func testRankMoves(t *testing.T, s Store) {
+func testRankMoves(t *testing.T, s store.Store) {
 	track(t, s, 1, 2, 3)
 	counts(t, s, 0, 0, map[int64]int64{1: 100, 2: 200, 3: 300})
 	assert.Equal(t, []int64{3, 2, 1}, []int64{rankOf(t, s, 1), rankOf(t, s, 2), rankOf(t, s, 3)})
@@ -176,7 +176,7 @@ func testRankMoves(t *testing.T, s Store) {
 	assert.Equal(t, []int64{3, 1, 1}, []int64{rankOf(t, s, 1), rankOf(t, s, 2), rankOf(t, s, 3)}, "redelivery")
 }
 
-func testRankRegistry(t *testing.T, s Store) {
+func testRankRegistry(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	track(t, s, 1, 2, 3)
 	// pk 4 has data but was never tracked; pk 5 is tracked without data.
@@ -207,7 +207,7 @@ func testRankRegistry(t *testing.T, s Store) {
 	assert.EqualValues(t, 1400, st.FollowerTotal)
 }
 
-func testGlobalAverage(t *testing.T, s Store) {
+func testGlobalAverage(t *testing.T, s store.Store) {
 	track(t, s, 1, 2, 3)
 	st := stats(t, s, minute(0))
 	assert.Equal(t, store.Stats{Tracked: 3}, st, "tracked, no data")
@@ -246,7 +246,7 @@ func testGlobalAverage(t *testing.T, s Store) {
 	assert.InDelta(t, 250.0, st.AverageFollowerCount(), 1e-9)
 }
 
-func testStats(t *testing.T, s Store) {
+func testStats(t *testing.T, s store.Store) {
 	fail := func(pk int64, m int) influencer.Failure {
 		return influencer.Failure{PK: pk, Minute: minute(m), Class: "timeout", Reason: "deadline"}
 	}
@@ -323,7 +323,7 @@ func testStats(t *testing.T, s Store) {
 	assert.EqualValues(t, 13+23+33, got.FollowerTotal)
 }
 
-func testLeaderboardPagination(t *testing.T, s Store) {
+func testLeaderboardPagination(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	// 30 influencers in tie groups of various sizes, one untracked and one
 	// never tracked (both excluded), one tracked without data.
@@ -385,7 +385,7 @@ func testLeaderboardPagination(t *testing.T, s Store) {
 	assert.Empty(t, page)
 }
 
-func testLeaderboardLimits(t *testing.T, s Store) {
+func testLeaderboardLimits(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	for _, limit := range []int{0, -1, store.MaxLeaderboardLimit + 1} {
 		_, err := s.Leaderboard(ctx, nil, limit)
@@ -399,7 +399,7 @@ func testLeaderboardLimits(t *testing.T, s Store) {
 	assert.Empty(t, page)
 }
 
-func testRollups(t *testing.T, s Store) {
+func testRollups(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	hour := func(h int) time.Time { return Now().Add(time.Duration(h) * time.Hour) }
 	at := func(m int) influencer.Sample { // pk 1 at minute m
@@ -495,7 +495,7 @@ func assertBuckets(t *testing.T, want, got []store.Bucket, msg string) {
 	}
 }
 
-func testRollupArguments(t *testing.T, s Store) {
+func testRollupArguments(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	for _, step := range []time.Duration{0, time.Minute, 2 * time.Hour, -time.Hour, 7 * 24 * time.Hour} {
 		_, err := s.Rollup(ctx, 1, step, minute(0), minute(10), 10)
@@ -505,7 +505,7 @@ func testRollupArguments(t *testing.T, s Store) {
 	assert.ErrorIs(t, err, store.ErrInvalid, "limit 0")
 }
 
-func testRetention(t *testing.T, s Store) {
+func testRetention(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	const day = 24 * 60
 	old, recent := -10*day, -6*day // minutes, relative to Now
@@ -556,7 +556,7 @@ func testRetention(t *testing.T, s Store) {
 // testConcurrentReadSide records overlapping and redelivered batches while
 // the registry flips, then checks that the maintained counters agree with
 // the summaries.
-func testConcurrentReadSide(t *testing.T, s Store) {
+func testConcurrentReadSide(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	const (
 		pks     = 40

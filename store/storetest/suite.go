@@ -17,7 +17,7 @@ import (
 // Run runs the contract suite. newStore must return a fresh, empty store for
 // each call (it is called once per subtest, possibly in parallel) and clean
 // it up with t.Cleanup.
-func Run(t *testing.T, newStore func(t *testing.T) Store) {
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	tests := []contractTest{
 		{"RecordAndSummary", testRecordAndSummary},
 		{"Timeline", testTimeline},
@@ -49,7 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 // contractTest is one named test of the suite.
 type contractTest struct {
 	name string
-	fn   func(t *testing.T, s Store)
+	fn   func(t *testing.T, s store.Store)
 }
 
 func minute(i int) time.Time { return Now().Add(time.Duration(i) * time.Minute) }
@@ -69,21 +69,21 @@ func batch(m int, samples ...influencer.Sample) influencer.Batch {
 	return influencer.Batch{Minute: minute(m), Shard: 7, Samples: samples}
 }
 
-func record(t *testing.T, s Store, b influencer.Batch) store.RecordResult {
+func record(t *testing.T, s store.Store, b influencer.Batch) store.RecordResult {
 	t.Helper()
 	res, err := s.Record(context.Background(), b)
 	require.NoError(t, err)
 	return res
 }
 
-func summary(t *testing.T, s Store, pk int64) influencer.Summary {
+func summary(t *testing.T, s store.Store, pk int64) influencer.Summary {
 	t.Helper()
 	sum, err := s.Summary(context.Background(), pk)
 	require.NoError(t, err)
 	return sum
 }
 
-func testRecordAndSummary(t *testing.T, s Store) {
+func testRecordAndSummary(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	res := record(t, s, batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20), sample(3, 0, 300, 0)))
 	assert.Equal(t, store.RecordResult{Inserted: 3}, res)
@@ -115,7 +115,7 @@ func testRecordAndSummary(t *testing.T, s Store) {
 	assert.ErrorIs(t, err, store.ErrNotFound)
 }
 
-func testTimeline(t *testing.T, s Store) {
+func testTimeline(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	for m := range 10 {
 		record(t, s, batch(m, sample(1, m, int64(1000+m), int64(50+m)), sample(2, m, 5, 5)))
@@ -154,7 +154,7 @@ func testTimeline(t *testing.T, s Store) {
 	assert.Error(t, err, "limit 0")
 }
 
-func testRedelivery(t *testing.T, s Store) {
+func testRedelivery(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	b := batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20))
 	b.Failures = []influencer.Failure{{PK: 3, Minute: minute(0), Class: "http_5xx", Reason: "502"}}
@@ -176,7 +176,7 @@ func testRedelivery(t *testing.T, s Store) {
 	assert.EqualValues(t, 1, n)
 }
 
-func testOverlappingBatch(t *testing.T, s Store) {
+func testOverlappingBatch(t *testing.T, s store.Store) {
 	record(t, s, batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20)))
 	// pk 2 at minute 0 again, with other values: the stored one wins.
 	res := record(t, s, batch(0, sample(2, 0, 999, 99), sample(3, 0, 300, 30)))
@@ -189,7 +189,7 @@ func testOverlappingBatch(t *testing.T, s Store) {
 	assert.Equal(t, []influencer.Point{{Minute: minute(0), FollowerCount: 200, FollowingCount: 20}}, tl)
 }
 
-func testOutOfOrder(t *testing.T, s Store) {
+func testOutOfOrder(t *testing.T, s store.Store) {
 	record(t, s, batch(5, sample(1, 5, 500, 50)))
 	res := record(t, s, batch(3, sample(1, 3, 300, 30)))
 	assert.Equal(t, store.RecordResult{Inserted: 1}, res)
@@ -215,7 +215,7 @@ func testOutOfOrder(t *testing.T, s Store) {
 	}, tl)
 }
 
-func testMissed(t *testing.T, s Store) {
+func testMissed(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	fail := func(pk int64, m int) influencer.Failure {
 		return influencer.Failure{PK: pk, Minute: minute(m), Class: "timeout", Reason: "context deadline exceeded"}
@@ -264,7 +264,7 @@ func testMissed(t *testing.T, s Store) {
 	assert.Equal(t, int64(2), summary(t, s, 10).Samples)
 }
 
-func testInvalidBatch(t *testing.T, s Store) {
+func testInvalidBatch(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	valid := sample(1, 0, 100, 10)
 	mutate := func(f func(*influencer.Sample)) influencer.Sample {
@@ -309,7 +309,7 @@ func testInvalidBatch(t *testing.T, s Store) {
 	assert.Zero(t, n)
 }
 
-func testRegistry(t *testing.T, s Store) {
+func testRegistry(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	version := func() int64 {
 		t.Helper()
@@ -371,7 +371,7 @@ func testRegistry(t *testing.T, s Store) {
 	assert.Equal(t, []int64{1, 2, 3, 5}, active(), "a rejected call changes nothing")
 }
 
-func testTrackedPaging(t *testing.T, s Store) {
+func testTrackedPaging(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	_, err := s.Track(ctx, []int64{50, 10, 40, 20, 30})
 	require.NoError(t, err)
@@ -417,7 +417,7 @@ func testTrackedPaging(t *testing.T, s Store) {
 	assert.Error(t, err, "limit 0")
 }
 
-func testBootstrap(t *testing.T, s Store) {
+func testBootstrap(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	did, err := s.Bootstrap(ctx, []int64{1, 2, 3})
 	require.NoError(t, err)
@@ -440,7 +440,7 @@ func testBootstrap(t *testing.T, s Store) {
 	assert.Len(t, page, 3)
 }
 
-func testConcurrentBootstrap(t *testing.T, s Store) {
+func testConcurrentBootstrap(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	const n = 8
 	var (
@@ -477,7 +477,7 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-func testTryLead(t *testing.T, s Store) {
+func testTryLead(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	a, ok, err := s.TryLead(ctx, "scheduler")
 	require.NoError(t, err)
@@ -505,7 +505,7 @@ func testTryLead(t *testing.T, s Store) {
 	require.NoError(t, other.Release(ctx))
 }
 
-func testConcurrentRecord(t *testing.T, s Store) {
+func testConcurrentRecord(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	const (
 		workers = 6
@@ -572,13 +572,13 @@ func testConcurrentRecord(t *testing.T, s Store) {
 	assert.EqualValues(t, minutes, n)
 }
 
-func testPing(t *testing.T, s Store) {
+func testPing(t *testing.T, s store.Store) {
 	assert.NoError(t, s.Ping(context.Background()))
 }
 
 // testTrackMillion: the registry takes a million pks at once (the standard
 // install), idempotently, and gives them back in order.
-func testTrackMillion(t *testing.T, s Store) {
+func testTrackMillion(t *testing.T, s store.Store) {
 	if testing.Short() {
 		t.Skip("slow")
 	}
