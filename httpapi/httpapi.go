@@ -38,8 +38,8 @@ type Reader interface {
 	Ping(ctx context.Context) error
 }
 
-// Registry changes the tracked set (admin endpoints).
-type Registry interface {
+// RegistryEditor changes the tracked set (admin endpoints).
+type RegistryEditor interface {
 	Add(ctx context.Context, c registry.Change) (int, error)
 	Remove(ctx context.Context, c registry.Change) (int, error)
 }
@@ -50,7 +50,7 @@ type Ready func(ctx context.Context) error
 // API is the HTTP API.
 type API struct {
 	store      Reader
-	registry   Registry
+	registry   RegistryEditor
 	adminToken string
 	clock      clockwork.Clock
 	logger     *slog.Logger
@@ -60,8 +60,8 @@ type API struct {
 
 // Options are the API's optional parts.
 type Options struct {
-	Registry   Registry // nil: admin endpoints answer 403
-	AdminToken string   // empty: admin endpoints are disabled (403)
+	Registry   RegistryEditor // nil: admin endpoints answer 403
+	AdminToken string         // empty: admin endpoints are disabled (403)
 	Dashboard  http.Handler
 }
 
