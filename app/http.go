@@ -17,6 +17,7 @@ import (
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/httpapi"
 	"github.com/mockstagram/pipeline/registry"
+	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/web"
 )
 
@@ -33,7 +34,7 @@ var HTTPModule = fx.Module("http",
 )
 
 // NewHTTPServer listens on cfg.HTTPAddr at start and shuts down on stop.
-func NewHTTPServer(lc fx.Lifecycle, cfg config.Config, roles Roles, s Store, router *message.Router, reg *prometheus.Registry,
+func NewHTTPServer(lc fx.Lifecycle, cfg config.Config, roles Roles, s store.Store, router *message.Router, reg *prometheus.Registry,
 	clock clockwork.Clock, logger *slog.Logger) (*HTTPServer, error) {
 	ready := func(context.Context) error {
 		if len(router.Handlers()) > 0 && !router.IsRunning() {

@@ -28,6 +28,7 @@ import (
 	"github.com/mockstagram/pipeline/middleware"
 	"github.com/mockstagram/pipeline/mockstagramapi"
 	"github.com/mockstagram/pipeline/simulator"
+	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/tracing"
 )
 
@@ -42,7 +43,7 @@ type pooler interface{ Pool() *pgxpool.Pool }
 // NewBroker builds the broker named by the configuration and closes it on
 // stop (after the router, which depends on it). The Postgres broker uses the
 // store's database and pool.
-func NewBroker(lc fx.Lifecycle, cfg config.Config, s Store, logger *slog.Logger) (*broker.Broker, error) {
+func NewBroker(lc fx.Lifecycle, cfg config.Config, s store.Store, logger *slog.Logger) (*broker.Broker, error) {
 	deps := broker.Deps{Logger: logger}
 	if p, ok := s.(pooler); ok {
 		deps.Pool = p.Pool()
@@ -202,7 +203,7 @@ func addFetcher(roles Roles, cfg config.Config, base APIBaseURL, router *message
 	return nil
 }
 
-func addRecorder(roles Roles, cfg config.Config, s Store, router *message.Router, b *broker.Broker, pub message.Publisher,
+func addRecorder(roles Roles, cfg config.Config, s store.Store, router *message.Router, b *broker.Broker, pub message.Publisher,
 	logger *slog.Logger, m *metrics.Pipeline) error {
 	if !roles.Recorder {
 		return nil
@@ -225,7 +226,7 @@ func addRecorder(roles Roles, cfg config.Config, s Store, router *message.Router
 // with the recorder role (it has the store), one router handler per topic in
 // the consumer group "dead-letters". It has no poison queue of its own: a
 // message it cannot store is retried, then nacked and redelivered.
-func addDeadLetterArchiver(roles Roles, cfg config.Config, s Store, router *message.Router, b *broker.Broker,
+func addDeadLetterArchiver(roles Roles, cfg config.Config, s store.Store, router *message.Router, b *broker.Broker,
 	clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) error {
 	if !roles.Recorder {
 		return nil
@@ -245,7 +246,7 @@ func addDeadLetterArchiver(roles Roles, cfg config.Config, s Store, router *mess
 // runScheduler runs the scheduler as leader or hot standby. It starts after
 // the router (it depends on it), so in-process subscribers are ready before
 // the first task is published.
-func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s Store, _ *message.Router, pub message.Publisher,
+func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s store.Store, _ *message.Router, pub message.Publisher,
 	clock clockwork.Clock, tp trace.TracerProvider, logger *slog.Logger, m *metrics.Pipeline) {
 	if !roles.Scheduler {
 		return
@@ -282,7 +283,7 @@ func suspicionChecks(cfg config.Config) bool { return cfg.Broker != config.Broke
 // addSuspicionChecker adds the daily is_suspicious checks (SPEC §1.6): its
 // own consumer group, request slots and HTTP client, so the slow API calls
 // never hold up the per-minute fetches.
-func addSuspicionChecker(roles Roles, cfg config.Config, base APIBaseURL, s Store, router *message.Router, b *broker.Broker,
+func addSuspicionChecker(roles Roles, cfg config.Config, base APIBaseURL, s store.Store, router *message.Router, b *broker.Broker,
 	pub message.Publisher, clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) error {
 	if !roles.Suspicion {
 		return nil

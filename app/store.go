@@ -17,15 +17,6 @@ import (
 	"github.com/mockstagram/pipeline/store/postgres"
 )
 
-// Store is everything the process uses of a store (the contract checked by
-// store/storetest); memory.Store and postgres.Store implement it.
-type Store = store.Store
-
-var (
-	_ Store = (*memory.Store)(nil)
-	_ Store = (*postgres.Store)(nil)
-)
-
 // StoreModule provides the store named by the configuration: in-memory when
 // database-url is empty, else PostgreSQL (migrated at start, partitions
 // maintained hourly), and seeds the registry at the first start.
@@ -35,7 +26,7 @@ var StoreModule = fx.Module("store",
 )
 
 // NewStore opens the configured store and closes it on stop.
-func NewStore(lc fx.Lifecycle, cfg config.Config, clock clockwork.Clock, tp trace.TracerProvider, logger *slog.Logger) (Store, error) {
+func NewStore(lc fx.Lifecycle, cfg config.Config, clock clockwork.Clock, tp trace.TracerProvider, logger *slog.Logger) (store.Store, error) {
 	if cfg.DatabaseURL == "" {
 		logger.Info("using the in-memory store (nothing survives a restart)")
 		mem := memory.New(clock)
@@ -76,7 +67,7 @@ func hourly(lc fx.Lifecycle, clock clockwork.Clock, fn func(ctx context.Context)
 	})
 }
 
-func bootstrapRegistry(lc fx.Lifecycle, cfg config.Config, s Store, logger *slog.Logger) {
+func bootstrapRegistry(lc fx.Lifecycle, cfg config.Config, s store.Store, logger *slog.Logger) {
 	r, ok := cfg.BootstrapRange()
 	if !ok {
 		return
@@ -94,7 +85,7 @@ func bootstrapRegistry(lc fx.Lifecycle, cfg config.Config, s Store, logger *slog
 }
 
 // tryLead adapts the store's lock to the scheduler's Leader.
-func tryLead(s Store) handlers.TryLeadFunc {
+func tryLead(s store.Store) handlers.TryLeadFunc {
 	return func(ctx context.Context) (handlers.Lease, bool, error) {
 		l, ok, err := s.TryLead(ctx, "mockstagram-scheduler")
 		if err != nil || !ok {

@@ -19,6 +19,7 @@ import (
 	"github.com/mockstagram/pipeline/app"
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/store"
 )
 
 // BenchCmd is 'mockstagram bench': the whole pipeline in one process on N
@@ -49,7 +50,7 @@ func (c BenchCmd) Run(e env, cfg config.Config) error {
 	meter := &benchMeter{want: c.Influencers, minutes: map[int64]*minuteStat{}}
 	var srv *app.HTTPServer
 	a := fx.New(app.Options(cfg, app.AllRoles()),
-		fx.Decorate(func(s app.Store) app.Store { meter.Store = s; return meter }),
+		fx.Decorate(func(s store.Store) store.Store { meter.Store = s; return meter }),
 		fx.Populate(&srv),
 		fx.NopLogger, fx.StartTimeout(5*time.Minute))
 	if err := a.Err(); err != nil {
@@ -201,13 +202,13 @@ type minuteStat struct {
 
 // benchMeter wraps the store and records when each minute's samples commit.
 type benchMeter struct {
-	app.Store
+	store.Store
 	want    int
 	mu      sync.Mutex
 	minutes map[int64]*minuteStat // by unix minute (time.Time keys compare locations)
 }
 
-func (m *benchMeter) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (m *benchMeter) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	res, err := m.Store.Record(ctx, b)
 	if err != nil {
 		return res, err

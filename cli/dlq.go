@@ -16,8 +16,8 @@ import (
 
 	"github.com/mockstagram/pipeline/broker"
 	"github.com/mockstagram/pipeline/config"
-	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/postgres"
 )
 
@@ -37,8 +37,8 @@ type dlqSelect struct {
 	Since  string `env:"-" help:"Only letters received since this time: RFC 3339 (2026-11-25T12:00:00Z) or a duration ago (90m, 2h)."`
 }
 
-func (s dlqSelect) filter(now time.Time) (influencer.DeadLetterFilter, error) {
-	f := influencer.DeadLetterFilter{Topic: s.Topic, Reason: s.Reason}
+func (s dlqSelect) filter(now time.Time) (store.DeadLetterFilter, error) {
+	f := store.DeadLetterFilter{Topic: s.Topic, Reason: s.Reason}
 	switch s.Topic {
 	case "", messages.TopicFetcherDLQ, messages.TopicResultDLQ, messages.TopicSuspicionDLQ:
 	default:
@@ -66,7 +66,7 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 
 // dlqStore is what the dlq commands use of the store.
 type dlqStore interface {
-	DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) ([]influencer.DeadLetter, error)
+	DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]store.DeadLetter, error)
 	MarkReplayed(ctx context.Context, id string, at time.Time) error
 }
 
@@ -91,8 +91,8 @@ func (c DLQList) Run(e env, cfg config.Config) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if c.Limit < 1 || c.Limit > influencer.MaxDeadLetterLimit {
-		return usageError{fmt.Errorf("--limit must be in [1, %d]", influencer.MaxDeadLetterLimit)}
+	if c.Limit < 1 || c.Limit > store.MaxDeadLetterLimit {
+		return usageError{fmt.Errorf("--limit must be in [1, %d]", store.MaxDeadLetterLimit)}
 	}
 	f.Limit = c.Limit
 	s, closeStore, err := openDLQStore(e.ctx, cfg)
@@ -108,7 +108,7 @@ func (c DLQList) Run(e env, cfg config.Config) error {
 }
 
 // printDeadLetters writes the table of 'dlq list'.
-func printDeadLetters(w io.Writer, letters []influencer.DeadLetter) error {
+func printDeadLetters(w io.Writer, letters []store.DeadLetter) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tRECEIVED\tTOPIC\tCLASS\tREASON\tSHARD\tMINUTE\tREPLAYED")
 	for _, d := range letters {
@@ -228,7 +228,7 @@ type replayer struct {
 	replayed, expired, errors int
 }
 
-func (r *replayer) replay(ctx context.Context, d influencer.DeadLetter) {
+func (r *replayer) replay(ctx context.Context, d store.DeadLetter) {
 	msg, expiredMinute, err := replayMessage(d, r.now, r.grace, r.interval)
 	switch {
 	case err != nil:
@@ -260,7 +260,7 @@ func (r *replayer) replay(ctx context.Context, d influencer.DeadLetter) {
 
 // replayMessage is the message that replays d, or the minute that is over
 // (for a fetch), or why d cannot be replayed.
-func replayMessage(d influencer.DeadLetter, now time.Time, grace, interval time.Duration) (*message.Message, time.Time, error) {
+func replayMessage(d store.DeadLetter, now time.Time, grace, interval time.Duration) (*message.Message, time.Time, error) {
 	over := func(minute time.Time) bool { return !now.Before(minute.Add(time.Minute + grace)) }
 	switch d.OriginalTopic {
 	case messages.TopicFetchTasks:
@@ -327,7 +327,7 @@ func replayMessage(d influencer.DeadLetter, now time.Time, grace, interval time.
 
 // inheritForReplay gives msg the letter's original metadata (trace context
 // included) without the dead-letter annotations, and marks it as a replay.
-func inheritForReplay(msg *message.Message, d influencer.DeadLetter) {
+func inheritForReplay(msg *message.Message, d store.DeadLetter) {
 	for k, v := range d.Metadata {
 		if messages.IsDeadLetterKey(k) {
 			continue

@@ -13,8 +13,8 @@ import (
 
 	"github.com/mockstagram/pipeline/broker"
 	"github.com/mockstagram/pipeline/config"
-	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/postgres"
 	"github.com/mockstagram/pipeline/store/postgres/pgtest"
 )
@@ -37,7 +37,7 @@ func seedDeadLetters(t *testing.T, dsn string) *postgres.Store {
 	t.Cleanup(s.Close)
 	minute := time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
 	shard7, shard3 := 7, 3
-	for _, d := range []influencer.DeadLetter{
+	for _, d := range []store.DeadLetter{
 		{
 			ID: "5b1f0c1e-result", Topic: messages.TopicResultDLQ, OriginalTopic: messages.TopicFetcherResults,
 			Reason: "record shard 7 minute 2026-01-02T03:04:00Z: constraint violation", Class: "panic", Stage: messages.HandlerRecorder,
@@ -147,7 +147,7 @@ func TestDLQListAndReplay(t *testing.T) {
 	}, got.Metadata)
 	assert.NotEqual(t, "5b1f0c1e-result", got.UUID, "a replay is a new message")
 
-	letters, err := s.DeadLetters(ctx, influencer.DeadLetterFilter{IDs: []string{"5b1f0c1e-result", "9e2a7d3f-fetch"}, Limit: 10})
+	letters, err := s.DeadLetters(ctx, store.DeadLetterFilter{IDs: []string{"5b1f0c1e-result", "9e2a7d3f-fetch"}, Limit: 10})
 	require.NoError(t, err)
 	require.Len(t, letters, 2)
 	assert.Nil(t, letters[0].ReplayedAt, "the fetch letter is untouched")
@@ -209,7 +209,7 @@ func TestDLQReplaySuspicion(t *testing.T) {
 	t.Cleanup(s.Close)
 	round := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
 	shard := 5
-	require.NoError(t, s.SaveDeadLetter(ctx, influencer.DeadLetter{
+	require.NoError(t, s.SaveDeadLetter(ctx, store.DeadLetter{
 		ID: "c0ffee-suspicion", Topic: messages.TopicSuspicionDLQ, OriginalTopic: messages.TopicSuspicionTasks,
 		Reason: "HTTP 503", Class: "http_5xx", Stage: messages.HandlerSuspicion, Attempts: 3, Shard: &shard, Minute: round,
 		Payload: []byte(`{"pk":1000077,"minute":"2026-01-02T00:00:00Z","class":"http_5xx","reason":"HTTP 503","attempts":3,"shard":5}`),

@@ -15,14 +15,14 @@ import (
 	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/jonboulle/clockwork"
 
-	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/store"
 )
 
 // DeadLetterStore archives dead letters idempotently on their id.
 type DeadLetterStore interface {
-	SaveDeadLetter(ctx context.Context, d influencer.DeadLetter) error
+	SaveDeadLetter(ctx context.Context, d store.DeadLetter) error
 }
 
 // Limits on the text archived from a dead letter's metadata (it may come
@@ -71,7 +71,7 @@ func (a *DeadLetterArchiver) Archive(ctx context.Context, topic string, msg *mes
 // the poison queue's; the original topic is the poisoned topic, else the
 // topic whose failures the dead-letter topic holds. Text is made storable
 // (valid UTF-8, no NUL) and bounded; the payload is kept as it is.
-func DeadLetterOf(topic string, msg *message.Message, now time.Time) influencer.DeadLetter {
+func DeadLetterOf(topic string, msg *message.Message, now time.Time) store.DeadLetter {
 	meta := msg.Metadata
 	first := func(keys ...string) string {
 		for _, k := range keys {
@@ -81,7 +81,7 @@ func DeadLetterOf(topic string, msg *message.Message, now time.Time) influencer.
 		}
 		return ""
 	}
-	d := influencer.DeadLetter{
+	d := store.DeadLetter{
 		ID:            cleanText(msg.UUID, maxLabelLength),
 		Topic:         cleanText(topic, maxLabelLength),
 		OriginalTopic: cleanText(first(wmw.PoisonedTopicKey), maxLabelLength),

@@ -18,10 +18,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mockstagram/pipeline/handlers"
-	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/middleware"
 	"github.com/mockstagram/pipeline/mockstagramapi"
+	"github.com/mockstagram/pipeline/store"
 )
 
 const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -31,7 +31,7 @@ type fakeDeadLetterStore struct {
 	err error
 
 	mu    sync.Mutex
-	saved []influencer.DeadLetter
+	saved []store.DeadLetter
 	added chan struct{}
 }
 
@@ -41,7 +41,7 @@ func newFakeDeadLetterStore() *fakeDeadLetterStore {
 	return &fakeDeadLetterStore{added: make(chan struct{}, 100)}
 }
 
-func (s *fakeDeadLetterStore) SaveDeadLetter(_ context.Context, d influencer.DeadLetter) error {
+func (s *fakeDeadLetterStore) SaveDeadLetter(_ context.Context, d store.DeadLetter) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -52,10 +52,10 @@ func (s *fakeDeadLetterStore) SaveDeadLetter(_ context.Context, d influencer.Dea
 	return nil
 }
 
-func (s *fakeDeadLetterStore) letters() []influencer.DeadLetter {
+func (s *fakeDeadLetterStore) letters() []store.DeadLetter {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]influencer.DeadLetter(nil), s.saved...)
+	return append([]store.DeadLetter(nil), s.saved...)
 }
 
 var archivedAt = minute0.Add(70 * time.Second)
@@ -74,13 +74,13 @@ func TestArchiverStoresAFetcherDeadLetter(t *testing.T) {
 	require.Equal(t, messages.TopicFetcherDLQ, pubs[0].topic)
 	dl := pubs[0].msg
 
-	store := newFakeDeadLetterStore()
+	fake := newFakeDeadLetterStore()
 	m := newMetrics()
-	a := handlers.NewDeadLetterArchiver(store, clockwork.NewFakeClockAt(archivedAt), discardLogger(), m)
+	a := handlers.NewDeadLetterArchiver(fake, clockwork.NewFakeClockAt(archivedAt), discardLogger(), m)
 	require.NoError(t, a.Handler(messages.TopicFetcherDLQ)(dl))
 
 	shard := fetchShard
-	want := influencer.DeadLetter{
+	want := store.DeadLetter{
 		ID:            dl.UUID,
 		Topic:         messages.TopicFetcherDLQ,
 		OriginalTopic: messages.TopicFetchTasks,
@@ -102,7 +102,7 @@ func TestArchiverStoresAFetcherDeadLetter(t *testing.T) {
 		},
 		ReceivedAt: archivedAt,
 	}
-	assert.Equal(t, []influencer.DeadLetter{want}, store.letters())
+	assert.Equal(t, []store.DeadLetter{want}, fake.letters())
 	assert.Equal(t, 1.0, testutil.ToFloat64(m.DeadLettersArchived.WithLabelValues(messages.TopicFetcherDLQ)))
 }
 
@@ -123,8 +123,8 @@ func TestArchiverStoresAPoisonedResult(t *testing.T) {
 	mws, err := middleware.Chain(logger, pubSub, messages.TopicResultDLQ, middleware.Retry{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond})
 	require.NoError(t, err)
 	h.AddMiddleware(mws...)
-	store := newFakeDeadLetterStore()
-	a := handlers.NewDeadLetterArchiver(store, clockwork.NewFakeClockAt(archivedAt), logger, newMetrics())
+	fake := newFakeDeadLetterStore()
+	a := handlers.NewDeadLetterArchiver(fake, clockwork.NewFakeClockAt(archivedAt), logger, newMetrics())
 	router.AddConsumerHandler(messages.HandlerDeadLetters, messages.TopicResultDLQ, pubSub, a.Handler(messages.TopicResultDLQ))
 
 	done := make(chan struct{})
@@ -151,7 +151,7 @@ func TestArchiverStoresAPoisonedResult(t *testing.T) {
 	require.NoError(t, pubSub.Publish(messages.TopicFetcherResults, in))
 
 	select {
-	case <-store.added:
+	case <-fake.added:
 	case <-ctx.Done():
 		t.Fatal("nothing archived")
 	}
@@ -159,12 +159,12 @@ func TestArchiverStoresAPoisonedResult(t *testing.T) {
 	require.Error(t, decodeErr)
 	reason := decodeErr.Error()
 
-	got := store.letters()
+	got := fake.letters()
 	require.Len(t, got, 1)
 	subscriber := got[0].Metadata[wmw.PoisonedSubscriberKey]
 	assert.NotEmpty(t, subscriber)
 	shard := 7
-	want := influencer.DeadLetter{
+	want := store.DeadLetter{
 		ID:            in.UUID,
 		Topic:         messages.TopicResultDLQ,
 		OriginalTopic: messages.TopicFetcherResults,
@@ -195,8 +195,8 @@ func TestArchiverStoresAPoisonedResult(t *testing.T) {
 
 func TestArchiverDefaultsAndCleansForeignMessages(t *testing.T) {
 	t.Parallel()
-	store := newFakeDeadLetterStore()
-	a := handlers.NewDeadLetterArchiver(store, clockwork.NewFakeClockAt(archivedAt), discardLogger(), newMetrics())
+	fake := newFakeDeadLetterStore()
+	a := handlers.NewDeadLetterArchiver(fake, clockwork.NewFakeClockAt(archivedAt), discardLogger(), newMetrics())
 
 	// A message with no annotations, a bad shard and minute, and text a
 	// database would refuse.
@@ -206,7 +206,7 @@ func TestArchiverDefaultsAndCleansForeignMessages(t *testing.T) {
 	in.Metadata.Set("evil\x00key", "bad \xff utf8")
 	require.NoError(t, a.Handler(messages.TopicResultDLQ)(in))
 
-	got := store.letters()
+	got := fake.letters()
 	require.Len(t, got, 1)
 	d := got[0]
 	assert.Regexp(t, `^sha256-[0-9a-f]{32}$`, d.ID, "an id derived from the content")
@@ -227,7 +227,7 @@ func TestArchiverDefaultsAndCleansForeignMessages(t *testing.T) {
 
 	// The same message again gets the same id (the store ignores it).
 	require.NoError(t, a.Handler(messages.TopicResultDLQ)(in))
-	got = store.letters()
+	got = fake.letters()
 	require.Len(t, got, 2)
 	assert.Equal(t, got[0].ID, got[1].ID)
 }
@@ -235,10 +235,10 @@ func TestArchiverDefaultsAndCleansForeignMessages(t *testing.T) {
 func TestArchiverReturnsStoreErrors(t *testing.T) {
 	t.Parallel()
 	down := errors.New("database down")
-	store := newFakeDeadLetterStore()
-	store.err = down
+	fake := newFakeDeadLetterStore()
+	fake.err = down
 	m := newMetrics()
-	a := handlers.NewDeadLetterArchiver(store, clockwork.NewFakeClockAt(archivedAt), discardLogger(), m)
+	a := handlers.NewDeadLetterArchiver(fake, clockwork.NewFakeClockAt(archivedAt), discardLogger(), m)
 	msg := message.NewMessage(watermill.NewUUID(), []byte("x"))
 	err := a.Handler(messages.TopicFetcherDLQ)(msg)
 	require.ErrorIs(t, err, down, "an error nacks the message: it is not acked unstored")

@@ -25,11 +25,6 @@ import (
 // classes of a request's failure are the API client's (mockstagramapi).
 const ClassExpired = "expired"
 
-// ClassInvalid is the recorder's class for a sample it refuses: the API
-// client's class for an invalid answer, so missed rows read the same
-// whichever stage refused the values.
-const ClassInvalid = mockstagramapi.ClassInvalid
-
 // InfluencerAPI is what the fetcher calls (mockstagramapi.Client): pk's
 // current values, without minute or fetch time. Unless zero, deadline is
 // the latest moment the request may start. Errors are classified

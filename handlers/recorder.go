@@ -22,7 +22,7 @@ import (
 // error wrapping store.ErrInvalid means the store refused the batch's data
 // (retrying the same batch cannot succeed); any other error is transient.
 type BatchStore interface {
-	Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error)
+	Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error)
 }
 
 // Recorder writes each result message as one batch. Invalid samples are
@@ -103,9 +103,9 @@ func (r *Recorder) Handle(msg *message.Message) error {
 
 // record stores b, bisecting it when the store rejects its data; the bad
 // rows found are then recorded as missed in one more batch.
-func (r *Recorder) record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (r *Recorder) record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	var (
-		res influencer.RecordResult
+		res store.RecordResult
 		bad []influencer.Failure
 	)
 	if err := r.bisect(ctx, b, &res, &bad); err != nil {
@@ -131,7 +131,7 @@ func (r *Recorder) record(ctx context.Context, b influencer.Batch) (influencer.R
 // appended to bad as an "invalid" failure with the store's error; when bad
 // is nil (the pass that records those) a rejected row cannot be recorded at
 // all and is logged. Transient errors abort.
-func (r *Recorder) bisect(ctx context.Context, b influencer.Batch, acc *influencer.RecordResult, bad *[]influencer.Failure) error {
+func (r *Recorder) bisect(ctx context.Context, b influencer.Batch, acc *store.RecordResult, bad *[]influencer.Failure) error {
 	res, err := r.store.Record(ctx, b)
 	if err == nil {
 		acc.Inserted += res.Inserted
@@ -155,7 +155,7 @@ func (r *Recorder) bisect(ctx context.Context, b influencer.Batch, acc *influenc
 				"minute", b.Minute, "shard", b.Shard, "pk", pk, "err", err)
 			return nil
 		}
-		*bad = append(*bad, influencer.Failure{PK: pk, Minute: b.Minute, Class: ClassInvalid, Reason: storeReason(err)})
+		*bad = append(*bad, influencer.Failure{PK: pk, Minute: b.Minute, Class: influencer.ClassInvalid, Reason: storeReason(err)})
 		return nil
 	}
 	left, right := split(b)
@@ -282,47 +282,31 @@ func (g *gate) exit(ctx context.Context, err error, probe bool) {
 	}
 }
 
-// Clean validates a batch: samples that are invalid, for another minute or
-// for a pk already in the batch become failures with class "invalid" and the
-// reason (stored as missed); entries without a usable pk cannot be stored at
-// all. rejected counts both, for the caller's metrics and log.
+// Clean prepares a batch for the store: each failure is normalised to the
+// batch's minute (class and reason bounded), and influencer.CheckBatch
+// splits the rows (a failure for a pk with a valid sample is dropped). Rejected samples become failures with class "invalid"
+// and the reason (stored as missed); rows without a usable pk cannot be
+// stored at all. rejected counts both, for the caller's metrics and log.
 func Clean(b influencer.Batch) (_ influencer.Batch, rejected int) {
-	out := influencer.Batch{Minute: b.Minute, Shard: b.Shard, Samples: make([]influencer.Sample, 0, len(b.Samples))}
-	seen := make(map[int64]bool, len(b.Samples))
-	reject := func(pk int64, reason string) {
-		rejected++
-		if pk <= 0 {
-			return // no pk to record it against: only counted and logged
-		}
-		out.Failures = append(out.Failures, influencer.Failure{PK: pk, Minute: b.Minute, Class: ClassInvalid, Reason: reason})
-	}
-	for _, s := range b.Samples {
-		switch {
-		case !s.Minute.Equal(b.Minute):
-			reject(s.PK, fmt.Sprintf("sample minute %s differs from batch minute", s.Minute.Format(time.RFC3339)))
-		case seen[s.PK]:
-			reject(s.PK, "duplicate pk in batch")
-		default:
-			if err := s.Validate(); err != nil {
-				reject(s.PK, truncate(err.Error(), 300))
-				continue
-			}
-			seen[s.PK] = true
-			out.Samples = append(out.Samples, s)
-		}
-	}
-	for _, f := range b.Failures {
-		if seen[f.PK] {
-			continue // a sample for the pk exists: nothing was missed
-		}
-		if f.PK <= 0 {
-			rejected++
-			continue
-		}
+	in := influencer.Batch{Minute: b.Minute, Shard: b.Shard, Samples: b.Samples, Failures: make([]influencer.Failure, len(b.Failures))}
+	for i, f := range b.Failures {
 		f.Minute = b.Minute
 		f.Reason = truncate(f.Reason, 500)
 		f.Class = truncate(f.Class, 40)
+		in.Failures[i] = f
+	}
+	valid, bad := influencer.CheckBatch(in, influencer.SameMinute)
+	out := influencer.Batch{Minute: b.Minute, Shard: b.Shard, Samples: valid.Samples}
+	if out.Samples == nil {
+		out.Samples = []influencer.Sample{}
+	}
+	for _, f := range bad {
+		if f.PK <= 0 {
+			continue // no pk to record it against: only counted and logged
+		}
+		f.Reason = truncate(f.Reason, 300)
 		out.Failures = append(out.Failures, f)
 	}
-	return out, rejected
+	out.Failures = append(out.Failures, valid.Failures...)
+	return out, len(bad)
 }

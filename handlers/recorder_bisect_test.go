@@ -54,24 +54,24 @@ func poisonReason(pk int64) string {
 	return fmt.Sprintf("%s: SQLSTATE 23514: pk %d violates a check constraint", store.ErrInvalid, pk)
 }
 
-func (s *pickyStore) Record(_ context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (s *pickyStore) Record(_ context.Context, b influencer.Batch) (store.RecordResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls++
 	if s.calls == s.transientAt {
-		return influencer.RecordResult{}, errConnRefused
+		return store.RecordResult{}, errConnRefused
 	}
 	for _, smp := range b.Samples {
 		if s.poisoned[smp.PK] {
-			return influencer.RecordResult{}, fmt.Errorf("%w: SQLSTATE 23514: pk %d violates a check constraint", store.ErrInvalid, smp.PK)
+			return store.RecordResult{}, fmt.Errorf("%w: SQLSTATE 23514: pk %d violates a check constraint", store.ErrInvalid, smp.PK)
 		}
 	}
 	for _, f := range b.Failures {
 		if strings.ContainsRune(f.Reason, 0) {
-			return influencer.RecordResult{}, fmt.Errorf("%w: SQLSTATE 22021: invalid byte sequence for encoding \"UTF8\": 0x00", store.ErrInvalid)
+			return store.RecordResult{}, fmt.Errorf("%w: SQLSTATE 22021: invalid byte sequence for encoding \"UTF8\": 0x00", store.ErrInvalid)
 		}
 	}
-	var res influencer.RecordResult
+	var res store.RecordResult
 	for _, smp := range b.Samples {
 		if _, dup := s.stored[smp.PK]; dup {
 			res.Duplicates++
@@ -139,7 +139,7 @@ func TestRecorderBisectsAPoisonedBatch(t *testing.T) {
 			wantMissed := map[int64]influencer.Failure{}
 			for _, pk := range pks {
 				if slices.Contains(tt.poisoned, pk) {
-					wantMissed[pk] = influencer.Failure{PK: pk, Minute: minute0, Class: handlers.ClassInvalid, Reason: poisonReason(pk)}
+					wantMissed[pk] = influencer.Failure{PK: pk, Minute: minute0, Class: influencer.ClassInvalid, Reason: poisonReason(pk)}
 				} else {
 					wantStored = append(wantStored, pk)
 				}
@@ -179,8 +179,8 @@ func TestRecorderBisectRecordsABadFailureAsMissed(t *testing.T) {
 	_, stored, missed := st.snapshot()
 	assert.Equal(t, []int64{1, 2, 3}, stored)
 	assert.Equal(t, map[int64]influencer.Failure{
-		4:  {PK: 4, Minute: minute0, Class: handlers.ClassInvalid, Reason: poisonReason(4)},
-		9:  {PK: 9, Minute: minute0, Class: handlers.ClassInvalid, Reason: `invalid store input: SQLSTATE 22021: invalid byte sequence for encoding "UTF8": 0x00`},
+		4:  {PK: 4, Minute: minute0, Class: influencer.ClassInvalid, Reason: poisonReason(4)},
+		9:  {PK: 9, Minute: minute0, Class: influencer.ClassInvalid, Reason: `invalid store input: SQLSTATE 22021: invalid byte sequence for encoding "UTF8": 0x00`},
 		10: {PK: 10, Minute: minute0, Class: mockstagramapi.ClassTimeout, Reason: "timeout", Attempts: 5},
 	}, missed)
 	assert.Equal(t, 2.0, testutil.ToFloat64(m.SamplesRejected))
@@ -211,7 +211,7 @@ func TestRecorderBisectTransientErrorNacks(t *testing.T) {
 	require.Eventually(t, func() bool { return r.Handle(resultMessage(t, b)) == nil }, 5*time.Second, 10*time.Millisecond)
 	_, stored, missed = st.snapshot()
 	assert.Equal(t, []int64{1, 2, 3, 4, 5, 7, 8}, stored)
-	assert.Equal(t, map[int64]influencer.Failure{6: {PK: 6, Minute: minute0, Class: handlers.ClassInvalid, Reason: poisonReason(6)}}, missed)
+	assert.Equal(t, map[int64]influencer.Failure{6: {PK: 6, Minute: minute0, Class: influencer.ClassInvalid, Reason: poisonReason(6)}}, missed)
 	assert.Equal(t, 7.0, testutil.ToFloat64(m.SamplesStored))
 	assert.Equal(t, 1.0, testutil.ToFloat64(m.SamplesMissed))
 }
@@ -223,10 +223,10 @@ type downStore struct {
 	inner *pickyStore
 }
 
-func (s *downStore) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (s *downStore) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	s.calls.Add(1)
 	if !s.up.Load() {
-		return influencer.RecordResult{}, errConnRefused
+		return store.RecordResult{}, errConnRefused
 	}
 	return s.inner.Record(ctx, b)
 }

@@ -18,11 +18,12 @@ import (
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/mockstagramapi"
+	"github.com/mockstagram/pipeline/store"
 )
 
 // fakeStore records the batches it is given.
 type fakeStore struct {
-	res influencer.RecordResult
+	res store.RecordResult
 	err error
 
 	mu      sync.Mutex
@@ -31,7 +32,7 @@ type fakeStore struct {
 
 var _ handlers.BatchStore = (*fakeStore)(nil)
 
-func (s *fakeStore) Record(_ context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (s *fakeStore) Record(_ context.Context, b influencer.Batch) (store.RecordResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.batches = append(s.batches, b)
@@ -52,9 +53,9 @@ func resultMessage(t *testing.T, b influencer.Batch) *message.Message {
 
 func TestRecorderStoresAGoodBatchUnchanged(t *testing.T) {
 	t.Parallel()
-	store := &fakeStore{res: influencer.RecordResult{Inserted: 2, Duplicates: 1, Missed: 1}}
+	fake := &fakeStore{res: store.RecordResult{Inserted: 2, Duplicates: 1, Missed: 1}}
 	m := newMetrics()
-	r := handlers.NewRecorder(store, discardLogger(), m)
+	r := handlers.NewRecorder(fake, discardLogger(), m)
 	b := influencer.Batch{Minute: minute0, Shard: 5,
 		Samples:  []influencer.Sample{sample(1), sample(2), sample(3)},
 		Failures: []influencer.Failure{{PK: 4, Minute: minute0, Class: mockstagramapi.ClassServer, Reason: "HTTP 503", Attempts: 3}},
@@ -62,7 +63,7 @@ func TestRecorderStoresAGoodBatchUnchanged(t *testing.T) {
 
 	require.NoError(t, r.Handle(resultMessage(t, b)))
 
-	assert.Equal(t, []influencer.Batch{b}, store.batches)
+	assert.Equal(t, []influencer.Batch{b}, fake.batches)
 	assert.Equal(t, 0.0, testutil.ToFloat64(m.SamplesRejected))
 	assert.Equal(t, 2.0, testutil.ToFloat64(m.SamplesStored))
 	assert.Equal(t, 1.0, testutil.ToFloat64(m.SamplesDuplicate))
@@ -72,9 +73,9 @@ func TestRecorderStoresAGoodBatchUnchanged(t *testing.T) {
 
 func TestRecorderRejectsInvalidSamples(t *testing.T) {
 	t.Parallel()
-	store := &fakeStore{res: influencer.RecordResult{Inserted: 2, Missed: 4}}
+	fake := &fakeStore{res: store.RecordResult{Inserted: 2, Missed: 4}}
 	m := newMetrics()
-	r := handlers.NewRecorder(store, discardLogger(), m)
+	r := handlers.NewRecorder(fake, discardLogger(), m)
 	negative := sample(2)
 	negative.FollowerCount = -1
 	unnamed := sample(3)
@@ -88,16 +89,16 @@ func TestRecorderRejectsInvalidSamples(t *testing.T) {
 
 	require.NoError(t, r.Handle(resultMessage(t, b)))
 
-	require.Len(t, store.batches, 1)
+	require.Len(t, fake.batches, 1)
 	assert.Equal(t, influencer.Batch{Minute: minute0, Shard: 5,
 		Samples: []influencer.Sample{sample(1), sample(6)},
 		Failures: []influencer.Failure{
-			{PK: 2, Minute: minute0, Class: handlers.ClassInvalid, Reason: "followerCount -1 out of range [0, 10000000000]"},
-			{PK: 3, Minute: minute0, Class: handlers.ClassInvalid, Reason: "username is empty"},
-			{PK: 4, Minute: minute0, Class: handlers.ClassInvalid, Reason: "sample minute 2025-03-14T09:25:00Z differs from batch minute"},
-			{PK: 1, Minute: minute0, Class: handlers.ClassInvalid, Reason: "duplicate pk in batch"},
+			{PK: 2, Minute: minute0, Class: influencer.ClassInvalid, Reason: "followerCount -1 out of range [0, 10000000000]"},
+			{PK: 3, Minute: minute0, Class: influencer.ClassInvalid, Reason: "username is empty"},
+			{PK: 4, Minute: minute0, Class: influencer.ClassInvalid, Reason: "sample minute 2025-03-14T09:25:00Z differs from batch minute"},
+			{PK: 1, Minute: minute0, Class: influencer.ClassInvalid, Reason: "duplicate pk in batch"},
 		},
-	}, store.batches[0])
+	}, fake.batches[0])
 	assert.Equal(t, 4.0, testutil.ToFloat64(m.SamplesRejected))
 	assert.Equal(t, 2.0, testutil.ToFloat64(m.SamplesStored))
 	assert.Equal(t, 4.0, testutil.ToFloat64(m.SamplesMissed))
@@ -106,9 +107,9 @@ func TestRecorderRejectsInvalidSamples(t *testing.T) {
 func TestRecorderStoreErrorNacks(t *testing.T) {
 	t.Parallel()
 	storeErr := errors.New("connection reset")
-	store := &fakeStore{err: storeErr}
+	fake := &fakeStore{err: storeErr}
 	m := newMetrics()
-	r := handlers.NewRecorder(store, discardLogger(), m)
+	r := handlers.NewRecorder(fake, discardLogger(), m)
 
 	err := r.Handle(resultMessage(t, influencer.Batch{Minute: minute0, Shard: 5, Samples: []influencer.Sample{sample(1)}}))
 
@@ -137,13 +138,13 @@ func TestRecorderRejectsMalformedPayloads(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			store := &fakeStore{}
-			r := handlers.NewRecorder(store, discardLogger(), newMetrics())
+			fake := &fakeStore{}
+			r := handlers.NewRecorder(fake, discardLogger(), newMetrics())
 
 			err := r.Handle(message.NewMessage(watermill.NewUUID(), []byte(tt.payload)))
 
 			require.ErrorIs(t, err, messages.ErrMalformed)
-			assert.Empty(t, store.batches)
+			assert.Empty(t, fake.batches)
 		})
 	}
 }
@@ -155,7 +156,7 @@ func TestClean(t *testing.T) {
 		return s
 	}
 	invalid := func(pk int64, reason string) influencer.Failure {
-		return influencer.Failure{PK: pk, Minute: minute0, Class: handlers.ClassInvalid, Reason: reason}
+		return influencer.Failure{PK: pk, Minute: minute0, Class: influencer.ClassInvalid, Reason: reason}
 	}
 	tests := []struct {
 		name     string

@@ -21,8 +21,8 @@ import (
 	"github.com/mockstagram/pipeline/tracing"
 )
 
-// Registry is what the scheduler reads of the tracked influencers.
-type Registry interface {
+// RegistryReader is what the schedulers read of the tracked influencers.
+type RegistryReader interface {
 	ActivePKs(ctx context.Context) ([]int64, int64, error)
 	RegistryVersion(ctx context.Context) (int64, error)
 }
@@ -46,7 +46,7 @@ type Scheduler struct {
 }
 
 // NewScheduler creates a scheduler.
-func NewScheduler(registry Registry, pub Publisher, clock clockwork.Clock, cfg SchedulerConfig, logger *slog.Logger, m *metrics.Pipeline) *Scheduler {
+func NewScheduler(registry RegistryReader, pub Publisher, clock clockwork.Clock, cfg SchedulerConfig, logger *slog.Logger, m *metrics.Pipeline) *Scheduler {
 	return &Scheduler{shardScheduler: newShardScheduler(registry, cfg.Shards, pub, clock, cfg.Tracer, logger, m), cfg: cfg}
 }
 
@@ -99,7 +99,7 @@ type shardScheduler struct {
 	metrics  *metrics.Pipeline
 }
 
-func newShardScheduler(registry Registry, shards int, pub Publisher, clock clockwork.Clock, tracer trace.Tracer,
+func newShardScheduler(registry RegistryReader, shards int, pub Publisher, clock clockwork.Clock, tracer trace.Tracer,
 	logger *slog.Logger, m *metrics.Pipeline) shardScheduler {
 	if tracer == nil {
 		tracer = noop.NewTracerProvider().Tracer("")
@@ -206,7 +206,7 @@ func (sp spread) run(ctx context.Context, refresh func(context.Context) error,
 // when the registry's version changes.
 // It is safe for concurrent use: the minute and suspicion schedulers share one.
 type shardedRegistry struct {
-	registry Registry
+	registry RegistryReader
 	shards   int
 	logger   *slog.Logger
 	metrics  *metrics.Pipeline
@@ -216,7 +216,7 @@ type shardedRegistry struct {
 	byShard [][]int64 // pks by shard, ascending
 }
 
-func newShardedRegistry(r Registry, shards int, logger *slog.Logger, m *metrics.Pipeline) *shardedRegistry {
+func newShardedRegistry(r RegistryReader, shards int, logger *slog.Logger, m *metrics.Pipeline) *shardedRegistry {
 	return &shardedRegistry{registry: r, shards: shards, logger: logger, metrics: m, version: -1}
 }
 

@@ -39,7 +39,7 @@ type fakeRegistry struct {
 	activeCalls  int
 }
 
-var _ handlers.Registry = (*fakeRegistry)(nil)
+var _ handlers.RegistryReader = (*fakeRegistry)(nil)
 
 func (r *fakeRegistry) ActivePKs(context.Context) ([]int64, int64, error) {
 	r.mu.Lock()

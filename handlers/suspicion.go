@@ -40,7 +40,7 @@ type SuspicionScheduler struct {
 }
 
 // NewSuspicionScheduler creates a suspicion scheduler.
-func NewSuspicionScheduler(registry Registry, pub Publisher, clock clockwork.Clock, cfg SuspicionSchedulerConfig, logger *slog.Logger, m *metrics.Pipeline) *SuspicionScheduler {
+func NewSuspicionScheduler(registry RegistryReader, pub Publisher, clock clockwork.Clock, cfg SuspicionSchedulerConfig, logger *slog.Logger, m *metrics.Pipeline) *SuspicionScheduler {
 	return &SuspicionScheduler{shardScheduler: newShardScheduler(registry, cfg.Shards, pub, clock, cfg.Tracer, logger, m), cfg: cfg}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/registry"
+	"github.com/mockstagram/pipeline/store"
 )
 
 // MaxPoints is the largest number of timeline points one response carries.
@@ -30,15 +31,15 @@ const MaxPoints = 10_080 // one week of minutes
 type Reader interface {
 	Summary(ctx context.Context, pk int64) (influencer.Summary, error)
 	Timeline(ctx context.Context, pk int64, from, to time.Time, limit int) ([]influencer.Point, error)
-	Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]influencer.Bucket, error)
+	Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]store.Bucket, error)
 	Rank(ctx context.Context, pk int64) (int64, error)
-	Stats(ctx context.Context, now time.Time) (influencer.Stats, error)
-	Leaderboard(ctx context.Context, after *influencer.Cursor, limit int) ([]influencer.Ranked, error)
+	Stats(ctx context.Context, now time.Time) (store.Stats, error)
+	Leaderboard(ctx context.Context, after *store.Cursor, limit int) ([]store.Ranked, error)
 	Ping(ctx context.Context) error
 }
 
-// Registry changes the tracked set (admin endpoints).
-type Registry interface {
+// RegistryEditor changes the tracked set (admin endpoints).
+type RegistryEditor interface {
 	Add(ctx context.Context, c registry.Change) (int, error)
 	Remove(ctx context.Context, c registry.Change) (int, error)
 }
@@ -49,7 +50,7 @@ type Ready func(ctx context.Context) error
 // API is the HTTP API.
 type API struct {
 	store      Reader
-	registry   Registry
+	registry   RegistryEditor
 	adminToken string
 	clock      clockwork.Clock
 	logger     *slog.Logger
@@ -59,8 +60,8 @@ type API struct {
 
 // Options are the API's optional parts.
 type Options struct {
-	Registry   Registry // nil: admin endpoints answer 403
-	AdminToken string   // empty: admin endpoints are disabled (403)
+	Registry   RegistryEditor // nil: admin endpoints answer 403
+	AdminToken string         // empty: admin endpoints are disabled (403)
 	Dashboard  http.Handler
 }
 
@@ -141,7 +142,7 @@ func (a *API) influencer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s, err := a.store.Summary(r.Context(), pk)
-	if errors.Is(err, influencer.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "influencer "+strconv.FormatInt(pk, 10)+" has no data")
 		return
 	}
@@ -153,7 +154,7 @@ func (a *API) influencer(w http.ResponseWriter, r *http.Request) {
 	switch rk, err := a.store.Rank(r.Context(), pk); {
 	case err == nil:
 		rank = &rk
-	case errors.Is(err, influencer.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 		// has history but is no longer tracked: no rank
 	default:
 		a.internal(w, r, err)
@@ -359,7 +360,7 @@ func (a *API) leaderboard(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(rows) == limit {
 		last := rows[len(rows)-1]
-		next := FormatCursor(influencer.Cursor{FollowerCount: last.FollowerCount, PK: last.PK})
+		next := FormatCursor(store.Cursor{FollowerCount: last.FollowerCount, PK: last.PK})
 		out.Next = &next
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -367,7 +368,7 @@ func (a *API) leaderboard(w http.ResponseWriter, r *http.Request) {
 
 // ParseLeaderboardQuery validates limit (1..1000, default 50) and the after
 // cursor ("<followerCount>.<pk>" as returned in next).
-func ParseLeaderboardQuery(limitS, afterS string) (int, *influencer.Cursor, error) {
+func ParseLeaderboardQuery(limitS, afterS string) (int, *store.Cursor, error) {
 	limit := DefaultLeaderboardLimit
 	if limitS != "" {
 		n, err := strconv.Atoi(limitS)
@@ -387,23 +388,23 @@ func ParseLeaderboardQuery(limitS, afterS string) (int, *influencer.Cursor, erro
 }
 
 // FormatCursor encodes a leaderboard position.
-func FormatCursor(c influencer.Cursor) string {
+func FormatCursor(c store.Cursor) string {
 	return strconv.FormatInt(c.FollowerCount, 10) + "." + strconv.FormatInt(c.PK, 10)
 }
 
 // ParseCursor decodes FormatCursor's output.
-func ParseCursor(s string) (influencer.Cursor, error) {
+func ParseCursor(s string) (store.Cursor, error) {
 	bad := errors.New("after: not a cursor returned by this API (want the previous page's next)")
 	fc, pk, ok := strings.Cut(s, ".")
 	if !ok {
-		return influencer.Cursor{}, bad
+		return store.Cursor{}, bad
 	}
 	f, err1 := strconv.ParseInt(fc, 10, 64)
 	p, err2 := strconv.ParseInt(pk, 10, 64)
 	if err1 != nil || err2 != nil || f < 0 || f > influencer.MaxCount || p <= 0 {
-		return influencer.Cursor{}, bad
+		return store.Cursor{}, bad
 	}
-	return influencer.Cursor{FollowerCount: f, PK: p}, nil
+	return store.Cursor{FollowerCount: f, PK: p}, nil
 }
 
 // admin requires the bearer token: 401 without one, 403 when wrong or when

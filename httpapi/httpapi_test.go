@@ -17,6 +17,7 @@ import (
 
 	"github.com/mockstagram/pipeline/httpapi"
 	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/memory"
 )
 
@@ -260,17 +261,17 @@ func (f failing) Timeline(context.Context, int64, time.Time, time.Time, int) ([]
 	return nil, f.err
 }
 
-func (f failing) Rollup(context.Context, int64, time.Duration, time.Time, time.Time, int) ([]influencer.Bucket, error) {
+func (f failing) Rollup(context.Context, int64, time.Duration, time.Time, time.Time, int) ([]store.Bucket, error) {
 	return nil, f.err
 }
 
 func (f failing) Rank(context.Context, int64) (int64, error) { return 0, f.err }
 
-func (f failing) Stats(context.Context, time.Time) (influencer.Stats, error) {
-	return influencer.Stats{}, f.err
+func (f failing) Stats(context.Context, time.Time) (store.Stats, error) {
+	return store.Stats{}, f.err
 }
 
-func (f failing) Leaderboard(context.Context, *influencer.Cursor, int) ([]influencer.Ranked, error) {
+func (f failing) Leaderboard(context.Context, *store.Cursor, int) ([]store.Ranked, error) {
 	return nil, f.err
 }
 

@@ -274,7 +274,7 @@ func TestOpenAPIDetectsDrift(t *testing.T) {
 	}
 }
 
-// failingRegistry is a Registry whose store is down.
+// failingRegistry is a RegistryEditor whose store is down.
 type failingRegistry struct{}
 
 func (failingRegistry) Add(context.Context, registry.Change) (int, error) {

@@ -21,6 +21,7 @@ import (
 	"github.com/mockstagram/pipeline/httpapi"
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/registry"
+	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/memory"
 )
 
@@ -295,7 +296,7 @@ func TestLeaderboardPagination(t *testing.T) {
 				}
 				require.Len(t, page.Items, limit, "a page with a next cursor is full")
 				last := page.Items[len(page.Items)-1]
-				assert.Equal(t, httpapi.FormatCursor(influencer.Cursor{FollowerCount: last.FollowerCount, PK: last.PK}), *page.Next)
+				assert.Equal(t, httpapi.FormatCursor(store.Cursor{FollowerCount: last.FollowerCount, PK: last.PK}), *page.Next)
 				after = *page.Next
 			}
 			assert.Equal(t, want, got, "every row exactly once, in rank order, ranks shared on ties")
@@ -317,7 +318,7 @@ func TestLeaderboardPagination(t *testing.T) {
 			if want[i].FollowerCount != want[i+1].FollowerCount {
 				continue
 			}
-			c := httpapi.FormatCursor(influencer.Cursor{FollowerCount: want[i].FollowerCount, PK: want[i].PK})
+			c := httpapi.FormatCursor(store.Cursor{FollowerCount: want[i].FollowerCount, PK: want[i].PK})
 			var page httpapi.LeaderboardResponse
 			getJSON(t, h, "/api/v1/influencers?limit=1000&after="+c, &page)
 			assert.Equal(t, want[i+1:], page.Items)

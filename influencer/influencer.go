@@ -22,17 +22,14 @@ const (
 	MaxUsernameLength = 64
 )
 
-// ErrNotFound is returned by stores when an influencer has no data.
-var ErrNotFound = errors.New("influencer not found")
-
 // Sample is one fetched observation of an influencer for one minute.
 type Sample struct {
-	PK             int64     `json:"pk"`
-	Username       string    `json:"username"`
-	FollowerCount  int64     `json:"followerCount"`
-	FollowingCount int64     `json:"followingCount"`
-	Minute         time.Time `json:"minute"`
-	FetchedAt      time.Time `json:"fetchedAt"`
+	PK             int64
+	Username       string
+	FollowerCount  int64
+	FollowingCount int64
+	Minute         time.Time
+	FetchedAt      time.Time
 }
 
 // Validate reports why a sample must not be stored, or nil: its values and
@@ -58,29 +55,22 @@ func ValidateUsername(u string) error {
 
 // Failure is a pk that could not be fetched for a minute, with the reason.
 type Failure struct {
-	PK     int64     `json:"pk"`
-	Minute time.Time `json:"minute"`
+	PK     int64
+	Minute time.Time
 	// Class is a short machine-readable class: expired, not_found, timeout,
 	// http_5xx, rate_limited, malformed, invalid, connection, ...
-	Class    string `json:"class"`
-	Reason   string `json:"reason"`
-	Attempts int    `json:"attempts,omitempty"`
+	Class    string
+	Reason   string
+	Attempts int
 }
 
 // Batch is everything learnt about one shard in one minute: the samples to
 // store and the pks that could not be fetched (recorded as missed).
 type Batch struct {
-	Minute   time.Time `json:"minute"`
-	Shard    int       `json:"shard"`
-	Samples  []Sample  `json:"samples"`
-	Failures []Failure `json:"failures,omitempty"`
-}
-
-// RecordResult says what a Record call changed.
-type RecordResult struct {
-	Inserted   int // new (pk, minute) rows
-	Duplicates int // rows that already existed (redelivery)
-	Missed     int // new missed (pk, minute) entries
+	Minute   time.Time
+	Shard    int
+	Samples  []Sample
+	Failures []Failure
 }
 
 // Summary is the latest state of one influencer, maintained incrementally.

@@ -89,7 +89,7 @@ type Task struct {
 // Validate reports why a task cannot be worked on.
 func (t Task) Validate() error {
 	var errs []error
-	if t.Minute.IsZero() || !t.Minute.Equal(t.Minute.Truncate(time.Minute)) {
+	if !influencer.IsMinute(t.Minute) {
 		errs = append(errs, errors.New("task minute missing or not minute-aligned"))
 	}
 	if t.Deadline.Before(t.Minute) {
@@ -122,11 +122,6 @@ func NewTask(t Task) (*message.Message, error) {
 	return newJSON(t, t.Shard, t.Minute)
 }
 
-// NewResult builds the message for a fetched batch.
-func NewResult(b influencer.Batch) (*message.Message, error) {
-	return newJSON(b, b.Shard, b.Minute)
-}
-
 // DecodeTask decodes and validates a task payload.
 func DecodeTask(payload []byte) (Task, error) {
 	var t Task
@@ -137,28 +132,6 @@ func DecodeTask(payload []byte) (Task, error) {
 		return Task{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return t, nil
-}
-
-// DecodeResult decodes a result payload. Samples are validated one by one by
-// the recorder; here only the envelope is checked.
-func DecodeResult(payload []byte) (influencer.Batch, error) {
-	var b influencer.Batch
-	if err := decodeStrict(payload, &b); err != nil {
-		return influencer.Batch{}, err
-	}
-	if b.Minute.IsZero() || !b.Minute.Equal(b.Minute.Truncate(time.Minute)) {
-		return influencer.Batch{}, fmt.Errorf("%w: result minute missing or not minute-aligned", ErrMalformed)
-	}
-	if b.Shard < 0 {
-		return influencer.Batch{}, fmt.Errorf("%w: result shard %d negative", ErrMalformed, b.Shard)
-	}
-	return b, nil
-}
-
-// FetchDeadLetter is one pk that could not be fetched for a minute.
-type FetchDeadLetter struct {
-	influencer.Failure
-	Shard int `json:"shard"`
 }
 
 // NewFetchDeadLetter builds a fetcher_dlq record: the payload is the

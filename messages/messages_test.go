@@ -132,9 +132,9 @@ func TestResultRoundTrip(t *testing.T) {
 func assertBatchEqual(t *testing.T, want, got influencer.Batch) {
 	t.Helper()
 	// Times compare by instant; the JSON form is the canonical comparison.
-	wj, err := json.Marshal(want)
+	wj, err := json.Marshal(messages.ResultOf(want))
 	require.NoError(t, err)
-	gj, err := json.Marshal(got)
+	gj, err := json.Marshal(messages.ResultOf(got))
 	require.NoError(t, err)
 	assert.JSONEq(t, string(wj), string(gj))
 }
@@ -274,11 +274,11 @@ func FuzzDecodeResult(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-decode %s: %v", msg.Payload, err)
 		}
-		first, err := json.Marshal(b)
+		first, err := json.Marshal(messages.ResultOf(b))
 		if err != nil {
 			t.Fatal(err)
 		}
-		second, err := json.Marshal(again)
+		second, err := json.Marshal(messages.ResultOf(again))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/mockstagram/pipeline/influencer"
 )
 
 // Failure classes of a request. They are stored with missed pks and dead
@@ -20,7 +22,7 @@ const (
 	ClassClient      = "http_4xx"
 	ClassMalformed   = "malformed"
 	ClassOversize    = "oversize"
-	ClassInvalid     = "invalid"
+	ClassInvalid     = influencer.ClassInvalid // the same class the recorder gives a refused row
 	// ClassCircuitOpen: the circuit breaker failed the request fast, without
 	// sending it, because the API is failing; retryable like a 5xx.
 	ClassCircuitOpen = "circuit_open"

@@ -17,8 +17,8 @@ const MaxExplicitPKs = 100_000
 // ErrInvalid marks a change request that cannot be applied as given.
 var ErrInvalid = errors.New("invalid registry change")
 
-// Store is what the registry changes.
-type Store interface {
+// Tracker is the store side of a change: it tracks and untracks pks.
+type Tracker interface {
 	Track(ctx context.Context, pks []int64) (int, error)
 	Untrack(ctx context.Context, pks []int64) (int, error)
 }
@@ -54,14 +54,14 @@ func (c Change) Resolve() ([]int64, error) {
 	return pks, nil
 }
 
-// Service applies changes to the store.
-type Service struct{ store Store }
+// Editor applies changes to the store.
+type Editor struct{ store Tracker }
 
 // New creates the service.
-func New(store Store) *Service { return &Service{store: store} }
+func New(store Tracker) *Editor { return &Editor{store: store} }
 
 // Add tracks the change's pks and returns how many changed.
-func (s *Service) Add(ctx context.Context, c Change) (int, error) {
+func (s *Editor) Add(ctx context.Context, c Change) (int, error) {
 	pks, err := c.Resolve()
 	if err != nil {
 		return 0, err
@@ -74,7 +74,7 @@ func (s *Service) Add(ctx context.Context, c Change) (int, error) {
 }
 
 // Remove stops tracking the change's pks and returns how many changed.
-func (s *Service) Remove(ctx context.Context, c Change) (int, error) {
+func (s *Editor) Remove(ctx context.Context, c Change) (int, error) {
 	pks, err := c.Resolve()
 	if err != nil {
 		return 0, err

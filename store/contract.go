@@ -19,12 +19,14 @@ type Store interface {
 	// rows actually inserted; failures are recorded as missed (pk, minute)
 	// unless a sample exists for that (pk, minute). A sample inserted for a
 	// (pk, minute) previously recorded as missed removes the missed entry.
-	// Samples must have distinct pks and be valid (callers validate first);
-	// a store returns an error wrapping store.ErrInvalid rather than storing
-	// any of an invalid batch. Samples need not share the batch's Minute.
-	Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error)
+	// Every row must pass influencer.CheckBatch with AnyMinute (callers
+	// validate first; distinct sample pks, valid samples, failures with a
+	// positive pk and an aligned minute): a store returns an error wrapping
+	// store.ErrInvalid (see ValidateBatch) rather than storing any of an
+	// invalid batch. Rows need not share the batch's Minute.
+	Record(ctx context.Context, b influencer.Batch) (RecordResult, error)
 
-	// Summary returns the influencer's summary, or influencer.ErrNotFound.
+	// Summary returns the influencer's summary, or store.ErrNotFound.
 	Summary(ctx context.Context, pk int64) (influencer.Summary, error)
 	// Timeline returns the stored points with from <= minute < to, oldest
 	// first, at most limit (> 0) of them; no points is an empty, non-nil
@@ -35,7 +37,7 @@ type Store interface {
 
 	// Rank is 1 + the number of active (tracked) influencers with data
 	// whose current follower count is strictly greater than pk's (equal
-	// counts share a rank); influencer.ErrNotFound when pk has no data or
+	// counts share a rank); store.ErrNotFound when pk has no data or
 	// is not tracked. It costs O(log n) or a small bounded range.
 	Rank(ctx context.Context, pk int64) (int64, error)
 	// Leaderboard lists the active influencers with data by follower count
@@ -43,20 +45,20 @@ type Store interface {
 	// top when nil), at most limit of them, each with its rank; limit must
 	// be in [1, store.MaxLeaderboardLimit] (else store.ErrInvalid). No rows
 	// is an empty, non-nil slice.
-	Leaderboard(ctx context.Context, after *influencer.Cursor, limit int) ([]influencer.Ranked, error)
+	Leaderboard(ctx context.Context, after *Cursor, limit int) ([]Ranked, error)
 	// Stats returns the tracked count, the active influencers with data
 	// and the sum of their current follower counts (maintained by Record,
 	// Track and Untrack, never aggregated on read), the newest minute M in
 	// [now-1h, now] whose stored samples plus missed entries reach the
 	// tracked count in effect at M (the last registry change at or before
 	// M), and the number of missed entries with a minute in [now-1h, now].
-	Stats(ctx context.Context, now time.Time) (influencer.Stats, error)
+	Stats(ctx context.Context, now time.Time) (Stats, error)
 	// Rollup returns pk's hourly (step store.Hourly) or daily (store.Daily)
 	// buckets of UTC hours/days whose start is in [from, to), oldest first,
 	// at most limit (> 0) of them; another step is store.ErrInvalid. Record
 	// maintains them from inserted rows; retention never drops them. No
 	// buckets is an empty, non-nil slice.
-	Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]influencer.Bucket, error)
+	Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]Bucket, error)
 	// Prune applies retention as of now: the minute points and missed
 	// entries of the whole UTC days before store.RetentionCutoff(now, keep)
 	// are dropped, and progress counters older than
@@ -93,17 +95,17 @@ type Store interface {
 	// SaveDeadLetter archives a dead letter; a letter whose id is already
 	// stored changes nothing (redelivery). An invalid letter (see
 	// store.ValidateDeadLetter) is an error wrapping store.ErrInvalid.
-	SaveDeadLetter(ctx context.Context, d influencer.DeadLetter) error
+	SaveDeadLetter(ctx context.Context, d DeadLetter) error
 	// DeadLetters lists the letters matching every set field of f, ordered
 	// by receive time then id, at most f.Limit (in [1,
-	// influencer.MaxDeadLetterLimit], else store.ErrInvalid) of them,
+	// store.MaxDeadLetterLimit], else store.ErrInvalid) of them,
 	// starting after the letter whose id is f.After (an unknown cursor
 	// gives no rows). No rows is an empty, non-nil slice. Times come back
 	// in UTC; a letter without shard or minute has a nil Shard and a zero
 	// Minute, and a nil payload or metadata comes back empty.
-	DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) ([]influencer.DeadLetter, error)
+	DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error)
 	// MarkReplayed sets the letter's replay time (again, on a second
-	// replay); influencer.ErrNotFound when no letter has the id.
+	// replay); store.ErrNotFound when no letter has the id.
 	MarkReplayed(ctx context.Context, id string, at time.Time) error
 
 	// SuspicionCandidates returns, ascending by pk, the latest stored values
@@ -119,7 +121,7 @@ type Store interface {
 	// non-positive pk or a zero CheckedAt is an error wrapping
 	// store.ErrInvalid and stores none of the answers. Answers may be saved
 	// for pks without a summary or registry row; Summary still reports
-	// influencer.ErrNotFound for them until they have data.
+	// store.ErrNotFound for them until they have data.
 	SaveSuspicion(ctx context.Context, answers []influencer.Suspicion) error
 
 	// Ping checks the store is reachable (readiness).

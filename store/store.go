@@ -10,39 +10,39 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/mockstagram/pipeline/influencer"
 )
+
+// ErrNotFound is returned by stores when an influencer (or a dead letter)
+// has no data.
+var ErrNotFound = errors.New("influencer not found")
+
+// RecordResult says what a Record call changed.
+type RecordResult struct {
+	Inserted   int // new (pk, minute) rows
+	Duplicates int // rows that already existed (redelivery)
+	Missed     int // new missed (pk, minute) entries
+}
 
 // ErrInvalid marks an input a store refused to write (invalid sample,
 // duplicate pk in a batch, non-positive pk). Retrying it cannot succeed.
 var ErrInvalid = errors.New("invalid store input")
 
-// ValidateBatch checks what a store requires of a batch: valid samples with
-// distinct pks, and failures with a positive pk and a minute-aligned minute.
-// Errors wrap ErrInvalid.
+// ValidateBatch is the stores' defensive check of a batch: it refuses a
+// batch in which influencer.CheckBatch (rows for any minute) rejects any
+// row. Callers validate first, so this only catches a caller's bug. Errors
+// wrap ErrInvalid.
 func ValidateBatch(b influencer.Batch) error {
-	seen := make(map[int64]struct{}, len(b.Samples))
-	for i, s := range b.Samples {
-		if err := s.Validate(); err != nil {
-			return fmt.Errorf("%w: sample %d (pk %d): %w", ErrInvalid, i, s.PK, err)
-		}
-		if _, dup := seen[s.PK]; dup {
-			return fmt.Errorf("%w: sample %d: pk %d appears twice in the batch", ErrInvalid, i, s.PK)
-		}
-		seen[s.PK] = struct{}{}
+	_, rejected := influencer.CheckBatch(b, influencer.AnyMinute)
+	if len(rejected) == 0 {
+		return nil
 	}
-	for i, f := range b.Failures {
-		if f.PK <= 0 {
-			return fmt.Errorf("%w: failure %d: pk %d is not positive", ErrInvalid, i, f.PK)
-		}
-		if f.Minute.IsZero() || !f.Minute.Equal(f.Minute.Truncate(time.Minute)) {
-			return fmt.Errorf("%w: failure %d (pk %d): minute %s is not minute-aligned",
-				ErrInvalid, i, f.PK, f.Minute.Format(time.RFC3339Nano))
-		}
+	f := rejected[0]
+	if len(rejected) > 1 {
+		return fmt.Errorf("%w: pk %d: %s (and %d more rejected rows)", ErrInvalid, f.PK, f.Reason, len(rejected)-1)
 	}
-	return nil
+	return fmt.Errorf("%w: pk %d: %s", ErrInvalid, f.PK, f.Reason)
 }
 
 // ValidatePKs rejects non-positive pks. Errors wrap ErrInvalid.
@@ -55,7 +55,7 @@ func ValidatePKs(pks []int64) error {
 	return nil
 }
 
-// Lease is a held leadership lock (see TryLead in storetest.Store).
+// Lease is a held leadership lock (see Store.TryLead).
 type Lease interface {
 	// Lost is closed when the lock is lost (e.g. the connection holding it died).
 	Lost() <-chan struct{}

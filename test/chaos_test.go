@@ -63,6 +63,7 @@ import (
 	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/mockstagramapi"
 	"github.com/mockstagram/pipeline/simulator"
+	"github.com/mockstagram/pipeline/store"
 )
 
 const (
@@ -131,7 +132,7 @@ func runChaos(t *testing.T, brokerName string, minutes int) {
 	a := fxtest.New(t,
 		app.Options(cfg, app.AllRoles()),
 		fx.Decorate(func(clockwork.Clock) clockwork.Clock { return clock }),
-		fx.Decorate(func(s app.Store) app.Store { flaky.Store = s; return flaky }),
+		fx.Decorate(func(s store.Store) store.Store { flaky.Store = s; return flaky }),
 		fx.Decorate(func(p message.Publisher) message.Publisher { return &resultsPublisher{Publisher: p, api: api} }),
 		fx.Populate(&m),
 	)
@@ -446,7 +447,7 @@ func (t *countedTimer) Reset(time.Duration) bool { panic("countedTimer: Reset is
 // flakyStore makes the recorder's writes fail transiently while the recorder
 // is "restarting" (see the top of the file).
 type flakyStore struct {
-	app.Store
+	store.Store
 	clock         clockwork.Clock
 	calls         atomic.Int64
 	before, after atomic.Int64
@@ -460,20 +461,20 @@ func (s *flakyStore) down() bool {
 	return sec >= chaosDownFrom && sec < chaosDownTo
 }
 
-func (s *flakyStore) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (s *flakyStore) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	if !s.down() {
 		return s.Store.Record(ctx, b)
 	}
 	if s.calls.Add(1)%2 == 0 {
 		// Committed, then the process died before the ack.
 		if _, err := s.Store.Record(ctx, b); err != nil {
-			return influencer.RecordResult{}, err
+			return store.RecordResult{}, err
 		}
 		s.after.Add(1)
-		return influencer.RecordResult{}, errRecorderRestarting
+		return store.RecordResult{}, errRecorderRestarting
 	}
 	s.before.Add(1)
-	return influencer.RecordResult{}, errRecorderRestarting
+	return store.RecordResult{}, errRecorderRestarting
 }
 
 // Pool lends the store's pool to the Postgres broker (app.NewBroker looks
@@ -500,7 +501,7 @@ func labelled(m *metrics.Pipeline, which string) string {
 	switch which {
 	case "fetch":
 		for _, class := range []string{handlers.ClassExpired, mockstagramapi.ClassNotFound, mockstagramapi.ClassTimeout, mockstagramapi.ClassConnection,
-			mockstagramapi.ClassServer, mockstagramapi.ClassRateLimited, mockstagramapi.ClassClient, mockstagramapi.ClassMalformed, mockstagramapi.ClassOversize, handlers.ClassInvalid} {
+			mockstagramapi.ClassServer, mockstagramapi.ClassRateLimited, mockstagramapi.ClassClient, mockstagramapi.ClassMalformed, mockstagramapi.ClassOversize, influencer.ClassInvalid} {
 			if v := testutil.ToFloat64(m.FetchFailures.WithLabelValues(class)); v > 0 {
 				out[class] = int64(v)
 			}

@@ -28,6 +28,7 @@ import (
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/simulator"
+	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/postgres/pgtest"
 )
 
@@ -42,7 +43,7 @@ var start = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 type pipeline struct {
 	clock   *clockwork.FakeClock
-	store   app.Store
+	store   store.Store
 	pub     message.Publisher
 	metrics *metrics.Pipeline
 	http    *app.HTTPServer
@@ -154,7 +155,7 @@ func pollUntil(timeout time.Duration, cond func() bool) bool {
 	return true
 }
 
-func stored(t *testing.T, s app.Store, minute time.Time) int {
+func stored(t *testing.T, s store.Store, minute time.Time) int {
 	n := 0
 	for pk := int64(firstPK); pk < firstPK+numPKs; pk++ {
 		pts, err := s.Timeline(context.Background(), pk, minute, minute.Add(time.Minute), 10)
@@ -314,7 +315,7 @@ func normalize(p influencer.Point) influencer.Point {
 }
 
 // snapshot is every summary, by pk.
-func snapshot(t *testing.T, s app.Store) map[int64]influencer.Summary {
+func snapshot(t *testing.T, s store.Store) map[int64]influencer.Summary {
 	out := map[int64]influencer.Summary{}
 	for pk := int64(firstPK); pk < firstPK+numPKs; pk++ {
 		sum, err := s.Summary(context.Background(), pk)

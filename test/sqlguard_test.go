@@ -29,12 +29,6 @@ var sqlAllowList = map[string]string{
 	// DROP DATABASE take no parameters; the name is generated from
 	// crypto/rand hex digits and quoted with pgx.Identifier.Sanitize.
 	"store/postgres/pgtest/pgtest.go:NewDatabase": "database name generated, quoted as an identifier",
-	// Benchmark fixture loader: ANALYZE takes no parameters; table ranges
-	// over a literal list of the schema's table names.
-	"store/postgres/fixture.go:LoadFixture": "ANALYZE of table names from a literal list; fixture steps are literals or fixtureRollupSQL",
-	// Benchmark fixture: the only callers (fixtureSteps) pass the literals
-	// "rollup_hourly"/"rollup_daily" and "1 hour"/"1 day".
-	"store/postgres/fixture.go:fixtureRollupSQL": "table and interval from literals at its only call sites",
 }
 
 // sqlKeyword finds SQL in a string literal.

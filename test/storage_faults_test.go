@@ -54,11 +54,11 @@ func outageDuration() time.Duration {
 // cut kills, and this test is about the recorder, not failover (the only
 // scheduler would otherwise stand by until the database is back).
 type countingStore struct {
-	app.Store
+	store.Store
 	records atomic.Int64
 }
 
-func (s *countingStore) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (s *countingStore) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	s.records.Add(1)
 	return s.Store.Record(ctx, b)
 }
@@ -148,7 +148,7 @@ func TestStorageOutage(t *testing.T) {
 	a := fxtest.New(t,
 		app.Options(cfg, app.AllRoles()),
 		fx.Decorate(func(clockwork.Clock) clockwork.Clock { return p.clock }),
-		fx.Decorate(func(s app.Store) app.Store {
+		fx.Decorate(func(s store.Store) store.Store {
 			counting = &countingStore{Store: s}
 			return counting
 		}),
@@ -231,7 +231,7 @@ type recordCounter struct {
 	calls atomic.Int64
 }
 
-func (c *recordCounter) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (c *recordCounter) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	c.calls.Add(1)
 	return c.BatchStore.Record(ctx, b)
 }
@@ -291,7 +291,7 @@ func TestStoragePoisonedBatchPostgres(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, got, 2)
 	assert.Equal(t, poisoned, got[0].PK)
-	assert.Equal(t, handlers.ClassInvalid, got[0].Class)
+	assert.Equal(t, influencer.ClassInvalid, got[0].Class)
 	assert.True(t, strings.Contains(got[0].Reason, "invalid store input: ERROR: invalid byte sequence for encoding \"UTF8\": 0x00 (SQLSTATE 22021)"), "reason %q", got[0].Reason)
 	assert.Equal(t, missedRow{PK: poisoned + 1, Class: mockstagramapi.ClassTimeout, Reason: "timeout"}, got[1])
 	assert.Equal(t, 16.0, testutil.ToFloat64(m.SamplesStored))

@@ -17,8 +17,8 @@ import (
 
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/handlers"
-	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/tracing"
 )
 
@@ -46,9 +46,9 @@ func TestTraceRunsThroughThePipeline(t *testing.T) {
 
 	// The scheduler may have loaded the registry before or after the Track:
 	// the first minute may have a letter too. The second one has exactly one.
-	var letters []influencer.DeadLetter
+	var letters []store.DeadLetter
 	waitFor(t, 30*time.Second, func() bool {
-		all, err := p.store.DeadLetters(ctx, influencer.DeadLetterFilter{Topic: messages.TopicFetcherDLQ, Limit: 10})
+		all, err := p.store.DeadLetters(ctx, store.DeadLetterFilter{Topic: messages.TopicFetcherDLQ, Limit: 10})
 		require.NoError(t, err)
 		letters = letters[:0]
 		for _, l := range all {

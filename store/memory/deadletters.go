@@ -9,12 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/store"
 )
 
-// SaveDeadLetter implements storetest.Store.
-func (s *Store) SaveDeadLetter(ctx context.Context, d influencer.DeadLetter) error {
+// SaveDeadLetter implements store.Store.
+func (s *Store) SaveDeadLetter(ctx context.Context, d store.DeadLetter) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -30,8 +29,8 @@ func (s *Store) SaveDeadLetter(ctx context.Context, d influencer.DeadLetter) err
 	return nil
 }
 
-// DeadLetters implements storetest.Store.
-func (s *Store) DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) ([]influencer.DeadLetter, error) {
+// DeadLetters implements store.Store.
+func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]store.DeadLetter, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -40,15 +39,15 @@ func (s *Store) DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) 
 	}
 	s.dlMu.Lock()
 	defer s.dlMu.Unlock()
-	var after *influencer.DeadLetter
+	var after *store.DeadLetter
 	if f.After != "" {
 		a, ok := s.deadLetters[f.After]
 		if !ok {
-			return []influencer.DeadLetter{}, nil
+			return []store.DeadLetter{}, nil
 		}
 		after = &a
 	}
-	out := []influencer.DeadLetter{}
+	out := []store.DeadLetter{}
 	for _, d := range s.deadLetters {
 		switch {
 		case len(f.IDs) > 0 && !slices.Contains(f.IDs, d.ID),
@@ -69,7 +68,7 @@ func (s *Store) DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) 
 	return out, nil
 }
 
-// MarkReplayed implements storetest.Store.
+// MarkReplayed implements store.Store.
 func (s *Store) MarkReplayed(ctx context.Context, id string, at time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -78,7 +77,7 @@ func (s *Store) MarkReplayed(ctx context.Context, id string, at time.Time) error
 	defer s.dlMu.Unlock()
 	d, ok := s.deadLetters[id]
 	if !ok {
-		return fmt.Errorf("mark dead letter %s replayed: %w", id, influencer.ErrNotFound)
+		return fmt.Errorf("mark dead letter %s replayed: %w", id, store.ErrNotFound)
 	}
 	at = at.UTC()
 	d.ReplayedAt = &at
@@ -87,7 +86,7 @@ func (s *Store) MarkReplayed(ctx context.Context, id string, at time.Time) error
 }
 
 // compareDeadLetters orders by receive time, then id.
-func compareDeadLetters(a, b influencer.DeadLetter) int {
+func compareDeadLetters(a, b store.DeadLetter) int {
 	if c := a.ReceivedAt.Compare(b.ReceivedAt); c != 0 {
 		return c
 	}
@@ -95,7 +94,7 @@ func compareDeadLetters(a, b influencer.DeadLetter) int {
 }
 
 // copyDeadLetter returns a deep copy with UTC times (as Postgres returns them).
-func copyDeadLetter(d influencer.DeadLetter) influencer.DeadLetter {
+func copyDeadLetter(d store.DeadLetter) store.DeadLetter {
 	d.Payload = slices.Clone(d.Payload)
 	if d.Payload == nil {
 		d.Payload = []byte{}

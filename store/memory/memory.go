@@ -15,10 +15,9 @@ import (
 
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/store"
-	"github.com/mockstagram/pipeline/store/storetest"
 )
 
-var _ storetest.Store = (*Store)(nil)
+var _ store.Store = (*Store)(nil)
 
 // point is one stored minute; minute is Unix seconds.
 type point struct {
@@ -73,7 +72,7 @@ type Store struct {
 	leases  map[string]*lease
 
 	dlMu        sync.Mutex
-	deadLetters map[string]influencer.DeadLetter
+	deadLetters map[string]store.DeadLetter
 }
 
 // New returns an empty store that takes registry and missed timestamps from
@@ -92,24 +91,24 @@ func New(clock clockwork.Clock) *Store {
 		daily:           make(map[int64][]rollup),
 		suspicion:       make(map[int64]influencer.Suspicion),
 		leases:          make(map[string]*lease),
-		deadLetters:     make(map[string]influencer.DeadLetter),
+		deadLetters:     make(map[string]store.DeadLetter),
 	}
 }
 
-// Record implements storetest.Store.
-func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+// Record implements store.Store.
+func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	if err := ctx.Err(); err != nil {
-		return influencer.RecordResult{}, err
+		return store.RecordResult{}, err
 	}
 	if err := store.ValidateBatch(b); err != nil {
-		return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), err)
+		return store.RecordResult{}, err
 	}
 	now := s.clock.Now()
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	var res influencer.RecordResult
+	var res store.RecordResult
 	for _, smp := range b.Samples {
 		m := smp.Minute.Unix()
 		tl := s.timeline[smp.PK]
@@ -186,20 +185,20 @@ func (s *Store) removeMissed(k missedKey) bool {
 	return true
 }
 
-// Summary implements storetest.Store.
+// Summary implements store.Store.
 func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	sum, ok := s.summary[pk]
 	if !ok {
-		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, influencer.ErrNotFound)
+		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, store.ErrNotFound)
 	}
 	out := *sum
 	out.Suspicion = s.suspicionOf(pk)
 	return out, nil
 }
 
-// Timeline implements storetest.Store.
+// Timeline implements store.Store.
 func (s *Store) Timeline(ctx context.Context, pk int64, from, to time.Time, limit int) ([]influencer.Point, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("timeline of pk %d: %w: limit %d is not positive", pk, store.ErrInvalid, limit)
@@ -234,7 +233,7 @@ func ceilUnix(t time.Time) int64 {
 	return u
 }
 
-// MissedSince implements storetest.Store.
+// MissedSince implements store.Store.
 func (s *Store) MissedSince(ctx context.Context, since time.Time) (int64, error) {
 	lo := ceilUnix(since)
 	s.mu.RLock()
@@ -248,7 +247,7 @@ func (s *Store) MissedSince(ctx context.Context, since time.Time) (int64, error)
 	return n, nil
 }
 
-// Track implements storetest.Store.
+// Track implements store.Store.
 func (s *Store) Track(ctx context.Context, pks []int64) (int, error) {
 	if err := store.ValidatePKs(pks); err != nil {
 		return 0, fmt.Errorf("track: %w", err)
@@ -317,7 +316,7 @@ func mergeSorted(a, b []int64) []int64 {
 	return append(out, b[j:]...)
 }
 
-// Untrack implements storetest.Store.
+// Untrack implements store.Store.
 func (s *Store) Untrack(ctx context.Context, pks []int64) (int, error) {
 	if err := store.ValidatePKs(pks); err != nil {
 		return 0, fmt.Errorf("untrack: %w", err)
@@ -339,7 +338,7 @@ func (s *Store) Untrack(ctx context.Context, pks []int64) (int, error) {
 	return changed, nil
 }
 
-// Bootstrap implements storetest.Store.
+// Bootstrap implements store.Store.
 func (s *Store) Bootstrap(ctx context.Context, pks []int64) (bool, error) {
 	if err := store.ValidatePKs(pks); err != nil {
 		return false, fmt.Errorf("bootstrap: %w", err)
@@ -355,7 +354,7 @@ func (s *Store) Bootstrap(ctx context.Context, pks []int64) (bool, error) {
 	return true, nil
 }
 
-// Tracked implements storetest.Store.
+// Tracked implements store.Store.
 func (s *Store) Tracked(ctx context.Context, after int64, limit int) ([]influencer.Tracked, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("tracked: %w: limit %d is not positive", store.ErrInvalid, limit)
@@ -379,7 +378,7 @@ func (s *Store) Tracked(ctx context.Context, after int64, limit int) ([]influenc
 	return out, nil
 }
 
-// ActivePKs implements storetest.Store.
+// ActivePKs implements store.Store.
 func (s *Store) ActivePKs(ctx context.Context) ([]int64, int64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -392,19 +391,19 @@ func (s *Store) ActivePKs(ctx context.Context) ([]int64, int64, error) {
 	return out, s.version, nil
 }
 
-// RegistryVersion implements storetest.Store.
+// RegistryVersion implements store.Store.
 func (s *Store) RegistryVersion(ctx context.Context) (int64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.version, nil
 }
 
-// Ping implements storetest.Store; memory is always reachable.
+// Ping implements store.Store; memory is always reachable.
 func (s *Store) Ping(ctx context.Context) error { return ctx.Err() }
 
-// TryLead implements storetest.Store with a process-local lock per name. A
+// TryLead implements store.Store with a process-local lock per name. A
 // lease is never lost; Release closes Lost and frees the name.
-func (s *Store) TryLead(ctx context.Context, name string) (storetest.Lease, bool, error) {
+func (s *Store) TryLead(ctx context.Context, name string) (store.Lease, bool, error) {
 	s.leaseMu.Lock()
 	defer s.leaseMu.Unlock()
 	if _, held := s.leases[name]; held {

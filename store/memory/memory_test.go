@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/memory"
 	"github.com/mockstagram/pipeline/store/storetest"
 )
@@ -16,7 +17,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestContract(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) storetest.Store {
+	storetest.Run(t, func(t *testing.T) store.Store {
 		return memory.New(clockwork.NewFakeClockAt(storetest.Now()))
 	})
 }

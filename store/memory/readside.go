@@ -87,9 +87,9 @@ func (r *rankIndex) rank(count int64) int64 {
 
 // page lists up to limit members after the cursor in the order count DESC,
 // pk ASC, with ranks.
-func (r *rankIndex) page(after *influencer.Cursor, limit int) []influencer.Ranked {
+func (r *rankIndex) page(after *store.Cursor, limit int) []store.Ranked {
 	type member struct{ pk, count int64 }
-	out := make([]influencer.Ranked, 0, min(int64(limit), r.n))
+	out := make([]store.Ranked, 0, min(int64(limit), r.n))
 	b := r.top
 	if after != nil {
 		b = store.RankBucket(after.FollowerCount)
@@ -121,7 +121,7 @@ func (r *rankIndex) page(after *influencer.Cursor, limit int) []influencer.Ranke
 			} else {
 				rank = r.rank(m.count)
 			}
-			out = append(out, influencer.Ranked{Rank: rank, PK: m.pk, FollowerCount: m.count})
+			out = append(out, store.Ranked{Rank: rank, PK: m.pk, FollowerCount: m.count})
 		}
 	}
 	return out
@@ -161,8 +161,8 @@ func (r *rollup) add(minute, follower, following int64) {
 	}
 }
 
-func (r *rollup) bucket() influencer.Bucket {
-	return influencer.Bucket{
+func (r *rollup) bucket() store.Bucket {
+	return store.Bucket{
 		Start:         time.Unix(r.start, 0).UTC(),
 		Samples:       r.n,
 		FollowerAvg:   float64(r.fSum) / float64(r.n),
@@ -215,19 +215,19 @@ func (s *Store) trackedAt(t time.Time) int64 {
 	return 0
 }
 
-// Rank implements storetest.Store.
+// Rank implements store.Store.
 func (s *Store) Rank(ctx context.Context, pk int64) (int64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	sum, ok := s.summary[pk]
 	if !ok || !s.isActive(pk) {
-		return 0, fmt.Errorf("rank of pk %d: %w", pk, influencer.ErrNotFound)
+		return 0, fmt.Errorf("rank of pk %d: %w", pk, store.ErrNotFound)
 	}
 	return s.rank.rank(sum.FollowerCount), nil
 }
 
-// Leaderboard implements storetest.Store.
-func (s *Store) Leaderboard(ctx context.Context, after *influencer.Cursor, limit int) ([]influencer.Ranked, error) {
+// Leaderboard implements store.Store.
+func (s *Store) Leaderboard(ctx context.Context, after *store.Cursor, limit int) ([]store.Ranked, error) {
 	if err := store.ValidateLeaderboardLimit(limit); err != nil {
 		return nil, fmt.Errorf("leaderboard: %w", err)
 	}
@@ -244,11 +244,11 @@ func (s *Store) Leaderboard(ctx context.Context, after *influencer.Cursor, limit
 	return out, nil
 }
 
-// Stats implements storetest.Store.
-func (s *Store) Stats(ctx context.Context, now time.Time) (influencer.Stats, error) {
+// Stats implements store.Store.
+func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	st := influencer.Stats{Tracked: s.tracked, Influencers: s.rank.n, FollowerTotal: s.rank.total}
+	st := store.Stats{Tracked: s.tracked, Influencers: s.rank.n, FollowerTotal: s.rank.total}
 	since := now.Add(-time.Hour)
 	for m := now.Truncate(time.Minute); !m.Before(since); m = m.Add(-time.Minute) {
 		if p, ok := s.progress[m.Unix()]; ok && p.stored+p.missed >= s.trackedAt(m) {
@@ -265,8 +265,8 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (influencer.Stats, err
 	return st, nil
 }
 
-// Rollup implements storetest.Store.
-func (s *Store) Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]influencer.Bucket, error) {
+// Rollup implements store.Store.
+func (s *Store) Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]store.Bucket, error) {
 	if err := store.ValidateRollup(step, limit); err != nil {
 		return nil, fmt.Errorf("rollup of pk %d: %w", pk, err)
 	}
@@ -278,14 +278,14 @@ func (s *Store) Rollup(ctx context.Context, pk int64, step time.Duration, from, 
 	}
 	lo, hi := ceilUnix(from), ceilUnix(to)
 	i, _ := slices.BinarySearchFunc(buckets, lo, func(r rollup, s int64) int { return cmp.Compare(r.start, s) })
-	out := make([]influencer.Bucket, 0, min(limit, len(buckets)-i))
+	out := make([]store.Bucket, 0, min(limit, len(buckets)-i))
 	for ; i < len(buckets) && buckets[i].start < hi && len(out) < limit; i++ {
 		out = append(out, buckets[i].bucket())
 	}
 	return out, nil
 }
 
-// Prune implements storetest.Store with the Postgres store's semantics:
+// Prune implements store.Store with the Postgres store's semantics:
 // minute points and missed entries of the UTC days before
 // store.RetentionCutoff(now, keep) are dropped, progress counters older
 // than store.ProgressRetention too; rollups, summaries and counters stay.

@@ -11,7 +11,7 @@ import (
 	"github.com/mockstagram/pipeline/store"
 )
 
-// SuspicionCandidates implements storetest.Store.
+// SuspicionCandidates implements store.Store.
 func (s *Store) SuspicionCandidates(ctx context.Context, pks []int64, checkedSince time.Time) ([]influencer.SuspicionCandidate, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -44,7 +44,7 @@ func (s *Store) SuspicionCandidates(ctx context.Context, pks []int64, checkedSin
 	return out, nil
 }
 
-// SaveSuspicion implements storetest.Store. Answers are applied in order, so
+// SaveSuspicion implements store.Store. Answers are applied in order, so
 // of several answers for one pk with the same (latest) CheckedAt the first
 // wins, as in the Postgres store.
 func (s *Store) SaveSuspicion(ctx context.Context, answers []influencer.Suspicion) error {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/store"
 )
 
@@ -36,8 +35,8 @@ LIMIT $8`
 	markReplayedSQL = `UPDATE dead_letters SET replayed_at = $2 WHERE id = $1`
 )
 
-// SaveDeadLetter implements storetest.Store.
-func (s *Store) SaveDeadLetter(ctx context.Context, d influencer.DeadLetter) error {
+// SaveDeadLetter implements store.Store.
+func (s *Store) SaveDeadLetter(ctx context.Context, d store.DeadLetter) error {
 	if err := store.ValidateDeadLetter(d); err != nil {
 		return fmt.Errorf("save dead letter: %w", err)
 	}
@@ -61,8 +60,8 @@ func (s *Store) SaveDeadLetter(ctx context.Context, d influencer.DeadLetter) err
 	return nil
 }
 
-// DeadLetters implements storetest.Store.
-func (s *Store) DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) ([]influencer.DeadLetter, error) {
+// DeadLetters implements store.Store.
+func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]store.DeadLetter, error) {
 	if err := store.ValidateDeadLetterFilter(f); err != nil {
 		return nil, fmt.Errorf("dead letters: %w", err)
 	}
@@ -75,9 +74,9 @@ func (s *Store) DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) 
 	if err != nil {
 		return nil, fmt.Errorf("dead letters: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (influencer.DeadLetter, error) {
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.DeadLetter, error) {
 		var (
-			d        influencer.DeadLetter
+			d        store.DeadLetter
 			shard    *int32
 			minute   *time.Time
 			metaJSON []byte
@@ -113,14 +112,14 @@ func (s *Store) DeadLetters(ctx context.Context, f influencer.DeadLetterFilter) 
 	return out, nil
 }
 
-// MarkReplayed implements storetest.Store.
+// MarkReplayed implements store.Store.
 func (s *Store) MarkReplayed(ctx context.Context, id string, at time.Time) error {
 	tag, err := s.pool.Exec(ctx, markReplayedSQL, id, at)
 	if err != nil {
 		return fmt.Errorf("mark dead letter %s replayed: %w", id, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("mark dead letter %s replayed: %w", id, influencer.ErrNotFound)
+		return fmt.Errorf("mark dead letter %s replayed: %w", id, store.ErrNotFound)
 	}
 	return nil
 }

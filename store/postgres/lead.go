@@ -9,17 +9,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/mockstagram/pipeline/store/storetest"
+	"github.com/mockstagram/pipeline/store"
 )
 
-// TryLead implements storetest.Store with a session advisory lock
+// TryLead implements store.Store with a session advisory lock
 // (pg_try_advisory_lock(hashtext(name))) on a dedicated connection taken out
 // of the pool. While held, a goroutine pings that connection every lease
 // check interval; when a ping fails the lock must be presumed gone (the
 // session, and with it the lock, dies with the connection), so Lost is
 // closed and the connection is dropped.
-func (s *Store) TryLead(ctx context.Context, name string) (storetest.Lease, bool, error) {
+func (s *Store) TryLead(ctx context.Context, name string) (store.Lease, bool, error) {
 	pc, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, false, fmt.Errorf("lead %q: acquire connection: %w", name, err)

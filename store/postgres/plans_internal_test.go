@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/postgres/pgtest"
 )
 
@@ -113,10 +114,10 @@ FROM generate_series(1, 1440) AS m, generate_series(0, 15) AS st`, start)
 	var brute int64
 	require.NoError(t, s.pool.QueryRow(ctx, `SELECT 1 + count(*) FROM influencer_summary WHERE active AND follower_count > $1`, sum.FollowerCount).Scan(&brute))
 	assert.Equal(t, brute, rank, "rank of pk %d (count %d)", pk, sum.FollowerCount)
-	page, err := s.Leaderboard(ctx, &influencer.Cursor{FollowerCount: sum.FollowerCount, PK: pk}, 100)
+	page, err := s.Leaderboard(ctx, &store.Cursor{FollowerCount: sum.FollowerCount, PK: pk}, 100)
 	require.NoError(t, err)
 	require.NotEmpty(t, page)
-	for _, r := range []influencer.Ranked{page[0], page[len(page)-1]} {
+	for _, r := range []store.Ranked{page[0], page[len(page)-1]} {
 		got, err := s.Rank(ctx, r.PK)
 		require.NoError(t, err)
 		assert.Equal(t, got, r.Rank, "leaderboard rank of pk %d", r.PK)

@@ -20,10 +20,9 @@ import (
 
 	"github.com/mockstagram/pipeline/migrations"
 	"github.com/mockstagram/pipeline/store"
-	"github.com/mockstagram/pipeline/store/storetest"
 )
 
-var _ storetest.Store = (*Store)(nil)
+var _ store.Store = (*Store)(nil)
 
 // DefaultLeaseCheckInterval is how often a held leadership lease pings its
 // dedicated connection.
@@ -144,7 +143,7 @@ func (s *Store) Close() { s.pool.Close() }
 // database).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Ping implements storetest.Store.
+// Ping implements store.Store.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("ping postgres: %w", err)

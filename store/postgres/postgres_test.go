@@ -18,6 +18,7 @@ import (
 
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/migrations"
+	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/postgres"
 	"github.com/mockstagram/pipeline/store/postgres/pgtest"
 	"github.com/mockstagram/pipeline/store/storetest"
@@ -37,7 +38,7 @@ func newStore(t testing.TB, clock clockwork.Clock, opts ...postgres.Option) (*po
 }
 
 func TestContract(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) storetest.Store {
+	storetest.Run(t, func(t *testing.T) store.Store {
 		s, _ := newStore(t, clockwork.NewFakeClockAt(storetest.Now()))
 		return s
 	})
@@ -47,7 +48,7 @@ func TestContract(t *testing.T) {
 // minutes: every sample lands in a day without a partition, which Record
 // must create on demand.
 func TestContractRealClock(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) storetest.Store {
+	storetest.Run(t, func(t *testing.T) store.Store {
 		s, _ := newStore(t, clockwork.NewFakeClockAt(time.Date(2024, 2, 29, 23, 59, 0, 0, time.UTC)))
 		return s
 	})

@@ -28,7 +28,7 @@ ORDER BY minute LIMIT $4`
 	missedSinceSQL = `SELECT count(*) FROM missed WHERE minute >= $1`
 )
 
-// Summary implements storetest.Store.
+// Summary implements store.Store.
 func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, error) {
 	var (
 		sum        = influencer.Summary{PK: pk}
@@ -39,7 +39,7 @@ func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, erro
 		&sum.Username, &sum.FollowerCount, &sum.FollowingCount, &sum.LastMinute, &sum.Samples, &sum.FollowerSum,
 		&suspicious, &checkedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, influencer.ErrNotFound)
+		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, store.ErrNotFound)
 	}
 	if err != nil {
 		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, err)
@@ -51,7 +51,7 @@ func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, erro
 	return sum, nil
 }
 
-// Timeline implements storetest.Store. It reads the primary key index only.
+// Timeline implements store.Store. It reads the primary key index only.
 func (s *Store) Timeline(ctx context.Context, pk int64, from, to time.Time, limit int) ([]influencer.Point, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("timeline of pk %d: %w: limit %d is not positive", pk, store.ErrInvalid, limit)
@@ -72,7 +72,7 @@ func (s *Store) Timeline(ctx context.Context, pk int64, from, to time.Time, limi
 	return points, nil
 }
 
-// MissedSince implements storetest.Store.
+// MissedSince implements store.Store.
 func (s *Store) MissedSince(ctx context.Context, since time.Time) (int64, error) {
 	var n int64
 	if err := s.pool.QueryRow(ctx, missedSinceSQL, since).Scan(&n); err != nil {

@@ -93,13 +93,13 @@ WHERE pk = $1 AND bucket_start >= $2 AND bucket_start < $3 ORDER BY bucket_start
 )
 
 // Rank returns 1 + the number of active influencers with data whose current
-// follower count is strictly greater than pk's; influencer.ErrNotFound when
+// follower count is strictly greater than pk's; store.ErrNotFound when
 // pk has no data or is not tracked.
 func (s *Store) Rank(ctx context.Context, pk int64) (int64, error) {
 	var rank int64
 	err := s.pool.QueryRow(ctx, rankSQL, pk).Scan(&rank)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("rank of pk %d: %w", pk, influencer.ErrNotFound)
+		return 0, fmt.Errorf("rank of pk %d: %w", pk, store.ErrNotFound)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("rank of pk %d: %w", pk, err)
@@ -110,7 +110,7 @@ func (s *Store) Rank(ctx context.Context, pk int64) (int64, error) {
 // Leaderboard returns up to limit (1..store.MaxLeaderboardLimit) active
 // influencers with data after the cursor (from the top when nil), by
 // follower count descending then pk, each with its rank.
-func (s *Store) Leaderboard(ctx context.Context, after *influencer.Cursor, limit int) ([]influencer.Ranked, error) {
+func (s *Store) Leaderboard(ctx context.Context, after *store.Cursor, limit int) ([]store.Ranked, error) {
 	if err := store.ValidateLeaderboardLimit(limit); err != nil {
 		return nil, fmt.Errorf("leaderboard: %w", err)
 	}
@@ -130,7 +130,7 @@ func (s *Store) Leaderboard(ctx context.Context, after *influencer.Cursor, limit
 		return nil, fmt.Errorf("leaderboard: %w", err)
 	}
 	type row struct {
-		influencer.Ranked
+		store.Ranked
 		rank *int64
 	}
 	page, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
@@ -141,7 +141,7 @@ func (s *Store) Leaderboard(ctx context.Context, after *influencer.Cursor, limit
 	if err != nil {
 		return nil, fmt.Errorf("leaderboard: %w", err)
 	}
-	out := make([]influencer.Ranked, len(page))
+	out := make([]store.Ranked, len(page))
 	for i, r := range page {
 		out[i] = r.Ranked
 		if r.rank != nil {
@@ -158,7 +158,7 @@ func (s *Store) Leaderboard(ctx context.Context, after *influencer.Cursor, limit
 // before it has rank 1 + (its position in the whole order), and positions
 // advance by one per row, so from the first known tie-group start after row
 // 0 on, rank = position-in-page + offset; ties repeat the rank before.
-func fillRanks(out []influencer.Ranked, known func(int) bool) {
+func fillRanks(out []store.Ranked, known func(int) bool) {
 	var (
 		offset    int64
 		offsetSet bool
@@ -177,16 +177,16 @@ func fillRanks(out []influencer.Ranked, known func(int) bool) {
 	}
 }
 
-// Stats implements storetest.Store: counters only, no scan.
-func (s *Store) Stats(ctx context.Context, now time.Time) (influencer.Stats, error) {
+// Stats implements store.Store: counters only, no scan.
+func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 	var (
-		st   influencer.Stats
+		st   store.Stats
 		last *time.Time
 	)
 	err := s.pool.QueryRow(ctx, statsSQL, now.Add(-time.Hour), now).Scan(
 		&st.Tracked, &st.Influencers, &st.FollowerTotal, &last, &st.MissedLastHour)
 	if err != nil {
-		return influencer.Stats{}, fmt.Errorf("stats: %w", err)
+		return store.Stats{}, fmt.Errorf("stats: %w", err)
 	}
 	if last != nil {
 		st.LastCompleteMinute = last.UTC()
@@ -197,7 +197,7 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (influencer.Stats, err
 // Rollup returns the hourly (step time.Hour) or daily (24h) buckets of pk
 // whose start is in [from, to), oldest first, at most limit of them; no
 // buckets is an empty, non-nil slice.
-func (s *Store) Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]influencer.Bucket, error) {
+func (s *Store) Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]store.Bucket, error) {
 	if err := store.ValidateRollup(step, limit); err != nil {
 		return nil, fmt.Errorf("rollup of pk %d: %w", pk, err)
 	}
@@ -209,9 +209,9 @@ func (s *Store) Rollup(ctx context.Context, pk int64, step time.Duration, from, 
 	if err != nil {
 		return nil, fmt.Errorf("rollup of pk %d: %w", pk, err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (influencer.Bucket, error) {
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Bucket, error) {
 		var (
-			b                         influencer.Bucket
+			b                         store.Bucket
 			followerSum, followingSum int64
 		)
 		err := row.Scan(&b.Start, &b.Samples, &followerSum, &b.FollowerMin, &b.FollowerMax, &b.FollowerLast,

@@ -193,12 +193,12 @@ func stripeOf(shard int) int {
 // partition.
 const recordAttempts = 3
 
-// Record implements storetest.Store. A sample whose day has no partition
+// Record implements store.Store. A sample whose day has no partition
 // yet (an old or far-future minute) gets its partition created and the
 // batch is retried, so such a minute never wedges the pipeline.
-func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.RecordResult, error) {
+func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
 	if err := store.ValidateBatch(b); err != nil {
-		return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), err)
+		return store.RecordResult{}, err
 	}
 	// Rows are written in pk order so concurrent batches that share pks
 	// lock them in the same order and do not deadlock.
@@ -225,8 +225,8 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.Reco
 		fPKs[i], fMinutes[i], fClasses[i], fReasons[i] = f.PK, f.Minute, f.Class, f.Reason
 	}
 
-	fail := func(err error) (influencer.RecordResult, error) {
-		return influencer.RecordResult{}, fmt.Errorf("record shard %d minute %s: %w", b.Shard, b.Minute.Format(time.RFC3339), classify(err))
+	fail := func(err error) (store.RecordResult, error) {
+		return store.RecordResult{}, classify(err)
 	}
 	partitionsEnsured := false
 	for attempt := 1; ; attempt++ {
@@ -236,7 +236,7 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (influencer.Reco
 		}, pks, minutes, followers, following, usernames,
 			fPKs, fMinutes, fClasses, fReasons, s.clock.Now(), stripeOf(b.Shard))
 		if err == nil {
-			return influencer.RecordResult{
+			return store.RecordResult{
 				Inserted:   int(inserted),
 				Duplicates: len(samples) - int(inserted),
 				Missed:     int(missed),

@@ -77,7 +77,7 @@ WITH up AS (
 SELECT count(*) FROM up`
 )
 
-// Track implements storetest.Store.
+// Track implements store.Store.
 func (s *Store) Track(ctx context.Context, pks []int64) (int, error) {
 	var changed int
 	err := s.changeRegistry(ctx, "track", pks, func(tx pgx.Tx, bootstrapped bool, pks []int64) error {
@@ -88,7 +88,7 @@ func (s *Store) Track(ctx context.Context, pks []int64) (int, error) {
 	return changed, err
 }
 
-// Untrack implements storetest.Store.
+// Untrack implements store.Store.
 func (s *Store) Untrack(ctx context.Context, pks []int64) (int, error) {
 	var changed int
 	err := s.changeRegistry(ctx, "untrack", pks, func(tx pgx.Tx, bootstrapped bool, pks []int64) error {
@@ -99,7 +99,7 @@ func (s *Store) Untrack(ctx context.Context, pks []int64) (int, error) {
 	return changed, err
 }
 
-// Bootstrap implements storetest.Store.
+// Bootstrap implements store.Store.
 func (s *Store) Bootstrap(ctx context.Context, pks []int64) (bool, error) {
 	did := false
 	err := s.changeRegistry(ctx, "bootstrap", pks, func(tx pgx.Tx, bootstrapped bool, pks []int64) error {
@@ -165,7 +165,7 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, sql string, pks []int64, s
 	return int(changed), nil
 }
 
-// Tracked implements storetest.Store.
+// Tracked implements store.Store.
 func (s *Store) Tracked(ctx context.Context, after int64, limit int) ([]influencer.Tracked, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("tracked: %w: limit %d is not positive", store.ErrInvalid, limit)
@@ -189,7 +189,7 @@ WHERE i.pk > $1 ORDER BY i.pk LIMIT $2`, after, limit)
 	return out, nil
 }
 
-// ActivePKs implements storetest.Store. One statement reads the pks and the
+// ActivePKs implements store.Store. One statement reads the pks and the
 // version from the same snapshot.
 func (s *Store) ActivePKs(ctx context.Context) ([]int64, int64, error) {
 	var (
@@ -205,7 +205,7 @@ SELECT (SELECT version FROM registry_meta),
 	return pks, version, nil
 }
 
-// RegistryVersion implements storetest.Store: a single-row read.
+// RegistryVersion implements store.Store: a single-row read.
 func (s *Store) RegistryVersion(ctx context.Context) (int64, error) {
 	var v int64
 	if err := s.pool.QueryRow(ctx, `SELECT version FROM registry_meta`).Scan(&v); err != nil {

@@ -37,7 +37,7 @@ WHERE s.pk = ANY($1::bigint[]) AND (q.checked_at IS NULL OR q.checked_at < $2::t
 ORDER BY s.pk`
 )
 
-// SuspicionCandidates implements storetest.Store.
+// SuspicionCandidates implements store.Store.
 func (s *Store) SuspicionCandidates(ctx context.Context, pks []int64, checkedSince time.Time) ([]influencer.SuspicionCandidate, error) {
 	if len(pks) == 0 {
 		return []influencer.SuspicionCandidate{}, nil
@@ -57,7 +57,7 @@ func (s *Store) SuspicionCandidates(ctx context.Context, pks []int64, checkedSin
 	return out, nil
 }
 
-// SaveSuspicion implements storetest.Store in one statement. Several
+// SaveSuspicion implements store.Store in one statement. Several
 // answers for one pk are reduced to the latest first (ON CONFLICT cannot
 // touch a row twice in one statement); of those with the same latest
 // CheckedAt the first wins, as if they were saved one after the other.

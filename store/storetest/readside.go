@@ -34,26 +34,26 @@ var readSideTests = []contractTest{
 	{"ConcurrentReadSide", testConcurrentReadSide},
 }
 
-func track(t *testing.T, s Store, pks ...int64) {
+func track(t *testing.T, s store.Store, pks ...int64) {
 	t.Helper()
 	_, err := s.Track(context.Background(), pks)
 	require.NoError(t, err)
 }
 
-func untrack(t *testing.T, s Store, pks ...int64) {
+func untrack(t *testing.T, s store.Store, pks ...int64) {
 	t.Helper()
 	_, err := s.Untrack(context.Background(), pks)
 	require.NoError(t, err)
 }
 
-func rankOf(t *testing.T, s Store, pk int64) int64 {
+func rankOf(t *testing.T, s store.Store, pk int64) int64 {
 	t.Helper()
 	r, err := s.Rank(context.Background(), pk)
 	require.NoError(t, err, "rank of pk %d", pk)
 	return r
 }
 
-func stats(t *testing.T, s Store, now time.Time) influencer.Stats {
+func stats(t *testing.T, s store.Store, now time.Time) store.Stats {
 	t.Helper()
 	st, err := s.Stats(context.Background(), now)
 	require.NoError(t, err)
@@ -62,7 +62,7 @@ func stats(t *testing.T, s Store, now time.Time) influencer.Stats {
 
 // counts records one minute with the given current follower counts
 // (following = pk).
-func counts(t *testing.T, s Store, m int, shard int, c map[int64]int64) {
+func counts(t *testing.T, s store.Store, m int, shard int, c map[int64]int64) {
 	t.Helper()
 	b := influencer.Batch{Minute: minute(m), Shard: shard}
 	for pk, n := range c {
@@ -86,14 +86,14 @@ func wantRanks(current map[int64]int64) map[int64]int64 {
 	return out
 }
 
-func assertRanks(t *testing.T, s Store, current map[int64]int64, msg string) {
+func assertRanks(t *testing.T, s store.Store, current map[int64]int64, msg string) {
 	t.Helper()
 	for pk, want := range wantRanks(current) {
 		assert.Equal(t, want, rankOf(t, s, pk), "%s: pk %d (count %d)", msg, pk, current[pk])
 	}
 }
 
-func testRankTies(t *testing.T, s Store) {
+func testRankTies(t *testing.T, s store.Store) {
 	// Counts around bucket edges and inside wide buckets: 2046/2047/2048
 	// cross from exact to shared buckets, 1,000,000..1,000,300 share a
 	// bucket (~0.1 % wide), 0 is the lowest possible count.
@@ -119,10 +119,10 @@ func testRankTies(t *testing.T, s Store) {
 	assertRanks(t, s, current, "ties")
 
 	_, err := s.Rank(context.Background(), 99)
-	assert.ErrorIs(t, err, influencer.ErrNotFound, "no data")
+	assert.ErrorIs(t, err, store.ErrNotFound, "no data")
 }
 
-func testRankBruteForce(t *testing.T, s Store) {
+func testRankBruteForce(t *testing.T, s store.Store) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	const n = 200
 	pks := make([]int64, n)
@@ -154,7 +154,7 @@ func testRankBruteForce(t *testing.T, s Store) {
 	}
 }
 
-func testRankMoves(t *testing.T, s Store) {
+func testRankMoves(t *testing.T, s store.Store) {
 	track(t, s, 1, 2, 3)
 	counts(t, s, 0, 0, map[int64]int64{1: 100, 2: 200, 3: 300})
 	assert.Equal(t, []int64{3, 2, 1}, []int64{rankOf(t, s, 1), rankOf(t, s, 2), rankOf(t, s, 3)})
@@ -176,7 +176,7 @@ func testRankMoves(t *testing.T, s Store) {
 	assert.Equal(t, []int64{3, 1, 1}, []int64{rankOf(t, s, 1), rankOf(t, s, 2), rankOf(t, s, 3)}, "redelivery")
 }
 
-func testRankRegistry(t *testing.T, s Store) {
+func testRankRegistry(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	track(t, s, 1, 2, 3)
 	// pk 4 has data but was never tracked; pk 5 is tracked without data.
@@ -184,19 +184,19 @@ func testRankRegistry(t *testing.T, s Store) {
 	counts(t, s, 0, 0, map[int64]int64{1: 100, 2: 200, 3: 300, 4: 1000})
 	for _, pk := range []int64{4, 5} {
 		_, err := s.Rank(ctx, pk)
-		assert.ErrorIs(t, err, influencer.ErrNotFound, "pk %d", pk)
+		assert.ErrorIs(t, err, store.ErrNotFound, "pk %d", pk)
 	}
 	assert.EqualValues(t, 1, rankOf(t, s, 3), "untracked pk 4 does not count")
 
 	untrack(t, s, 3)
 	_, err := s.Rank(ctx, 3)
-	assert.ErrorIs(t, err, influencer.ErrNotFound, "untracked")
+	assert.ErrorIs(t, err, store.ErrNotFound, "untracked")
 	assert.EqualValues(t, 1, rankOf(t, s, 2), "others improve")
 	assert.EqualValues(t, 2, rankOf(t, s, 1))
 	// An untracked influencer's new minutes do not bring it back.
 	counts(t, s, 1, 0, map[int64]int64{3: 50, 1: 150})
 	_, err = s.Rank(ctx, 3)
-	assert.ErrorIs(t, err, influencer.ErrNotFound)
+	assert.ErrorIs(t, err, store.ErrNotFound)
 	assert.EqualValues(t, 2, rankOf(t, s, 1))
 
 	track(t, s, 3, 4)
@@ -207,10 +207,10 @@ func testRankRegistry(t *testing.T, s Store) {
 	assert.EqualValues(t, 1400, st.FollowerTotal)
 }
 
-func testGlobalAverage(t *testing.T, s Store) {
+func testGlobalAverage(t *testing.T, s store.Store) {
 	track(t, s, 1, 2, 3)
 	st := stats(t, s, minute(0))
-	assert.Equal(t, influencer.Stats{Tracked: 3}, st, "tracked, no data")
+	assert.Equal(t, store.Stats{Tracked: 3}, st, "tracked, no data")
 	assert.Zero(t, st.AverageFollowerCount())
 
 	b0 := batch(0, sample(1, 0, 100, 1), sample(2, 0, 200, 1))
@@ -221,7 +221,7 @@ func testGlobalAverage(t *testing.T, s Store) {
 
 	b1 := batch(1, sample(1, 1, 400, 1), sample(2, 1, 200, 1), sample(3, 1, 600, 1))
 	record(t, s, b1)
-	want := influencer.Stats{Tracked: 3, Influencers: 3, FollowerTotal: 1200, LastCompleteMinute: minute(1)}
+	want := store.Stats{Tracked: 3, Influencers: 3, FollowerTotal: 1200, LastCompleteMinute: minute(1)}
 	assert.Equal(t, want, stats(t, s, minute(1)))
 	assert.InDelta(t, 400.0, stats(t, s, minute(1)).AverageFollowerCount(), 1e-9)
 
@@ -246,12 +246,12 @@ func testGlobalAverage(t *testing.T, s Store) {
 	assert.InDelta(t, 250.0, st.AverageFollowerCount(), 1e-9)
 }
 
-func testStats(t *testing.T, s Store) {
+func testStats(t *testing.T, s store.Store) {
 	fail := func(pk int64, m int) influencer.Failure {
 		return influencer.Failure{PK: pk, Minute: minute(m), Class: "timeout", Reason: "deadline"}
 	}
 	now := minute(2).Add(30 * time.Second)
-	assert.Equal(t, influencer.Stats{}, stats(t, s, now), "empty store")
+	assert.Equal(t, store.Stats{}, stats(t, s, now), "empty store")
 
 	track(t, s, 1, 2, 3, 4)
 	steps := []struct {
@@ -323,7 +323,7 @@ func testStats(t *testing.T, s Store) {
 	assert.EqualValues(t, 13+23+33, got.FollowerTotal)
 }
 
-func testLeaderboardPagination(t *testing.T, s Store) {
+func testLeaderboardPagination(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	// 30 influencers in tie groups of various sizes, one untracked and one
 	// never tracked (both excluded), one tracked without data.
@@ -344,11 +344,11 @@ func testLeaderboardPagination(t *testing.T, s Store) {
 	counts(t, s, 0, 0, map[int64]int64{400: 2_000_000})
 
 	ranks := wantRanks(current)
-	var want []influencer.Ranked
+	var want []store.Ranked
 	for pk, c := range current {
-		want = append(want, influencer.Ranked{Rank: ranks[pk], PK: pk, Username: fmt.Sprintf("user-%d-m0", pk), FollowerCount: c, FollowingCount: pk})
+		want = append(want, store.Ranked{Rank: ranks[pk], PK: pk, Username: fmt.Sprintf("user-%d-m0", pk), FollowerCount: c, FollowingCount: pk})
 	}
-	slices.SortFunc(want, func(a, b influencer.Ranked) int {
+	slices.SortFunc(want, func(a, b store.Ranked) int {
 		if c := cmp.Compare(b.FollowerCount, a.FollowerCount); c != 0 {
 			return c
 		}
@@ -357,8 +357,8 @@ func testLeaderboardPagination(t *testing.T, s Store) {
 
 	for _, limit := range []int{1, 2, 3, 4, 7, 29, 30, 1000} {
 		var (
-			got   []influencer.Ranked
-			after *influencer.Cursor
+			got   []store.Ranked
+			after *store.Cursor
 		)
 		for range 100 {
 			page, err := s.Leaderboard(ctx, after, limit)
@@ -370,28 +370,28 @@ func testLeaderboardPagination(t *testing.T, s Store) {
 			}
 			got = append(got, page...)
 			last := page[len(page)-1]
-			after = &influencer.Cursor{FollowerCount: last.FollowerCount, PK: last.PK}
+			after = &store.Cursor{FollowerCount: last.FollowerCount, PK: last.PK}
 		}
 		assert.Equal(t, want, got, "limit %d", limit)
 	}
 
 	// A cursor need not be a row: it is a position.
-	page, err := s.Leaderboard(ctx, &influencer.Cursor{FollowerCount: 4000, PK: 0}, 3)
+	page, err := s.Leaderboard(ctx, &store.Cursor{FollowerCount: 4000, PK: 0}, 3)
 	require.NoError(t, err)
-	i := slices.IndexFunc(want, func(r influencer.Ranked) bool { return r.FollowerCount == 4000 })
+	i := slices.IndexFunc(want, func(r store.Ranked) bool { return r.FollowerCount == 4000 })
 	assert.Equal(t, want[i:i+3], page)
-	page, err = s.Leaderboard(ctx, &influencer.Cursor{FollowerCount: 0, PK: 1 << 40}, 3)
+	page, err = s.Leaderboard(ctx, &store.Cursor{FollowerCount: 0, PK: 1 << 40}, 3)
 	require.NoError(t, err)
 	assert.Empty(t, page)
 }
 
-func testLeaderboardLimits(t *testing.T, s Store) {
+func testLeaderboardLimits(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	for _, limit := range []int{0, -1, store.MaxLeaderboardLimit + 1} {
 		_, err := s.Leaderboard(ctx, nil, limit)
 		assert.ErrorIs(t, err, store.ErrInvalid, "limit %d", limit)
 	}
-	_, err := s.Leaderboard(ctx, &influencer.Cursor{FollowerCount: -1}, 10)
+	_, err := s.Leaderboard(ctx, &store.Cursor{FollowerCount: -1}, 10)
 	assert.ErrorIs(t, err, store.ErrInvalid, "negative cursor count")
 	page, err := s.Leaderboard(ctx, nil, store.MaxLeaderboardLimit)
 	require.NoError(t, err)
@@ -399,7 +399,7 @@ func testLeaderboardLimits(t *testing.T, s Store) {
 	assert.Empty(t, page)
 }
 
-func testRollups(t *testing.T, s Store) {
+func testRollups(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	hour := func(h int) time.Time { return Now().Add(time.Duration(h) * time.Hour) }
 	at := func(m int) influencer.Sample { // pk 1 at minute m
@@ -416,9 +416,9 @@ func testRollups(t *testing.T, s Store) {
 	}
 	record(t, s, batch(30, at(30), sample(2, 30, 5, 5)))
 
-	want := func(step time.Duration) []influencer.Bucket {
+	want := func(step time.Duration) []store.Bucket {
 		var (
-			out  []influencer.Bucket
+			out  []store.Bucket
 			sums [][2]int64
 			idx  = map[time.Time]int{}
 		)
@@ -429,7 +429,7 @@ func testRollups(t *testing.T, s Store) {
 			start := store.BucketStart(smp.Minute, step)
 			i, ok := idx[start]
 			if !ok {
-				out = append(out, influencer.Bucket{Start: start,
+				out = append(out, store.Bucket{Start: start,
 					FollowerMin: smp.FollowerCount, FollowerMax: smp.FollowerCount,
 					FollowingMin: smp.FollowingCount, FollowingMax: smp.FollowingCount})
 				sums = append(sums, [2]int64{})
@@ -475,7 +475,7 @@ func testRollups(t *testing.T, s Store) {
 	got, err = s.Rollup(ctx, 2, time.Hour, hour(-1), hour(1), 100)
 	require.NoError(t, err)
 	require.Len(t, got, 1)
-	assert.Equal(t, influencer.Bucket{Start: hour(0), Samples: 1, FollowerAvg: 5, FollowerMin: 5, FollowerMax: 5, FollowerLast: 5,
+	assert.Equal(t, store.Bucket{Start: hour(0), Samples: 1, FollowerAvg: 5, FollowerMin: 5, FollowerMax: 5, FollowerLast: 5,
 		FollowingAvg: 5, FollowingMin: 5, FollowingMax: 5, FollowingLast: 5, LastMinute: minute(30)}, got[0])
 	got, err = s.Rollup(ctx, 3, time.Hour, hour(-1), hour(1), 100)
 	require.NoError(t, err)
@@ -483,7 +483,7 @@ func testRollups(t *testing.T, s Store) {
 	assert.Empty(t, got)
 }
 
-func assertBuckets(t *testing.T, want, got []influencer.Bucket, msg string) {
+func assertBuckets(t *testing.T, want, got []store.Bucket, msg string) {
 	t.Helper()
 	require.Len(t, got, len(want), msg)
 	for i := range want {
@@ -495,7 +495,7 @@ func assertBuckets(t *testing.T, want, got []influencer.Bucket, msg string) {
 	}
 }
 
-func testRollupArguments(t *testing.T, s Store) {
+func testRollupArguments(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	for _, step := range []time.Duration{0, time.Minute, 2 * time.Hour, -time.Hour, 7 * 24 * time.Hour} {
 		_, err := s.Rollup(ctx, 1, step, minute(0), minute(10), 10)
@@ -505,7 +505,7 @@ func testRollupArguments(t *testing.T, s Store) {
 	assert.ErrorIs(t, err, store.ErrInvalid, "limit 0")
 }
 
-func testRetention(t *testing.T, s Store) {
+func testRetention(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	const day = 24 * 60
 	old, recent := -10*day, -6*day // minutes, relative to Now
@@ -556,7 +556,7 @@ func testRetention(t *testing.T, s Store) {
 // testConcurrentReadSide records overlapping and redelivered batches while
 // the registry flips, then checks that the maintained counters agree with
 // the summaries.
-func testConcurrentReadSide(t *testing.T, s Store) {
+func testConcurrentReadSide(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	const (
 		pks     = 40

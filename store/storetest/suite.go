@@ -17,7 +17,7 @@ import (
 // Run runs the contract suite. newStore must return a fresh, empty store for
 // each call (it is called once per subtest, possibly in parallel) and clean
 // it up with t.Cleanup.
-func Run(t *testing.T, newStore func(t *testing.T) Store) {
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	tests := []contractTest{
 		{"RecordAndSummary", testRecordAndSummary},
 		{"Timeline", testTimeline},
@@ -49,7 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 // contractTest is one named test of the suite.
 type contractTest struct {
 	name string
-	fn   func(t *testing.T, s Store)
+	fn   func(t *testing.T, s store.Store)
 }
 
 func minute(i int) time.Time { return Now().Add(time.Duration(i) * time.Minute) }
@@ -69,26 +69,26 @@ func batch(m int, samples ...influencer.Sample) influencer.Batch {
 	return influencer.Batch{Minute: minute(m), Shard: 7, Samples: samples}
 }
 
-func record(t *testing.T, s Store, b influencer.Batch) influencer.RecordResult {
+func record(t *testing.T, s store.Store, b influencer.Batch) store.RecordResult {
 	t.Helper()
 	res, err := s.Record(context.Background(), b)
 	require.NoError(t, err)
 	return res
 }
 
-func summary(t *testing.T, s Store, pk int64) influencer.Summary {
+func summary(t *testing.T, s store.Store, pk int64) influencer.Summary {
 	t.Helper()
 	sum, err := s.Summary(context.Background(), pk)
 	require.NoError(t, err)
 	return sum
 }
 
-func testRecordAndSummary(t *testing.T, s Store) {
+func testRecordAndSummary(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	res := record(t, s, batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20), sample(3, 0, 300, 0)))
-	assert.Equal(t, influencer.RecordResult{Inserted: 3}, res)
+	assert.Equal(t, store.RecordResult{Inserted: 3}, res)
 	res = record(t, s, batch(1, sample(1, 1, 110, 11), sample(2, 1, 190, 21)))
-	assert.Equal(t, influencer.RecordResult{Inserted: 2}, res)
+	assert.Equal(t, store.RecordResult{Inserted: 2}, res)
 
 	tests := []struct {
 		pk   int64
@@ -106,16 +106,16 @@ func testRecordAndSummary(t *testing.T, s Store) {
 	}
 
 	_, err := s.Summary(ctx, 4)
-	assert.ErrorIs(t, err, influencer.ErrNotFound)
+	assert.ErrorIs(t, err, store.ErrNotFound)
 
 	// A batch of failures only stores no sample.
 	res = record(t, s, influencer.Batch{Minute: minute(2), Failures: []influencer.Failure{{PK: 4, Minute: minute(2), Class: "timeout", Reason: "deadline"}}})
-	assert.Equal(t, influencer.RecordResult{Missed: 1}, res)
+	assert.Equal(t, store.RecordResult{Missed: 1}, res)
 	_, err = s.Summary(ctx, 4)
-	assert.ErrorIs(t, err, influencer.ErrNotFound)
+	assert.ErrorIs(t, err, store.ErrNotFound)
 }
 
-func testTimeline(t *testing.T, s Store) {
+func testTimeline(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	for m := range 10 {
 		record(t, s, batch(m, sample(1, m, int64(1000+m), int64(50+m)), sample(2, m, 5, 5)))
@@ -154,17 +154,17 @@ func testTimeline(t *testing.T, s Store) {
 	assert.Error(t, err, "limit 0")
 }
 
-func testRedelivery(t *testing.T, s Store) {
+func testRedelivery(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	b := batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20))
 	b.Failures = []influencer.Failure{{PK: 3, Minute: minute(0), Class: "http_5xx", Reason: "502"}}
-	assert.Equal(t, influencer.RecordResult{Inserted: 2, Missed: 1}, record(t, s, b))
+	assert.Equal(t, store.RecordResult{Inserted: 2, Missed: 1}, record(t, s, b))
 	before1, before2 := summary(t, s, 1), summary(t, s, 2)
 	tl, err := s.Timeline(ctx, 1, minute(-1), minute(1), 10)
 	require.NoError(t, err)
 
 	for range 3 {
-		assert.Equal(t, influencer.RecordResult{Duplicates: 2}, record(t, s, b))
+		assert.Equal(t, store.RecordResult{Duplicates: 2}, record(t, s, b))
 	}
 	assert.Equal(t, before1, summary(t, s, 1))
 	assert.Equal(t, before2, summary(t, s, 2))
@@ -176,11 +176,11 @@ func testRedelivery(t *testing.T, s Store) {
 	assert.EqualValues(t, 1, n)
 }
 
-func testOverlappingBatch(t *testing.T, s Store) {
+func testOverlappingBatch(t *testing.T, s store.Store) {
 	record(t, s, batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20)))
 	// pk 2 at minute 0 again, with other values: the stored one wins.
 	res := record(t, s, batch(0, sample(2, 0, 999, 99), sample(3, 0, 300, 30)))
-	assert.Equal(t, influencer.RecordResult{Inserted: 1, Duplicates: 1}, res)
+	assert.Equal(t, store.RecordResult{Inserted: 1, Duplicates: 1}, res)
 
 	assert.Equal(t, influencer.Summary{PK: 2, Username: "user-2-m0", FollowerCount: 200, FollowingCount: 20, LastMinute: minute(0), Samples: 1, FollowerSum: 200}, summary(t, s, 2))
 	assert.Equal(t, influencer.Summary{PK: 3, Username: "user-3-m0", FollowerCount: 300, FollowingCount: 30, LastMinute: minute(0), Samples: 1, FollowerSum: 300}, summary(t, s, 3))
@@ -189,10 +189,10 @@ func testOverlappingBatch(t *testing.T, s Store) {
 	assert.Equal(t, []influencer.Point{{Minute: minute(0), FollowerCount: 200, FollowingCount: 20}}, tl)
 }
 
-func testOutOfOrder(t *testing.T, s Store) {
+func testOutOfOrder(t *testing.T, s store.Store) {
 	record(t, s, batch(5, sample(1, 5, 500, 50)))
 	res := record(t, s, batch(3, sample(1, 3, 300, 30)))
-	assert.Equal(t, influencer.RecordResult{Inserted: 1}, res)
+	assert.Equal(t, store.RecordResult{Inserted: 1}, res)
 
 	assert.Equal(t, influencer.Summary{
 		PK: 1, Username: "user-1-m5", FollowerCount: 500, FollowingCount: 50,
@@ -215,7 +215,7 @@ func testOutOfOrder(t *testing.T, s Store) {
 	}, tl)
 }
 
-func testMissed(t *testing.T, s Store) {
+func testMissed(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	fail := func(pk int64, m int) influencer.Failure {
 		return influencer.Failure{PK: pk, Minute: minute(m), Class: "timeout", Reason: "context deadline exceeded"}
@@ -231,28 +231,28 @@ func testMissed(t *testing.T, s Store) {
 	steps := []struct {
 		name   string
 		batch  influencer.Batch
-		want   influencer.RecordResult
+		want   store.RecordResult
 		since0 int64 // MissedSince(minute 0) afterwards
 		since1 int64 // MissedSince(minute 1) afterwards
 	}{
 		{"failures become missed",
 			influencer.Batch{Minute: minute(0), Failures: []influencer.Failure{fail(10, 0), fail(11, 0), fail(10, 1)}},
-			influencer.RecordResult{Missed: 3}, 3, 1},
+			store.RecordResult{Missed: 3}, 3, 1},
 		{"redelivered failures count once",
 			influencer.Batch{Minute: minute(0), Failures: []influencer.Failure{fail(10, 0), fail(11, 0), fail(11, 0)}},
-			influencer.RecordResult{}, 3, 1},
+			store.RecordResult{}, 3, 1},
 		{"no missed entry where a sample exists",
 			influencer.Batch{Minute: minute(0), Failures: []influencer.Failure{fail(1, 0)}},
-			influencer.RecordResult{}, 3, 1},
+			store.RecordResult{}, 3, 1},
 		{"sample and failure for one (pk, minute) in one batch",
 			influencer.Batch{Minute: minute(2), Samples: []influencer.Sample{sample(12, 2, 5, 5)}, Failures: []influencer.Failure{fail(12, 2)}},
-			influencer.RecordResult{Inserted: 1}, 3, 1},
+			store.RecordResult{Inserted: 1}, 3, 1},
 		{"a later sample removes the missed entry",
 			batch(0, sample(10, 0, 7, 7)),
-			influencer.RecordResult{Inserted: 1}, 2, 1},
+			store.RecordResult{Inserted: 1}, 2, 1},
 		{"new failure and filled gap together",
 			influencer.Batch{Minute: minute(1), Samples: []influencer.Sample{sample(10, 1, 8, 8)}, Failures: []influencer.Failure{fail(13, 1)}},
-			influencer.RecordResult{Inserted: 1, Missed: 1}, 2, 1},
+			store.RecordResult{Inserted: 1, Missed: 1}, 2, 1},
 	}
 	for _, st := range steps {
 		assert.Equal(t, st.want, record(t, s, st.batch), st.name)
@@ -264,7 +264,7 @@ func testMissed(t *testing.T, s Store) {
 	assert.Equal(t, int64(2), summary(t, s, 10).Samples)
 }
 
-func testInvalidBatch(t *testing.T, s Store) {
+func testInvalidBatch(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	valid := sample(1, 0, 100, 10)
 	mutate := func(f func(*influencer.Sample)) influencer.Sample {
@@ -299,7 +299,7 @@ func testInvalidBatch(t *testing.T, s Store) {
 	// Nothing of any rejected batch was stored.
 	for _, pk := range []int64{1, 2, 3} {
 		_, err := s.Summary(ctx, pk)
-		assert.ErrorIs(t, err, influencer.ErrNotFound, "pk %d", pk)
+		assert.ErrorIs(t, err, store.ErrNotFound, "pk %d", pk)
 		tl, err := s.Timeline(ctx, pk, minute(-10), minute(10), 10)
 		require.NoError(t, err)
 		assert.Empty(t, tl, "pk %d", pk)
@@ -309,7 +309,7 @@ func testInvalidBatch(t *testing.T, s Store) {
 	assert.Zero(t, n)
 }
 
-func testRegistry(t *testing.T, s Store) {
+func testRegistry(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	version := func() int64 {
 		t.Helper()
@@ -371,7 +371,7 @@ func testRegistry(t *testing.T, s Store) {
 	assert.Equal(t, []int64{1, 2, 3, 5}, active(), "a rejected call changes nothing")
 }
 
-func testTrackedPaging(t *testing.T, s Store) {
+func testTrackedPaging(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	_, err := s.Track(ctx, []int64{50, 10, 40, 20, 30})
 	require.NoError(t, err)
@@ -417,7 +417,7 @@ func testTrackedPaging(t *testing.T, s Store) {
 	assert.Error(t, err, "limit 0")
 }
 
-func testBootstrap(t *testing.T, s Store) {
+func testBootstrap(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	did, err := s.Bootstrap(ctx, []int64{1, 2, 3})
 	require.NoError(t, err)
@@ -440,7 +440,7 @@ func testBootstrap(t *testing.T, s Store) {
 	assert.Len(t, page, 3)
 }
 
-func testConcurrentBootstrap(t *testing.T, s Store) {
+func testConcurrentBootstrap(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	const n = 8
 	var (
@@ -477,7 +477,7 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-func testTryLead(t *testing.T, s Store) {
+func testTryLead(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	a, ok, err := s.TryLead(ctx, "scheduler")
 	require.NoError(t, err)
@@ -505,7 +505,7 @@ func testTryLead(t *testing.T, s Store) {
 	require.NoError(t, other.Release(ctx))
 }
 
-func testConcurrentRecord(t *testing.T, s Store) {
+func testConcurrentRecord(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	const (
 		workers = 6
@@ -572,13 +572,13 @@ func testConcurrentRecord(t *testing.T, s Store) {
 	assert.EqualValues(t, minutes, n)
 }
 
-func testPing(t *testing.T, s Store) {
+func testPing(t *testing.T, s store.Store) {
 	assert.NoError(t, s.Ping(context.Background()))
 }
 
 // testTrackMillion: the registry takes a million pks at once (the standard
 // install), idempotently, and gives them back in order.
-func testTrackMillion(t *testing.T, s Store) {
+func testTrackMillion(t *testing.T, s store.Store) {
 	if testing.Short() {
 		t.Skip("slow")
 	}

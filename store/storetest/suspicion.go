@@ -28,19 +28,19 @@ func answer(pk int64, suspicious bool, m int) influencer.Suspicion {
 	return influencer.Suspicion{PK: pk, Suspicious: suspicious, CheckedAt: minute(m)}
 }
 
-func saveSuspicion(t *testing.T, s Store, answers ...influencer.Suspicion) {
+func saveSuspicion(t *testing.T, s store.Store, answers ...influencer.Suspicion) {
 	t.Helper()
 	require.NoError(t, s.SaveSuspicion(context.Background(), answers))
 }
 
 // suspicionOf is pk's stored answer as Summary reports it (nil: never
 // checked).
-func suspicionOf(t *testing.T, s Store, pk int64) *influencer.Suspicion {
+func suspicionOf(t *testing.T, s store.Store, pk int64) *influencer.Suspicion {
 	t.Helper()
 	return summary(t, s, pk).Suspicion
 }
 
-func testSuspicionInSummary(t *testing.T, s Store) {
+func testSuspicionInSummary(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	record(t, s, batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20)))
 	assert.Equal(t, influencer.Summary{
@@ -62,7 +62,7 @@ func testSuspicionInSummary(t *testing.T, s Store) {
 	// the pk has data.
 	saveSuspicion(t, s, answer(3, false, 11))
 	_, err := s.Summary(ctx, 3)
-	assert.ErrorIs(t, err, influencer.ErrNotFound)
+	assert.ErrorIs(t, err, store.ErrNotFound)
 	record(t, s, batch(1, sample(3, 1, 300, 30)))
 	assert.Equal(t, &influencer.Suspicion{PK: 3, Suspicious: false, CheckedAt: minute(11)}, suspicionOf(t, s, 3))
 
@@ -71,7 +71,7 @@ func testSuspicionInSummary(t *testing.T, s Store) {
 	assert.Equal(t, &influencer.Suspicion{PK: 1, Suspicious: true, CheckedAt: minute(10)}, suspicionOf(t, s, 1))
 }
 
-func testSuspicionLatestWins(t *testing.T, s Store) {
+func testSuspicionLatestWins(t *testing.T, s store.Store) {
 	record(t, s, batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20)))
 	saveSuspicion(t, s, answer(2, true, 1))
 	steps := []struct {
@@ -97,7 +97,7 @@ func testSuspicionLatestWins(t *testing.T, s Store) {
 	assert.Equal(t, &influencer.Suspicion{PK: 2, Suspicious: true, CheckedAt: minute(1)}, suspicionOf(t, s, 2), "other pk unchanged")
 }
 
-func testSuspicionDuplicates(t *testing.T, s Store) {
+func testSuspicionDuplicates(t *testing.T, s store.Store) {
 	record(t, s, batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20), sample(3, 0, 300, 30)))
 	saveSuspicion(t, s, answer(3, true, 20))
 
@@ -115,7 +115,7 @@ func testSuspicionDuplicates(t *testing.T, s Store) {
 	assert.Equal(t, &influencer.Suspicion{PK: 1, Suspicious: true, CheckedAt: minute(7)}, suspicionOf(t, s, 1))
 }
 
-func testSuspicionInvalid(t *testing.T, s Store) {
+func testSuspicionInvalid(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	record(t, s, batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20)))
 	saveSuspicion(t, s, answer(1, false, 1))
@@ -142,7 +142,7 @@ func testSuspicionInvalid(t *testing.T, s Store) {
 	assert.Empty(t, got, "untracked")
 }
 
-func testSuspicionCandidates(t *testing.T, s Store) {
+func testSuspicionCandidates(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	// 1-5 and 8 are tracked with data, 6 is tracked without data, 7 has
 	// data but was never tracked, 5 is untracked later.
@@ -213,14 +213,14 @@ func testSuspicionCandidates(t *testing.T, s Store) {
 	assert.Equal(t, want(2, 4, 5), got)
 }
 
-func testSuspicionSurvivesRecord(t *testing.T, s Store) {
+func testSuspicionSurvivesRecord(t *testing.T, s store.Store) {
 	track(t, s, 1, 2)
 	b := batch(0, sample(1, 0, 100, 10), sample(2, 0, 200, 20))
 	record(t, s, b)
 	saveSuspicion(t, s, answer(1, true, 5))
 	want := &influencer.Suspicion{PK: 1, Suspicious: true, CheckedAt: minute(5)}
 
-	assert.Equal(t, influencer.RecordResult{Duplicates: 2}, record(t, s, b), "redelivered batch")
+	assert.Equal(t, store.RecordResult{Duplicates: 2}, record(t, s, b), "redelivered batch")
 	assert.Equal(t, want, suspicionOf(t, s, 1))
 	record(t, s, batch(1, sample(1, 1, 150, 15)))
 	assert.Equal(t, influencer.Summary{
@@ -236,7 +236,7 @@ func testSuspicionSurvivesRecord(t *testing.T, s Store) {
 // testSuspicionConcurrentSaves: concurrent calls answering overlapping pks
 // in different orders neither fail (deadlocks, conflicts) nor lose the
 // latest answer.
-func testSuspicionConcurrentSaves(t *testing.T, s Store) {
+func testSuspicionConcurrentSaves(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	const (
 		workers = 4

@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mockstagram/pipeline/influencer"
 )
 
 // FixtureFirstPK is the first pk LoadFixture creates.
@@ -118,8 +120,8 @@ func LoadFixture(ctx context.Context, pool *pgxpool.Pool, n int, minutes int, st
 		return fmt.Errorf("load fixture: n %d is not positive", n)
 	case minutes < 1:
 		return fmt.Errorf("load fixture: minutes %d is not positive", minutes)
-	case !start.Equal(start.Truncate(time.Minute)):
-		return fmt.Errorf("load fixture: start %s is not minute-aligned", start.Format(time.RFC3339Nano))
+	case !influencer.IsMinute(start):
+		return fmt.Errorf("load fixture: start: %w", influencer.ValidateMinute(start))
 	}
 	first, last := int64(FixtureFirstPK), int64(FixtureFirstPK+n-1)
 	end := start.Add(time.Duration(minutes-1) * time.Minute)
