@@ -22,6 +22,7 @@ import (
 
 // HandlersModule adds the stages this process runs.
 var HandlersModule = fx.Module("handlers",
+	fx.Provide(fx.Private, newSuspicionOn),
 	fx.Invoke(addFetcher, addRecorder, addSuspicionChecker, addDeadLetterArchiver, runScheduler),
 )
 
@@ -105,7 +106,7 @@ func addDeadLetterArchiver(roles Roles, cfg config.Config, s Store, router *mess
 // runScheduler runs the scheduler as leader or hot standby. It starts after
 // the router (it depends on it), so in-process subscribers are ready before
 // the first task is published.
-func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s Store, _ *message.Router, pub message.Publisher,
+func runScheduler(lc fx.Lifecycle, roles Roles, on suspicionOn, cfg config.Config, s Store, _ *message.Router, pub message.Publisher,
 	clock clockwork.Clock, tp trace.TracerProvider, logger *slog.Logger, m *metrics.Pipeline) {
 	if !roles.Scheduler {
 		return
@@ -124,7 +125,7 @@ func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s Store, _ *m
 		leader.Run(ctx, func(ctx context.Context) error {
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return sched.Run(ctx) })
-			if suspicionChecks(cfg) {
+			if on {
 				g.Go(func() error { return suspicion.Run(ctx) })
 			}
 			return g.Wait()
@@ -132,23 +133,12 @@ func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s Store, _ *m
 	})
 }
 
-// suspicionChecks reports whether the suspicion rounds run. Not on the
-// Postgres broker: watermill-sql keeps its transaction open while a handler
-// runs, and a message becomes visible only when no older transaction is open
-// on the server, so a suspicion task (seconds per is_suspicious answer) would
-// stall the per-minute pipeline while it runs.
-func suspicionChecks(cfg config.Config) bool { return cfg.Broker != config.BrokerPostgres }
-
 // addSuspicionChecker adds the daily is_suspicious checks (SPEC §1.6): its
 // own consumer group, request slots and HTTP client, so the slow API calls
 // never hold up the per-minute fetches.
-func addSuspicionChecker(roles Roles, cfg config.Config, base APIBaseURL, s Store, router *message.Router, b *broker.Broker,
+func addSuspicionChecker(roles Roles, on suspicionOn, cfg config.Config, base APIBaseURL, s Store, router *message.Router, b *broker.Broker,
 	pub message.Publisher, clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) error {
-	if !roles.Suspicion {
-		return nil
-	}
-	if !suspicionChecks(cfg) {
-		logger.Warn("suspicion checks are off on the postgres broker: a handler that waits seconds for is_suspicious would hold back every delivery on the database server; use kafka (or gochannel in 'run') for them")
+	if !roles.Suspicion || !bool(on) {
 		return nil
 	}
 	sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerSuspicion))
