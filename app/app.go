@@ -5,21 +5,11 @@ package app
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 
-	"github.com/jonboulle/clockwork"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
-	"go.uber.org/fx/fxevent"
 
 	"github.com/mockstagram/pipeline/config"
-	"github.com/mockstagram/pipeline/metrics"
-	"github.com/mockstagram/pipeline/tracing"
 )
 
 // Roles says which stages a process runs.
@@ -75,66 +65,6 @@ func Options(cfg config.Config, roles Roles) fx.Option {
 		HTTPModule,
 	)
 }
-
-// LoggingModule provides the structured JSON (or text) logger; fx's own
-// events go to it at debug level.
-var LoggingModule = fx.Options(
-	fx.Module("logging", fx.Provide(NewLogger)),
-	fx.WithLogger(func(l *slog.Logger) fxevent.Logger {
-		fl := &fxevent.SlogLogger{Logger: l}
-		fl.UseLogLevel(slog.LevelDebug)
-		return fl
-	}),
-)
-
-// NewLogger builds the process logger from the configuration. Records
-// logged with a context that carries a span get its trace_id and span_id.
-func NewLogger(cfg config.Config) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.LogFormat == "text" {
-		return slog.New(tracing.LogHandler{Handler: slog.NewTextHandler(os.Stderr, opts)})
-	}
-	return slog.New(tracing.LogHandler{Handler: slog.NewJSONHandler(os.Stderr, opts)})
-}
-
-// TracingModule provides the OpenTelemetry tracer provider: spans are
-// exported over OTLP/HTTP when otlp-endpoint is set; trace context travels
-// in message metadata either way. The provider is flushed and shut down on
-// stop, after everything that depends on it.
-var TracingModule = fx.Module("tracing",
-	fx.Provide(NewTracerProvider),
-)
-
-// NewTracerProvider builds the process's tracer provider.
-func NewTracerProvider(lc fx.Lifecycle, cfg config.Config, roles Roles) (trace.TracerProvider, error) {
-	tp, err := tracing.NewProvider(context.Background(), tracing.Config{
-		Endpoint: cfg.OTLPEndpoint, SampleRatio: cfg.TraceSampleRatio, Service: roles.Service(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("tracing: %w", err)
-	}
-	lc.Append(fx.StopHook(tp.Shutdown))
-	return tp, nil
-}
-
-// ClockModule provides the wall clock; tests decorate it with a fake.
-var ClockModule = fx.Module("clock",
-	fx.Provide(func() clockwork.Clock { return clockwork.NewRealClock() }),
-)
-
-// MetricsModule provides the Prometheus registry and the pipeline metrics.
-var MetricsModule = fx.Module("metrics",
-	fx.Provide(
-		func() *prometheus.Registry {
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-			return reg
-		},
-		func(reg *prometheus.Registry) *metrics.Pipeline { return metrics.New(reg) },
-	),
-)
 
 // background runs fn in a goroutine from OnStart until OnStop, with a context
 // of its own (not the hook's), and waits for it to return on stop.

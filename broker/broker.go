@@ -43,6 +43,51 @@ func Topics() []string {
 	}
 }
 
+// Capability is something a stage may need of the broker beyond carrying
+// messages between handlers of one process.
+type Capability int
+
+const (
+	// CrossProcess: stages in separate processes exchange messages through
+	// it (stand-alone stages, 'dlq replay').
+	CrossProcess Capability = iota + 1
+	// LongHandlers: a handler may take seconds per message without holding
+	// back the deliveries of other handlers (the suspicion checks).
+	LongHandlers
+)
+
+// Supports reports whether the broker named name (config.Broker*) has
+// capability c: nil, or an error that says why not. What each broker can
+// do is stated here, once; the wiring asks instead of testing names.
+func Supports(name string, c Capability) error {
+	switch {
+	case name == config.BrokerGoChannel && c == CrossProcess:
+		return errors.New("the gochannel broker lives inside one process")
+	case name == config.BrokerPostgres && c == LongHandlers:
+		// watermill-sql keeps its read transaction open while a handler
+		// runs, and a message becomes visible only when no older
+		// transaction is open on the server.
+		return errors.New("on the postgres broker a handler that runs for seconds would hold back every delivery on the database server")
+	}
+	return nil
+}
+
+// With returns the names of the brokers that have every capability cs,
+// for messages that tell the operator which broker to choose.
+func With(cs ...Capability) []string {
+	var names []string
+	for _, name := range []string{config.BrokerGoChannel, config.BrokerKafka, config.BrokerPostgres} {
+		ok := true
+		for _, c := range cs {
+			ok = ok && Supports(name, c) == nil
+		}
+		if ok {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
 // Deps are what a broker may need besides the configuration.
 type Deps struct {
 	Logger *slog.Logger

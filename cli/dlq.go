@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,11 +10,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
-
 	"github.com/mockstagram/pipeline/broker"
 	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/handlers"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/postgres"
@@ -64,13 +61,7 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("--since %q: want an RFC 3339 time or a duration like 1h", v)
 }
 
-// dlqStore is what the dlq commands use of the store.
-type dlqStore interface {
-	DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]store.DeadLetter, error)
-	MarkReplayed(ctx context.Context, id string, at time.Time) error
-}
-
-var _ dlqStore = (*postgres.Store)(nil)
+var _ handlers.ReplayStore = (*postgres.Store)(nil)
 
 func openDLQStore(ctx context.Context, cfg config.Config) (*postgres.Store, func(), error) {
 	if cfg.DatabaseURL == "" {
@@ -150,14 +141,9 @@ type DLQReplay struct {
 	DryRun bool     `env:"-" name:"dry-run" help:"Only say what would be replayed."`
 }
 
-// replayPage is how many letters one query of a replay reads.
-const replayPage = 500
-
-// Run re-publishes the selected dead letters: a result letter as the
-// original result message (recording is idempotent); a fetcher letter as a
-// one-pk task, but only while its minute lasts: a fetch for a minute that is
-// over would store the current value under the wrong minute, so such a
-// letter is reported as expired and left unreplayed.
+// Run re-publishes the selected dead letters (handlers.Replayer says how
+// each kind is replayed; a fetch whose minute is over is reported as
+// expired and left unreplayed) and prints one line per letter.
 func (c DLQReplay) Run(e env, cfg config.Config) error {
 	now := time.Now()
 	f, err := c.filter(now)
@@ -169,8 +155,10 @@ func (c DLQReplay) Run(e env, cfg config.Config) error {
 	} else {
 		f.NotReplayed = true
 	}
-	if !c.DryRun && cfg.Broker == config.BrokerGoChannel {
-		return usageError{errors.New("dlq replay needs a shared broker (--broker kafka or postgres): the gochannel broker lives only inside one process")}
+	if !c.DryRun {
+		if err := broker.Supports(cfg.Broker, broker.CrossProcess); err != nil {
+			return usageError{fmt.Errorf("dlq replay needs a shared broker (--broker kafka or postgres): %w", err)}
+		}
 	}
 	s, closeStore, err := openDLQStore(e.ctx, cfg)
 	if err != nil {
@@ -178,163 +166,45 @@ func (c DLQReplay) Run(e env, cfg config.Config) error {
 	}
 	defer closeStore()
 
-	var pub message.Publisher
+	r := handlers.Replayer{
+		Store:  s,
+		Rules:  handlers.ReplayRules{Now: now, DeadlineGrace: cfg.DeadlineGrace, SuspicionInterval: cfg.SuspicionInterval},
+		DryRun: c.DryRun,
+	}
 	if !c.DryRun {
 		b, err := broker.New(e.ctx, cfg, broker.Deps{Logger: slog.New(slog.DiscardHandler), Pool: s.Pool()})
 		if err != nil {
 			return fmt.Errorf("broker %s: %w", cfg.Broker, err)
 		}
 		defer b.Close()
-		pub = b.Publisher()
+		r.Publisher = b.Publisher()
 	}
-	r := replayer{store: s, pub: pub, out: e.stdout, now: now, grace: cfg.DeadlineGrace, interval: cfg.SuspicionInterval, dryRun: c.DryRun}
-	f.Limit = replayPage
-	for {
-		letters, err := s.DeadLetters(e.ctx, f)
-		if err != nil {
-			return err
-		}
-		for _, d := range letters {
-			r.replay(e.ctx, d)
-		}
-		if len(letters) < f.Limit {
-			break
-		}
-		f.After = letters[len(letters)-1].ID
+	counts, err := r.Replay(e.ctx, f, func(ev handlers.ReplayEvent) { printReplayEvent(e.stdout, ev) })
+	if err != nil {
+		return err
 	}
 	verb := "replayed"
 	if c.DryRun {
 		verb = "would replay"
 	}
-	fmt.Fprintf(e.stdout, "%s %d, skipped expired %d, errors %d\n", verb, r.replayed, r.expired, r.errors)
-	if r.errors > 0 {
-		return fmt.Errorf("%d dead letters could not be replayed", r.errors)
+	fmt.Fprintf(e.stdout, "%s %d, skipped expired %d, errors %d\n", verb, counts.Replayed, counts.Expired, counts.Errors)
+	if counts.Errors > 0 {
+		return fmt.Errorf("%d dead letters could not be replayed", counts.Errors)
 	}
 	return nil
 }
 
-// replayer replays one letter at a time and counts the outcomes.
-type replayer struct {
-	store dlqStore
-	pub   message.Publisher // nil in a dry run
-	out   io.Writer
-	now   time.Time
-	grace time.Duration
-	// interval is the suspicion round: a replayed suspicion check may run
-	// for that long.
-	interval time.Duration
-	dryRun   bool
-
-	replayed, expired, errors int
-}
-
-func (r *replayer) replay(ctx context.Context, d store.DeadLetter) {
-	msg, expiredMinute, err := replayMessage(d, r.now, r.grace, r.interval)
-	switch {
-	case err != nil:
-		r.errors++
-		fmt.Fprintf(r.out, "%s: error: %v\n", d.ID, err)
-		return
-	case !expiredMinute.IsZero():
-		r.expired++
-		fmt.Fprintf(r.out, "%s: expired: minute %s is over, not refetched\n", d.ID, expiredMinute.UTC().Format(time.RFC3339))
-		return
-	case r.dryRun:
-		r.replayed++
-		fmt.Fprintf(r.out, "%s: would replay to %s\n", d.ID, d.OriginalTopic)
-		return
-	}
-	if err := r.pub.Publish(d.OriginalTopic, msg); err != nil {
-		r.errors++
-		fmt.Fprintf(r.out, "%s: error: publish to %s: %v\n", d.ID, d.OriginalTopic, err)
-		return
-	}
-	if err := r.store.MarkReplayed(ctx, d.ID, r.now); err != nil {
-		r.errors++
-		fmt.Fprintf(r.out, "%s: error: replayed to %s but not marked: %v\n", d.ID, d.OriginalTopic, err)
-		return
-	}
-	r.replayed++
-	fmt.Fprintf(r.out, "%s: replayed to %s\n", d.ID, d.OriginalTopic)
-}
-
-// replayMessage is the message that replays d, or the minute that is over
-// (for a fetch), or why d cannot be replayed.
-func replayMessage(d store.DeadLetter, now time.Time, grace, interval time.Duration) (*message.Message, time.Time, error) {
-	over := func(minute time.Time) bool { return !now.Before(minute.Add(time.Minute + grace)) }
-	switch d.OriginalTopic {
-	case messages.TopicFetchTasks:
-		var task messages.Task
-		if d.Stage == messages.HandlerFetcher {
-			// One pk the fetcher gave up on: a one-pk task for its minute.
-			var fd messages.FetchDeadLetter
-			if err := json.Unmarshal(d.Payload, &fd); err != nil || fd.PK <= 0 || fd.Minute.IsZero() {
-				return nil, time.Time{}, fmt.Errorf("payload is not a fetch dead letter")
-			}
-			task = messages.Task{Minute: fd.Minute, Shard: fd.Shard, Deadline: fd.Minute.Add(time.Minute + grace), PKs: []int64{fd.PK}}
-		} else {
-			// A task the fetcher could not handle (poison queue).
-			t, err := messages.DecodeTask(d.Payload)
-			if err != nil {
-				return nil, time.Time{}, fmt.Errorf("cannot replay: %w", err)
-			}
-			task = t
-		}
-		if over(task.Minute) {
-			return nil, task.Minute, nil
-		}
-		msg, err := messages.NewTask(task)
-		if err != nil {
-			return nil, time.Time{}, err
-		}
-		inheritForReplay(msg, d)
-		return msg, time.Time{}, nil
-	case messages.TopicSuspicionTasks:
-		// A suspicion check is never for the wrong time (the answer is the
-		// influencer's latest): a one-pk task (or the original task) that may
-		// run for a round from now. Pks answered since the letter's round are
-		// skipped by the checker.
-		var task messages.SuspicionTask
-		if d.Stage == messages.HandlerSuspicion {
-			var fd messages.FetchDeadLetter
-			if err := json.Unmarshal(d.Payload, &fd); err != nil || fd.PK <= 0 || fd.Minute.IsZero() {
-				return nil, time.Time{}, fmt.Errorf("payload is not a suspicion dead letter")
-			}
-			task = messages.SuspicionTask{Round: fd.Minute, Shard: fd.Shard, PKs: []int64{fd.PK}}
-		} else {
-			t, err := messages.DecodeSuspicionTask(d.Payload)
-			if err != nil {
-				return nil, time.Time{}, fmt.Errorf("cannot replay: %w", err)
-			}
-			task = t
-		}
-		task.Deadline = now.Add(interval)
-		msg, err := messages.NewSuspicionTask(task)
-		if err != nil {
-			return nil, time.Time{}, err
-		}
-		inheritForReplay(msg, d)
-		return msg, time.Time{}, nil
-	case messages.TopicFetcherResults:
-		// The original result message: recording it again is idempotent.
-		msg := message.NewMessage(watermill.NewUUID(), d.Payload)
-		inheritForReplay(msg, d)
-		return msg, time.Time{}, nil
+// printReplayEvent writes the line of one letter of 'dlq replay'.
+func printReplayEvent(w io.Writer, ev handlers.ReplayEvent) {
+	d := ev.Letter
+	switch ev.Outcome {
+	case handlers.Replayed:
+		fmt.Fprintf(w, "%s: replayed to %s\n", d.ID, d.OriginalTopic)
+	case handlers.WouldReplay:
+		fmt.Fprintf(w, "%s: would replay to %s\n", d.ID, d.OriginalTopic)
+	case handlers.Expired:
+		fmt.Fprintf(w, "%s: expired: minute %s is over, not refetched\n", d.ID, ev.Minute.UTC().Format(time.RFC3339))
 	default:
-		return nil, time.Time{}, fmt.Errorf("original topic %q is not replayable", d.OriginalTopic)
+		fmt.Fprintf(w, "%s: error: %v\n", d.ID, ev.Err)
 	}
-}
-
-// inheritForReplay gives msg the letter's original metadata (trace context
-// included) without the dead-letter annotations, and marks it as a replay.
-func inheritForReplay(msg *message.Message, d store.DeadLetter) {
-	for k, v := range d.Metadata {
-		if messages.IsDeadLetterKey(k) {
-			continue
-		}
-		if _, set := msg.Metadata[k]; !set {
-			msg.Metadata.Set(k, v)
-		}
-	}
-	msg.Metadata.Set(messages.MetaReplayOf, d.ID)
 }

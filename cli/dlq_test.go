@@ -3,17 +3,25 @@ package cli_test
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/mockstagram/pipeline/broker"
 	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/handlers"
+	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/metrics"
+	"github.com/mockstagram/pipeline/middleware"
 	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/store/postgres"
 	"github.com/mockstagram/pipeline/store/postgres/pgtest"
@@ -28,7 +36,8 @@ var (
 )
 
 // seedDeadLetters stores a result letter (poisoned by the recorder) and an
-// old fetcher letter, as the archiver would have.
+// old fetcher letter, as the archiver would have before dead letters carried
+// their kind (no dead_letter_kind metadata: replay derives it).
 func seedDeadLetters(t *testing.T, dsn string) *postgres.Store {
 	t.Helper()
 	ctx := context.Background()
@@ -197,7 +206,8 @@ func TestDLQUsageErrors(t *testing.T) {
 	}
 }
 
-// A suspicion dead letter replays as a one-pk suspicion task, whatever its
+// A suspicion dead letter (archived without the kind metadata, as before it
+// existed) replays as a one-pk suspicion task, whatever its
 // round's age (an is_suspicious answer is never for the wrong time), which
 // may run for a round (--suspicion-interval) from now.
 func TestDLQReplaySuspicion(t *testing.T) {
@@ -246,4 +256,113 @@ func TestDLQReplaySuspicion(t *testing.T) {
 	assert.Equal(t, "c0ffee-suspicion", got.Metadata.Get(messages.MetaReplayOf))
 	assert.Equal(t, traceparent, got.Metadata.Get("traceparent"))
 	assert.Empty(t, got.Metadata.Get(messages.MetaReason), "dead-letter annotations are dropped")
+}
+
+// archivePoisoned runs a fetch handler that panics on a valid task (and
+// fails on a malformed one) with the app's middleware and the dead-letter
+// archiver in a router, as the app wires them, and returns once s has
+// archived every message of msgs from fetcher_dlq.
+func archivePoisoned(t *testing.T, s *postgres.Store, receivedAt time.Time, msgs ...*message.Message) {
+	t.Helper()
+	logger := slog.New(slog.DiscardHandler)
+	wl := watermill.NewSlogLogger(logger)
+	pubSub := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 16}, wl)
+	router, err := message.NewRouter(message.RouterConfig{}, wl)
+	require.NoError(t, err)
+	h := router.AddConsumerHandler(messages.HandlerFetcher, messages.TopicFetchTasks, pubSub, func(msg *message.Message) error {
+		if _, err := messages.DecodeTask(msg.Payload); err != nil {
+			return err
+		}
+		panic("boom")
+	})
+	mws, err := middleware.Chain(logger, pubSub, messages.TopicFetcherDLQ, middleware.Retry{})
+	require.NoError(t, err)
+	h.AddMiddleware(mws...)
+	a := handlers.NewDeadLetterArchiver(s, clockwork.NewFakeClockAt(receivedAt), logger, metrics.New(prometheus.NewRegistry()))
+	router.AddConsumerHandler(messages.HandlerDeadLetters, messages.TopicFetcherDLQ, pubSub, a.Handler(messages.TopicFetcherDLQ))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		assert.NoError(t, router.Run(context.Background()))
+	}()
+	defer func() {
+		require.NoError(t, router.Close())
+		<-done
+		require.NoError(t, pubSub.Close())
+	}()
+	<-router.Running()
+	for _, msg := range msgs {
+		require.NoError(t, pubSub.Publish(messages.TopicFetchTasks, msg))
+	}
+	require.Eventually(t, func() bool {
+		letters, err := s.DeadLetters(context.Background(), store.DeadLetterFilter{Topic: messages.TopicFetcherDLQ, Limit: 10})
+		return err == nil && len(letters) == len(msgs)
+	}, 30*time.Second, 10*time.Millisecond, "every poisoned message archived")
+}
+
+// A task that made the fetcher panic, and a malformed one, are archived as
+// poisoned letters, listed, and replayed by the replay rules: the task of
+// the minute that lasts is republished as it was; a past minute's is
+// reported expired and not refetched; the malformed one is an error.
+func TestDLQReplayPoisonedTasks(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	s, err := postgres.New(ctx, dsn, slog.New(slog.DiscardHandler), clockwork.NewRealClock())
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+
+	// The grace (at most 30 s) keeps the current minute open for the test
+	// even when it starts at the end of a minute.
+	const grace = 30 * time.Second
+	now := time.Now().UTC().Truncate(time.Minute)
+	past := time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
+	newTask := func(id string, minute time.Time, pks ...int64) *message.Message {
+		msg, err := messages.NewTask(messages.Task{Minute: minute, Shard: 6, Deadline: influencer.Deadline(minute, grace), PKs: pks})
+		require.NoError(t, err)
+		msg.UUID = id
+		msg.Metadata.Set("traceparent", traceparent)
+		return msg
+	}
+	malformed := message.NewMessage("c3-malformed", []byte(`{"minute":"2026-01-02T03:04:05Z","shard":6,"deadline":"2026-01-02T03:05:00Z","pks":[1]}`))
+	archivePoisoned(t, s, past.Add(time.Minute), newTask("a1-past", past, 1000001, 1000002), newTask("b2-current", now, 1000003), malformed)
+
+	r := run(t, "dlq", "list", "--topic", "fetcher_dlq", "--database-url", dsn)
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	require.Len(t, lines, 4, r.stdout)
+	assert.Regexp(t, `^a1-past\s+2026-01-02T03:05:00Z\s+fetcher_dlq\s+panic\s+panic occurred: "boom", stacktrace: .*\.\.\.\s+6\s+2026-01-02T03:04:00Z\s+-$`, lines[1])
+	assert.Regexp(t, `^b2-current\s+2026-01-02T03:05:00Z\s+fetcher_dlq\s+panic\s+panic occurred: "boom", stacktrace: .*\.\.\.\s+6\s+`+now.Format(time.RFC3339)+`\s+-$`, lines[2])
+	assert.Regexp(t, `^c3-malformed\s+2026-01-02T03:05:00Z\s+fetcher_dlq\s+malformed\s+malformed message: task minute missing or not minute-aligned\s+-\s+-\s+-$`, lines[3])
+
+	tasks, subCtx := subscribe(t, dsn, s, messages.TopicFetchTasks)
+	r = run(t, "dlq", "replay", "--database-url", dsn, "--broker", "postgres", "--deadline-grace", grace.String())
+	assert.Equal(t, 1, r.code, "a letter that cannot be replayed fails the command: %s", r.stderr)
+	assert.Equal(t, "a1-past: expired: minute 2026-01-02T03:04:00Z is over, not refetched\n"+
+		"b2-current: replayed to influencer_fetch_tasks\n"+
+		"c3-malformed: error: cannot replay: malformed message: task minute missing or not minute-aligned\n"+
+		"replayed 1, skipped expired 1, errors 1\n", r.stdout)
+	assert.Contains(t, r.stderr, "1 dead letters could not be replayed")
+
+	var got *message.Message
+	select {
+	case got = <-tasks:
+		got.Ack()
+	case <-subCtx.Done():
+		t.Fatal("the task of the current minute was not republished")
+	}
+	task, err := messages.DecodeTask(got.Payload)
+	require.NoError(t, err)
+	assert.Equal(t, messages.Task{Minute: now, Shard: 6, Deadline: influencer.Deadline(now, grace), PKs: []int64{1000003}}, task)
+	assert.Equal(t, "b2-current", got.Metadata.Get(messages.MetaReplayOf))
+	assert.Equal(t, traceparent, got.Metadata.Get("traceparent"))
+	assert.Empty(t, got.Metadata.Get(messages.MetaDeadLetterKind), "dead-letter annotations are dropped")
+
+	letters, err := s.DeadLetters(ctx, store.DeadLetterFilter{Topic: messages.TopicFetcherDLQ, NotReplayed: true, Limit: 10})
+	require.NoError(t, err)
+	var left []string
+	for _, d := range letters {
+		left = append(left, d.ID)
+	}
+	assert.Equal(t, []string{"a1-past", "c3-malformed"}, left, "only the republished letter is marked")
 }

@@ -107,7 +107,7 @@ type RegistryChange struct {
 }
 
 // Run adds or removes pks, depending on the command; it goes through the
-// same registry.Service as the admin API.
+// same registry.Editor as the admin API.
 func (c RegistryChange) Run(e env, cfg config.Config, kctx *kong.Context) error {
 	change := registry.Change{Range: c.Range, PKs: c.PK}
 	if _, err := change.Resolve(); err != nil {

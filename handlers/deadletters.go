@@ -33,10 +33,12 @@ const (
 )
 
 // DeadLetterArchiver stores every message of the dead-letter topics so
-// that 'mockstagram dlq list|replay' can find it: a fetcher dead letter
-// (one pk, with reason, class and attempts in its metadata) or a message the
-// poison queue moved there (with Watermill's *_poisoned metadata and the
-// annotations of middleware.Annotate). The message is acked only after the
+// that 'mockstagram dlq list|replay' can find it: a pk failure (one pk,
+// with reason, class and attempts in its metadata) or a message the poison
+// queue moved there (with Watermill's *_poisoned metadata and the
+// annotations of middleware.Annotate). Each says which in its
+// dead_letter_kind metadata, archived with the rest (DeadLetterKind reads
+// it; Replayer is the way back). The message is acked only after the
 // store has it; a message archived before (redelivery) changes nothing.
 type DeadLetterArchiver struct {
 	store   DeadLetterStore

@@ -50,12 +50,26 @@ const (
 	// MetaReplayOf marks a message re-published by 'dlq replay' with the id
 	// of the dead letter it replays.
 	MetaReplayOf = "replay_of"
+	// MetaDeadLetterKind says what a dead letter holds: DeadLetterPKFailure
+	// or DeadLetterPoisoned. Letters archived before it existed lack it.
+	MetaDeadLetterKind = "dead_letter_kind"
+)
+
+// Kinds of dead letter (the MetaDeadLetterKind metadata).
+const (
+	// DeadLetterPKFailure is one pk a stage gave up on: the payload is a
+	// FetchDeadLetter (NewFetchDeadLetter, NewSuspicionDeadLetter).
+	DeadLetterPKFailure = "pk-failure"
+	// DeadLetterPoisoned is a message its handler failed on permanently
+	// (malformed, or a panic), moved by the poison queue: the payload is
+	// the original message's.
+	DeadLetterPoisoned = "poisoned"
 )
 
 // deadLetterKeys are the metadata keys a dead letter adds to the original
 // message's metadata (ours and those of Watermill's poison queue); a replay
 // removes them.
-var deadLetterKeys = []string{MetaReason, MetaClass, MetaStage, MetaAttempts,
+var deadLetterKeys = []string{MetaReason, MetaClass, MetaStage, MetaAttempts, MetaDeadLetterKind,
 	wmw.ReasonForPoisonedKey, wmw.PoisonedTopicKey, wmw.PoisonedHandlerKey, wmw.PoisonedSubscriberKey}
 
 // IsDeadLetterKey reports whether key is an annotation a dead letter adds
@@ -135,7 +149,7 @@ func DecodeTask(payload []byte) (Task, error) {
 }
 
 // NewFetchDeadLetter builds a fetcher_dlq record: the payload is the
-// failure, the metadata its reason, class, stage and attempts (the fetcher
+// failure, the metadata its kind, reason, class, stage and attempts (the fetcher
 // adds the task's metadata with InheritMetadata).
 func NewFetchDeadLetter(d FetchDeadLetter) (*message.Message, error) {
 	return newPKDeadLetter(d, HandlerFetcher)
@@ -151,6 +165,7 @@ func newPKDeadLetter(d FetchDeadLetter, stage string) (*message.Message, error) 
 	msg.Metadata.Set(MetaClass, d.Class)
 	msg.Metadata.Set(MetaStage, stage)
 	msg.Metadata.Set(MetaAttempts, strconv.Itoa(d.Attempts))
+	msg.Metadata.Set(MetaDeadLetterKind, DeadLetterPKFailure)
 	return msg, nil
 }
 

@@ -185,6 +185,7 @@ func TestNewFetchDeadLetter(t *testing.T) {
 	assert.Equal(t, "http_5xx", msg.Metadata.Get(messages.MetaClass))
 	assert.Equal(t, messages.HandlerFetcher, msg.Metadata.Get(messages.MetaStage))
 	assert.Equal(t, "4", msg.Metadata.Get(messages.MetaAttempts))
+	assert.Equal(t, messages.DeadLetterPKFailure, msg.Metadata.Get(messages.MetaDeadLetterKind))
 	assert.Equal(t, "12", msg.Metadata.Get(messages.MetaShard))
 	assert.Equal(t, "2026-11-25T12:07:00Z", msg.Metadata.Get(messages.MetaMinute))
 	assert.JSONEq(t,

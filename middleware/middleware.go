@@ -46,9 +46,9 @@ const (
 //     with exponential backoff; when retries run out the message is nacked
 //     and redelivered later, never acked unstored.
 //  4. Annotate: counts the handler runs of the delivery and, on a permanent
-//     error, writes reason, class, stage and attempts into the message's
-//     metadata, which the poison queue publishes with the original metadata
-//     (trace context included). Inside Retry so it counts every attempt.
+//     error, writes reason, class, stage and the dead-letter kind (poisoned)
+//     into the message's metadata, which the poison queue publishes with the
+//     original metadata (trace context included). Inside Retry so it counts every attempt.
 //  5. Recoverer: innermost, so a panic becomes an error that PoisonQueue sees.
 func Chain(logger *slog.Logger, poisonPub message.Publisher, poisonTopic string, retry Retry) ([]message.HandlerMiddleware, error) {
 	poison, err := wmw.PoisonQueueWithFilter(poisonPub, poisonTopic, IsPermanent)
@@ -86,7 +86,8 @@ func retryMiddleware(logger *slog.Logger, retry Retry) message.HandlerMiddleware
 
 // Annotate counts the runs of the handler on a message in its "attempts"
 // metadata and, when the handler fails permanently, sets "reason", "class"
-// (malformed or panic) and "stage" (the handler's name).
+// (malformed or panic), "stage" (the handler's name) and the dead-letter
+// kind "poisoned" (the poison queue publishes the message with them).
 func Annotate(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		n, _ := strconv.Atoi(msg.Metadata.Get(messages.MetaAttempts))
@@ -101,6 +102,7 @@ func Annotate(h message.HandlerFunc) message.HandlerFunc {
 			msg.Metadata.Set(messages.MetaReason, err.Error())
 			msg.Metadata.Set(messages.MetaClass, class)
 			msg.Metadata.Set(messages.MetaStage, message.HandlerNameFromCtx(msg.Context()))
+			msg.Metadata.Set(messages.MetaDeadLetterKind, messages.DeadLetterPoisoned)
 		}
 		return out, err
 	}

@@ -177,6 +177,7 @@ func TestChainPoisonsPermanentErrors(t *testing.T) {
 			assert.Equal(t, got.Metadata.Get(wmw.ReasonForPoisonedKey), got.Metadata.Get(messages.MetaReason))
 			assert.Equal(t, tc.wantClass, got.Metadata.Get(messages.MetaClass))
 			assert.Equal(t, "1", got.Metadata.Get(messages.MetaAttempts))
+			assert.Equal(t, messages.DeadLetterPoisoned, got.Metadata.Get(messages.MetaDeadLetterKind))
 			assert.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", got.Metadata.Get("traceparent"),
 				"the trace context travels with the dead letter")
 		})

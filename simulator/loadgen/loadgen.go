@@ -1,6 +1,7 @@
 // Package loadgen is a plain load generator for the Mockstagram API: a fixed
-// number of workers sending keep-alive GETs round-robin over a pk range, used
-// to measure a server's maximum request rate.
+// number of workers sending keep-alive GETs round-robin over a pk range (or
+// to one fixed path), as fast as they can or at a set rate, used to measure
+// a server's maximum request rate or its latency under a read load.
 package loadgen
 
 import (
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/mockstagram/pipeline/influencer"
 )
 
@@ -27,8 +30,10 @@ const DefaultConcurrency = 64
 // set, so a run is always bounded.
 type Config struct {
 	BaseURL     string           // e.g. http://127.0.0.1:3000
-	PKs         influencer.Range // pks requested round-robin
+	PKs         influencer.Range // pks requested round-robin (GET /api/v1/influencers/{pk})
+	Path        string           // instead, GET this path (e.g. /api/v1/stats); PKs unused
 	Concurrency int              // workers, each with its own keep-alive connection; default 64
+	Rate        float64          // requests per second, all workers together; 0 = as fast as they go
 	Duration    time.Duration    // 0 = no time limit
 	MaxRequests int64            // 0 = no request limit
 }
@@ -41,8 +46,15 @@ func (c Config) Validate() error {
 	} else if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("base URL %q: want http(s)://host[:port]", c.BaseURL))
 	}
-	if c.PKs.From <= 0 || c.PKs.To < c.PKs.From {
+	if c.Path != "" {
+		if !strings.HasPrefix(c.Path, "/") {
+			errs = append(errs, fmt.Errorf("path %q: want /...", c.Path))
+		}
+	} else if c.PKs.From <= 0 || c.PKs.To < c.PKs.From {
 		errs = append(errs, fmt.Errorf("pks %d-%d: want 0 < From <= To", c.PKs.From, c.PKs.To))
+	}
+	if c.Rate < 0 {
+		errs = append(errs, fmt.Errorf("rate %g: must not be negative", c.Rate))
 	}
 	if c.Concurrency < 0 {
 		errs = append(errs, fmt.Errorf("concurrency %d: must not be negative", c.Concurrency))
@@ -61,9 +73,10 @@ func (c Config) Validate() error {
 
 // Result summarises a run. Requests counts completed requests (answered, or
 // failed for a reason other than the end of the run); Errors are those that
-// were not a 200 or failed in transport.
+// were not a 200 or failed in transport, NotFound those of them answered 404.
 type Result struct {
 	Requests, OK, Errors int64
+	NotFound             int64
 	Elapsed              time.Duration
 	PerSecond            float64 // Requests / Elapsed
 	P50, P99             time.Duration
@@ -108,6 +121,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		pks:    cfg.PKs,
 		max:    cfg.MaxRequests,
 	}
+	if cfg.Path != "" {
+		g.fixed = strings.TrimRight(cfg.BaseURL, "/") + cfg.Path
+	}
+	if cfg.Rate > 0 {
+		g.limit = rate.NewLimiter(rate.Limit(cfg.Rate), 1)
+	}
 	hists := make([]histogram, conc)
 	results := make([]Result, conc)
 	var wg sync.WaitGroup
@@ -123,6 +142,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.Requests += results[i].Requests
 		res.OK += results[i].OK
 		res.Errors += results[i].Errors
+		res.NotFound += results[i].NotFound
 		all.merge(&hists[i])
 	}
 	if res.Elapsed > 0 {
@@ -135,6 +155,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 type generator struct {
 	client *http.Client
 	prefix string
+	fixed  string        // the URL of every request when Config.Path is set
+	limit  *rate.Limiter // nil: no rate limit
 	pks    influencer.Range
 	max    int64
 	issued atomic.Int64
@@ -147,14 +169,21 @@ func (g *generator) work(ctx context.Context, h *histogram) Result {
 	size := g.pks.To - g.pks.From + 1
 	buf := make([]byte, 0, len(g.prefix)+20)
 	for ctx.Err() == nil {
+		if g.limit != nil && g.limit.Wait(ctx) != nil {
+			break // the run ends before the next request may go
+		}
 		n := g.issued.Add(1)
 		if g.max > 0 && n > g.max {
 			break
 		}
-		pk := g.pks.From + (n-1)%size
-		buf = strconv.AppendInt(append(buf[:0], g.prefix...), pk, 10)
+		url := g.fixed
+		if url == "" {
+			pk := g.pks.From + (n-1)%size
+			buf = strconv.AppendInt(append(buf[:0], g.prefix...), pk, 10)
+			url = string(buf)
+		}
 		t0 := time.Now()
-		status, err := g.get(ctx, string(buf))
+		status, err := g.get(ctx, url)
 		d := time.Since(t0)
 		if err != nil && ctx.Err() != nil {
 			break // cut off by the end of the run: not a measured request
@@ -165,6 +194,9 @@ func (g *generator) work(ctx context.Context, h *histogram) Result {
 			res.OK++
 		} else {
 			res.Errors++
+			if status == http.StatusNotFound {
+				res.NotFound++
+			}
 		}
 	}
 	return res

@@ -123,6 +123,48 @@ func TestRunStopsWithContext(t *testing.T) {
 	}
 }
 
+func TestRunFixedPathCountsNotFound(t *testing.T) {
+	t.Parallel()
+	var stats, other atomic.Int64
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/stats" {
+			other.Add(1)
+			http.NotFound(w, r)
+			return
+		}
+		if stats.Add(1)%2 == 0 {
+			http.NotFound(w, r)
+		}
+	}))
+	defer ts.Close()
+	res, err := Run(t.Context(), Config{BaseURL: ts.URL, Path: "/api/v1/stats", Concurrency: 1, MaxRequests: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 10 || res.OK != 5 || res.Errors != 5 || res.NotFound != 5 {
+		t.Errorf("result %+v, want 10 requests: 5 OK, 5 errors all not found", res)
+	}
+	if stats.Load() != 10 || other.Load() != 0 {
+		t.Errorf("server saw %d GETs of the path and %d others, want 10 and 0", stats.Load(), other.Load())
+	}
+}
+
+func TestRunRate(t *testing.T) {
+	t.Parallel()
+	_, ts := newSimulator(t, simulator.Config{Mode: simulator.Deterministic})
+	// 50 requests at 200/s take at least 49/200 s (the first goes at once).
+	res, err := Run(t.Context(), Config{BaseURL: ts.URL, PKs: pks, Concurrency: 8, Rate: 200, MaxRequests: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 50 || res.OK != 50 {
+		t.Errorf("result %+v, want 50 requests, all OK", res)
+	}
+	if res.Elapsed < 49*time.Second/200 {
+		t.Errorf("50 requests at 200/s took %s, want at least %s", res.Elapsed, 49*time.Second/200)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -132,9 +174,11 @@ func TestValidate(t *testing.T) {
 	}{
 		{"good", Config{BaseURL: "http://127.0.0.1:3000", PKs: pks, MaxRequests: 1}, nil},
 		{"unbounded", Config{BaseURL: "http://127.0.0.1:3000", PKs: pks}, []string{"unbounded"}},
-		{"everything wrong", Config{BaseURL: "ftp://x", Concurrency: -1, Duration: -1, MaxRequests: -1}, []string{
-			"base URL", "pks 0-0", "concurrency -1", "duration -1ns", "max requests -1",
+		{"everything wrong", Config{BaseURL: "ftp://x", Concurrency: -1, Rate: -1, Duration: -1, MaxRequests: -1}, []string{
+			"base URL", "pks 0-0", "concurrency -1", "rate -1", "duration -1ns", "max requests -1",
 		}},
+		{"fixed path without pks", Config{BaseURL: "http://127.0.0.1:3000", Path: "/api/v1/stats", MaxRequests: 1}, nil},
+		{"relative path", Config{BaseURL: "http://127.0.0.1:3000", Path: "api/v1/stats", MaxRequests: 1}, []string{`path "api/v1/stats"`}},
 		{"no host", Config{BaseURL: "127.0.0.1:3000", PKs: pks, Duration: time.Second}, []string{"base URL"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

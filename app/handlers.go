@@ -2,19 +2,11 @@ package app
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	wmetrics "github.com/ThreeDotsLabs/watermill/components/metrics"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jonboulle/clockwork"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 	"golang.org/x/sync/errgroup"
@@ -22,142 +14,17 @@ import (
 	"github.com/mockstagram/pipeline/broker"
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/handlers"
-	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/middleware"
 	"github.com/mockstagram/pipeline/mockstagramapi"
-	"github.com/mockstagram/pipeline/simulator"
 	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/tracing"
 )
 
-// PubSubModule provides the configured broker and its shared publisher.
-var PubSubModule = fx.Module("pubsub",
-	fx.Provide(NewBroker, func(b *broker.Broker) message.Publisher { return b.Publisher() }),
-)
-
-// pooler is a store that can lend its connection pool to the Postgres broker.
-type pooler interface{ Pool() *pgxpool.Pool }
-
-// NewBroker builds the broker named by the configuration and closes it on
-// stop (after the router, which depends on it). The Postgres broker uses the
-// store's database and pool.
-func NewBroker(lc fx.Lifecycle, cfg config.Config, s store.Store, logger *slog.Logger) (*broker.Broker, error) {
-	deps := broker.Deps{Logger: logger}
-	if p, ok := s.(pooler); ok {
-		deps.Pool = p.Pool()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b, err := broker.New(ctx, cfg, deps)
-	if err != nil {
-		return nil, fmt.Errorf("broker %s: %w", cfg.Broker, err)
-	}
-	lc.Append(fx.StopHook(b.Close))
-	return b, nil
-}
-
-// APIBaseURL is the Mockstagram API the fetcher calls.
-type APIBaseURL string
-
-// SimulatorModule provides the API base URL, starting the built-in simulator
-// when 'run' has no API URL configured.
-var SimulatorModule = fx.Module("simulator",
-	fx.Provide(NewAPIBaseURL),
-)
-
-// NewAPIBaseURL returns the configured API URL or starts the simulator.
-func NewAPIBaseURL(lc fx.Lifecycle, cfg config.Config, roles Roles, clock clockwork.Clock, logger *slog.Logger) (APIBaseURL, error) {
-	if cfg.APIURL != "" || !roles.BuiltInSimulator {
-		return APIBaseURL(cfg.FetcherBaseURL()), nil
-	}
-	rng := influencer.Range{From: 1_000_000, To: 1_999_999}
-	if r, ok := cfg.BootstrapRange(); ok {
-		rng.From, rng.To = min(rng.From, r.From), max(rng.To, r.To)
-	}
-	simCfg := simulator.Config{Mode: simulator.Mode(cfg.SimulatorMode), Range: rng,
-		SuspiciousDelayMin: cfg.SimulatorSuspiciousDelayMin, SuspiciousDelayMax: cfg.SimulatorSuspiciousDelayMax}
-	simCfg.SuspiciousNoDelay = simCfg.SuspiciousDelayMax == 0 // (both zero would mean the defaults)
-	sim, err := simulator.New(simCfg, clock)
-	if err != nil {
-		return "", fmt.Errorf("built-in simulator: %w", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("built-in simulator: %w", err)
-	}
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 5 * time.Second}
-	lc.Append(fx.Hook{
-		OnStart: func(context.Context) error {
-			go func() {
-				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-					logger.Error("built-in simulator", "err", err)
-				}
-			}()
-			return nil
-		},
-		OnStop: func(ctx context.Context) error { return srv.Shutdown(ctx) },
-	})
-	url := "http://" + ln.Addr().String()
-	logger.Info("started the built-in Mockstagram simulator", "url", url, "mode", cfg.SimulatorMode, "range", rng.String())
-	return APIBaseURL(url), nil
-}
-
-// RouterModule provides the Watermill router; it runs from OnStart (with a
-// context of its own) until OnStop closes it.
-var RouterModule = fx.Module("router",
-	fx.Provide(NewRouter),
-)
-
-// NewRouter creates the router and ties it to the lifecycle. Handlers are
-// added by HandlersModule before start; a router without handlers (an
-// api-only or scheduler-only process) is not run. It takes the broker so
-// that the broker is created first and therefore closed after the router.
-func NewRouter(lc fx.Lifecycle, cfg config.Config, _ *broker.Broker, reg *prometheus.Registry, tp trace.TracerProvider, logger *slog.Logger) (*message.Router, error) {
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, watermill.NewSlogLogger(logger))
-	if err != nil {
-		return nil, fmt.Errorf("router: %w", err)
-	}
-	// Watermill's handler, publisher and subscriber metrics (outermost
-	// middleware: the handler time includes retries).
-	wmetrics.NewPrometheusMetricsBuilder(reg, "mockstagram", "watermill").AddPrometheusRouterMetrics(router)
-	// Then a span per handler call, continuing the message's trace.
-	router.AddMiddleware(tracing.Middleware(tp))
-	done := make(chan struct{})
-	lc.Append(fx.Hook{
-		OnStart: func(ctx context.Context) error {
-			if len(router.Handlers()) == 0 {
-				close(done)
-				return nil
-			}
-			go func() {
-				defer close(done)
-				if err := router.Run(context.Background()); err != nil {
-					logger.Error("router stopped", "err", err)
-				}
-			}()
-			select {
-			case <-router.Running():
-				return nil
-			case <-ctx.Done():
-				return fmt.Errorf("router did not start: %w", ctx.Err())
-			}
-		},
-		OnStop: func(ctx context.Context) error {
-			err := router.Close()
-			select {
-			case <-done:
-			case <-ctx.Done():
-			}
-			return err
-		},
-	})
-	return router, nil
-}
-
 // HandlersModule adds the stages this process runs.
 var HandlersModule = fx.Module("handlers",
+	fx.Provide(fx.Private, newSuspicionOn),
 	fx.Invoke(addFetcher, addRecorder, addSuspicionChecker, addDeadLetterArchiver, runScheduler),
 )
 
@@ -246,7 +113,7 @@ func addDeadLetterArchiver(roles Roles, cfg config.Config, s store.Store, router
 // runScheduler runs the scheduler as leader or hot standby. It starts after
 // the router (it depends on it), so in-process subscribers are ready before
 // the first task is published.
-func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s store.Store, _ *message.Router, pub message.Publisher,
+func runScheduler(lc fx.Lifecycle, roles Roles, on suspicionOn, cfg config.Config, s store.Store, _ *message.Router, pub message.Publisher,
 	clock clockwork.Clock, tp trace.TracerProvider, logger *slog.Logger, m *metrics.Pipeline) {
 	if !roles.Scheduler {
 		return
@@ -265,7 +132,7 @@ func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s store.Store
 		leader.Run(ctx, func(ctx context.Context) error {
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return sched.Run(ctx) })
-			if suspicionChecks(cfg) {
+			if on {
 				g.Go(func() error { return suspicion.Run(ctx) })
 			}
 			return g.Wait()
@@ -273,23 +140,12 @@ func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s store.Store
 	})
 }
 
-// suspicionChecks reports whether the suspicion rounds run. Not on the
-// Postgres broker: watermill-sql keeps its transaction open while a handler
-// runs, and a message becomes visible only when no older transaction is open
-// on the server, so a suspicion task (seconds per is_suspicious answer) would
-// stall the per-minute pipeline while it runs.
-func suspicionChecks(cfg config.Config) bool { return cfg.Broker != config.BrokerPostgres }
-
 // addSuspicionChecker adds the daily is_suspicious checks (SPEC §1.6): its
 // own consumer group, request slots and HTTP client, so the slow API calls
 // never hold up the per-minute fetches.
-func addSuspicionChecker(roles Roles, cfg config.Config, base APIBaseURL, s store.Store, router *message.Router, b *broker.Broker,
+func addSuspicionChecker(roles Roles, on suspicionOn, cfg config.Config, base APIBaseURL, s store.Store, router *message.Router, b *broker.Broker,
 	pub message.Publisher, clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) error {
-	if !roles.Suspicion {
-		return nil
-	}
-	if !suspicionChecks(cfg) {
-		logger.Warn("suspicion checks are off on the postgres broker: a handler that waits seconds for is_suspicious would hold back every delivery on the database server; use kafka (or gochannel in 'run') for them")
+	if !roles.Suspicion || !bool(on) {
 		return nil
 	}
 	sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerSuspicion))

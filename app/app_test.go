@@ -1,0 +1,115 @@
+package app
+
+import (
+	"bytes"
+	"log/slog"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
+
+	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/store"
+)
+
+// Every role set's graph is complete: each constructor's dependencies are
+// provided (fx.ValidateApp runs no constructor).
+func TestValidateApp(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	pg := cfg
+	pg.Broker, pg.DatabaseURL = config.BrokerPostgres, "postgres://h/db"
+	identity := func(s store.Store) store.Store { return s }
+	for _, tc := range []struct {
+		name  string
+		cfg   config.Config
+		roles Roles
+		opts  []Option
+	}{
+		{"run", cfg, AllRoles(), nil},
+		{"scheduler", pg, Roles{Scheduler: true}, nil},
+		{"fetcher", pg, Roles{Fetcher: true}, nil},
+		{"recorder", pg, Roles{Recorder: true}, nil},
+		{"suspicion", pg, Roles{Suspicion: true}, nil},
+		{"api", pg, Roles{API: true}, nil},
+		{"bench", cfg, AllRoles(), []Option{WrapStore(identity), Quiet()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			require.NoError(t, fx.ValidateApp(build(tc.cfg, tc.roles, tc.opts...), fx.NopLogger))
+		})
+	}
+}
+
+func TestStage(t *testing.T) {
+	t.Parallel()
+	kafka := config.Default()
+	kafka.Broker, kafka.KafkaBrokers, kafka.DatabaseURL = config.BrokerKafka, []string{"k:9092"}, "postgres://h/db"
+	pg := kafka
+	pg.Broker = config.BrokerPostgres
+	mem := kafka
+	mem.DatabaseURL = ""
+	for _, tc := range []struct {
+		stage   string
+		cfg     config.Config
+		want    Roles
+		wantErr string
+	}{
+		{"scheduler", pg, Roles{Scheduler: true}, ""},
+		{"fetcher", mem, Roles{Fetcher: true}, ""},
+		{"recorder", kafka, Roles{Recorder: true}, ""},
+		{"suspicion", kafka, Roles{Suspicion: true}, ""},
+		{"api", config.Config{DatabaseURL: "postgres://h/db", Broker: config.BrokerGoChannel}, Roles{API: true}, ""},
+		{"fetcher", config.Default(), Roles{}, "fetcher alone needs a shared broker (--broker kafka or postgres): the gochannel broker lives inside one process"},
+		{"suspicion", config.Default(), Roles{}, "suspicion alone needs a shared broker (--broker kafka): the gochannel broker lives inside one process"},
+		{"suspicion", pg, Roles{}, "suspicion needs --broker kafka: on the postgres broker a handler that runs for seconds would hold back every delivery on the database server"},
+		{"recorder", mem, Roles{}, "recorder alone needs --database-url (MOCKSTAGRAM_DATABASE_URL): the in-memory store lives only inside 'run'"},
+		{"bench", kafka, Roles{}, `unknown stage "bench"`},
+	} {
+		t.Run(tc.stage+" "+tc.cfg.Broker, func(t *testing.T) {
+			t.Parallel()
+			roles, err := Stage(tc.stage, tc.cfg)
+			if tc.wantErr != "" {
+				require.EqualError(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, roles)
+		})
+	}
+}
+
+// The suspicion checks and rounds run where the broker allows a handler to
+// take seconds; elsewhere they are off, said once in the log.
+func TestSuspicionOn(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		broker  string
+		roles   Roles
+		want    bool
+		wantLog bool
+	}{
+		{config.BrokerGoChannel, AllRoles(), true, false},
+		{config.BrokerKafka, Roles{Suspicion: true}, true, false},
+		{config.BrokerKafka, Roles{Scheduler: true}, true, false},
+		{config.BrokerPostgres, AllRoles(), false, true},
+		{config.BrokerPostgres, Roles{Scheduler: true}, false, true},
+		{config.BrokerPostgres, Roles{Fetcher: true, Recorder: true}, false, false},
+		{config.BrokerKafka, Roles{Fetcher: true}, false, false},
+	} {
+		t.Run(tc.broker+" "+tc.roles.Service(), func(t *testing.T) {
+			t.Parallel()
+			var logs bytes.Buffer
+			cfg := config.Default()
+			cfg.Broker = tc.broker
+			on := newSuspicionOn(cfg, tc.roles, slog.New(slog.NewTextHandler(&logs, nil)))
+			assert.Equal(t, tc.want, bool(on))
+			if tc.wantLog {
+				assert.Contains(t, logs.String(), `level=WARN msg="suspicion checks are off: a handler waits seconds for is_suspicious; use kafka (or gochannel in 'run') for them" broker=postgres reason="on the postgres broker`)
+			} else {
+				assert.Empty(t, logs.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,36 @@
+package broker_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/mockstagram/pipeline/broker"
+	"github.com/mockstagram/pipeline/config"
+)
+
+func TestSupports(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		broker  string
+		c       broker.Capability
+		wantErr string
+	}{
+		{config.BrokerGoChannel, broker.CrossProcess, "the gochannel broker lives inside one process"},
+		{config.BrokerGoChannel, broker.LongHandlers, ""},
+		{config.BrokerKafka, broker.CrossProcess, ""},
+		{config.BrokerKafka, broker.LongHandlers, ""},
+		{config.BrokerPostgres, broker.CrossProcess, ""},
+		{config.BrokerPostgres, broker.LongHandlers, "on the postgres broker a handler that runs for seconds would hold back every delivery on the database server"},
+	} {
+		err := broker.Supports(tc.broker, tc.c)
+		if tc.wantErr == "" {
+			assert.NoError(t, err, "%s %d", tc.broker, tc.c)
+		} else {
+			assert.EqualError(t, err, tc.wantErr, "%s %d", tc.broker, tc.c)
+		}
+	}
+	assert.Equal(t, []string{"gochannel", "kafka", "postgres"}, broker.With())
+	assert.Equal(t, []string{"kafka", "postgres"}, broker.With(broker.CrossProcess))
+	assert.Equal(t, []string{"kafka"}, broker.With(broker.CrossProcess, broker.LongHandlers))
+}
