@@ -57,6 +57,6 @@ ORDER BY tablename`)
 	require.NoError(t, rows.Err())
 	assert.Equal(t, []string{
 		"dead_letters", "global_stats", "goose_db_version", "influencer_summary", "influencers", "minute_progress", "missed",
-		"rank_buckets", "registry_history", "registry_meta", "rollup_daily", "rollup_hourly", "samples", "suspicion",
+		"rank_buckets", "registry_history", "registry_meta", "rollup_daily", "rollup_hourly", "rollup_watermark", "samples", "suspicion",
 	}, tables)
 }

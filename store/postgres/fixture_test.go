@@ -81,6 +81,11 @@ INSERT INTO registry_history (at, version, tracked) SELECT $3::timestamptz, vers
 		{`INSERT INTO suspicion (pk, suspicious, checked_at)
 SELECT pk, pk % 50 = 0, $3::timestamptz - (1 + (pk * 7919) % 1440) * interval '1 minute'
 FROM generate_series($1::bigint, $2::bigint) AS pk`, []any{first, last, start}},
+		// The rollups hold every fixture minute: they are folded up to the
+		// hour after the last one.
+		{`UPDATE rollup_watermark SET folded_before =
+    date_bin('1 hour', $2::timestamptz + ($1::integer - 1) * interval '1 minute', timestamptz '2000-01-01 00:00:00+00')
+    + interval '1 hour'`, []any{minutes, start}},
 		{`INSERT INTO minute_progress AS p (minute, stripe, stored, missed)
 SELECT $4::timestamptz + m * interval '1 minute', 0, $2::bigint - $1::bigint + 1, 0
 FROM generate_series(0, $3::integer - 1) AS m

@@ -138,6 +138,25 @@ FROM generate_series(1, 1440) AS m, generate_series(0, 15) AS st`, start)
 	for i := range askedPKs {
 		askedPKs[i] = int64(FixtureFirstPK + i*997)
 	}
+	// The rollup reads merge folded rows with the timeline from the
+	// watermark on: a pk recorded at next has both.
+	const recordedPK = FixtureFirstPK + 500*997
+	hourly, err := s.Rollup(ctx, recordedPK, time.Hour, start.Add(-day), next.Add(day), 1000)
+	require.NoError(t, err)
+	require.Len(t, hourly, 2)
+	assert.Equal(t, []int64{2, 1}, []int64{hourly[0].Samples, hourly[1].Samples})
+	assert.Equal(t, next, hourly[1].Start)
+	assert.EqualValues(t, 500*13, hourly[1].FollowerLast)
+	daily, err := s.Rollup(ctx, recordedPK, day, start.Add(-30*day), next.Add(day), 1000)
+	require.NoError(t, err)
+	require.Len(t, daily, 1)
+	assert.EqualValues(t, 3, daily[0].Samples)
+	assert.EqualValues(t, 500*13, daily[0].FollowerLast)
+	rollupArgs := func(step time.Duration, from, to time.Time) []any {
+		args, err := s.rollupArgs(ctx, recordedPK, step, from, to, 1000)
+		require.NoError(t, err)
+		return args
+	}
 	queries := []struct {
 		name string
 		sql  string
@@ -153,8 +172,8 @@ FROM generate_series(1, 1440) AS m, generate_series(0, 15) AS st`, start)
 		{"Leaderboard first page", leaderboardFirstSQL, []any{100}},
 		{"Leaderboard later page", leaderboardAfterSQL, []any{100, sum.FollowerCount, int64(pk)}},
 		{"Leaderboard deep page of ties", leaderboardAfterSQL, []any{1000, 101, lowPK}},
-		{"Rollup hourly", rollupHourlySQL, []any{pk, start.Add(-day), next.Add(day), 1000}},
-		{"Rollup daily", rollupDailySQL, []any{pk, start.Add(-30 * day), next.Add(day), 1000}},
+		{"Rollup hourly", rollupHourlySQL, rollupArgs(time.Hour, start.Add(-day), next.Add(day))},
+		{"Rollup daily", rollupDailySQL, rollupArgs(day, start.Add(-30*day), next.Add(day))},
 		{"Suspicion candidates", suspicionCandidatesSQL, []any{askedPKs, start.Add(-12 * time.Hour)}},
 	}
 

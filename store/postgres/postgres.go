@@ -112,6 +112,10 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 		return nil, fmt.Errorf("connect to postgres: %w", err)
 	}
 	pool := s.pool
+	if err := s.initWatermark(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	if err := s.Maintain(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -152,7 +156,8 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // Maintain creates the timeline partitions for yesterday through today+2
-// days (UTC, from the clock) and applies retention: minute points older
+// days (UTC, from the clock), folds the hours that ended into the rollups
+// (FoldRollups) and applies retention: minute points older
 // than the retention window go by whole days (see Prune), or, on a
 // TimescaleDB hypertable, by a retention policy it registers instead;
 // per-minute progress counters and old missed entries are pruned too.
@@ -179,9 +184,11 @@ func (s *Store) Maintain(ctx context.Context) error {
 	return s.prune(ctx, now, s.retention, !byPolicy)
 }
 
-// Prune applies retention as of now, keeping keep of minute data: it drops
-// the timeline's partitions (TimescaleDB: chunks) of the UTC days before
-// store.RetentionCutoff(now, keep) whole, never row by row, and deletes the
+// Prune applies retention as of now, keeping keep of minute data: it folds
+// the hours that ended into the rollups, drops the timeline's partitions
+// (TimescaleDB: chunks) of the UTC days before
+// store.RetentionCutoff(now, keep) whole, never row by row (never a day
+// not folded yet), and deletes the
 // missed entries before the same cutoff and the per-minute progress
 // counters older than store.ProgressRetention. Rollups, summaries and the
 // rank and average counters are kept.
@@ -211,14 +218,27 @@ SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM p)`
 
 func (s *Store) prune(ctx context.Context, now time.Time, keep time.Duration, dropSamples bool) error {
 	cutoff := store.RetentionCutoff(now, keep)
-	if dropSamples {
+	if err := s.foldRollups(ctx, now); err != nil {
+		return err
+	}
+	folded, err := s.foldedBefore(ctx)
+	if err != nil {
+		return err
+	}
+	// The day of the watermark and later ones hold minutes only the
+	// timeline has.
+	dropCutoff := cutoff
+	if day := folded.Truncate(24 * time.Hour); day.Before(dropCutoff) {
+		dropCutoff = day
+	}
+	if dropSamples && !folded.IsZero() {
 		var dropped int
-		if err := s.pool.QueryRow(ctx, `SELECT drop_sample_partitions($1)`, cutoff).Scan(&dropped); err != nil {
-			return fmt.Errorf("drop timeline before %s: %w", cutoff.Format(time.DateOnly), err)
+		if err := s.pool.QueryRow(ctx, `SELECT drop_sample_partitions($1)`, dropCutoff).Scan(&dropped); err != nil {
+			return fmt.Errorf("drop timeline before %s: %w", dropCutoff.Format(time.DateOnly), err)
 		}
 		if dropped > 0 {
 			s.logger.InfoContext(ctx, "timeline partitions dropped",
-				slog.String("before", cutoff.Format(time.DateOnly)), slog.Int("dropped", dropped))
+				slog.String("before", dropCutoff.Format(time.DateOnly)), slog.Int("dropped", dropped))
 		}
 	}
 	var missed, progress int64

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,7 +77,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 	require.NoError(t, migrations.Up(ctx, db, discard()))
 	var version int64
 	require.NoError(t, db.QueryRowContext(ctx, `SELECT max(version_id) FROM goose_db_version`).Scan(&version))
-	assert.EqualValues(t, 6, version)
+	assert.EqualValues(t, 7, version)
 	var metaRows int
 	require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM registry_meta`).Scan(&metaRows))
 	assert.Equal(t, 1, metaRows)
@@ -218,91 +217,4 @@ func TestLeaseAcrossStores(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.NoError(t, lb.Release(ctx))
-}
-
-func BenchmarkRecord(b *testing.B) {
-	s, _ := newStore(b, clockwork.NewFakeClockAt(storetest.Now()))
-	ctx := context.Background()
-	const batchSize = 1000
-	samples := make([]influencer.Sample, batchSize)
-	m := 0
-	for b.Loop() {
-		minute := storetest.Now().Add(time.Duration(m) * time.Minute)
-		for i := range samples {
-			samples[i] = influencer.Sample{
-				PK: int64(1_000_000 + i), Username: "influencer-1000000",
-				FollowerCount: int64(50_000 + m), FollowingCount: 1000, Minute: minute,
-			}
-		}
-		if _, err := s.Record(ctx, influencer.Batch{Minute: minute, Samples: samples}); err != nil {
-			b.Fatal(err)
-		}
-		m++
-	}
-	b.ReportMetric(float64(m*batchSize)/b.Elapsed().Seconds(), "samples/s")
-}
-
-// BenchmarkRecordParallel is BenchmarkRecord with concurrent recorders, each
-// on its own shard of pks, as several recorder processes would write.
-func BenchmarkRecordParallel(b *testing.B) {
-	s, _ := newStore(b, clockwork.NewFakeClockAt(storetest.Now()))
-	const batchSize = 1000
-	var (
-		shards  atomic.Int64
-		samples atomic.Int64
-	)
-	b.SetParallelism(2)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		base := 1_000_000 + shards.Add(1)*batchSize
-		batch := make([]influencer.Sample, batchSize)
-		for m := 0; pb.Next(); m++ {
-			minute := storetest.Now().Add(time.Duration(m) * time.Minute)
-			for i := range batch {
-				batch[i] = influencer.Sample{
-					PK: base + int64(i), Username: "influencer-1000000",
-					FollowerCount: int64(50_000 + m), FollowingCount: 1000, Minute: minute,
-				}
-			}
-			if _, err := s.Record(context.Background(), influencer.Batch{Minute: minute, Samples: batch}); err != nil {
-				b.Error(err)
-				return
-			}
-			samples.Add(batchSize)
-		}
-	})
-	b.ReportMetric(float64(samples.Load())/b.Elapsed().Seconds(), "samples/s")
-}
-
-// BenchmarkRecordTracked is BenchmarkRecord with the pks tracked, so every
-// batch also moves the rank counters (about a fifth of the rows change rank
-// bucket each minute), the global stats and the rank index, as in
-// production.
-func BenchmarkRecordTracked(b *testing.B) {
-	s, _ := newStore(b, clockwork.NewFakeClockAt(storetest.Now()))
-	ctx := context.Background()
-	const batchSize = 1000
-	pks := make([]int64, batchSize)
-	for i := range pks {
-		pks[i] = int64(1_000_000 + i)
-	}
-	if _, err := s.Track(ctx, pks); err != nil {
-		b.Fatal(err)
-	}
-	samples := make([]influencer.Sample, batchSize)
-	m := 0
-	for b.Loop() {
-		minute := storetest.Now().Add(time.Duration(m) * time.Minute)
-		for i := range samples {
-			samples[i] = influencer.Sample{
-				PK: pks[i], Username: "influencer-1000000",
-				FollowerCount: int64(50_000 + i*37 + m*10), FollowingCount: 1000, Minute: minute,
-			}
-		}
-		if _, err := s.Record(ctx, influencer.Batch{Minute: minute, Shard: m, Samples: samples}); err != nil {
-			b.Fatal(err)
-		}
-		m++
-	}
-	b.ReportMetric(float64(m*batchSize)/b.Elapsed().Seconds(), "samples/s")
 }

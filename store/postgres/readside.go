@@ -83,13 +83,6 @@ SELECT (SELECT tracked FROM registry_meta),
        (SELECT coalesce(sum(p.missed), 0)::bigint FROM p)
 FROM (SELECT coalesce(sum(influencers), 0)::bigint AS n, coalesce(sum(follower_total), 0)::bigint AS t
       FROM global_stats) g`
-
-	rollupColumns = `bucket_start, samples, follower_sum, follower_min, follower_max, follower_last,
-       following_sum, following_min, following_max, following_last, last_minute`
-	rollupHourlySQL = `SELECT ` + rollupColumns + ` FROM rollup_hourly
-WHERE pk = $1 AND bucket_start >= $2 AND bucket_start < $3 ORDER BY bucket_start LIMIT $4`
-	rollupDailySQL = `SELECT ` + rollupColumns + ` FROM rollup_daily
-WHERE pk = $1 AND bucket_start >= $2 AND bucket_start < $3 ORDER BY bucket_start LIMIT $4`
 )
 
 // Rank returns 1 + the number of active influencers with data whose current
@@ -192,39 +185,4 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 		st.LastCompleteMinute = last.UTC()
 	}
 	return st, nil
-}
-
-// Rollup returns the hourly (step time.Hour) or daily (24h) buckets of pk
-// whose start is in [from, to), oldest first, at most limit of them; no
-// buckets is an empty, non-nil slice.
-func (s *Store) Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]store.Bucket, error) {
-	if err := store.ValidateRollup(step, limit); err != nil {
-		return nil, fmt.Errorf("rollup of pk %d: %w", pk, err)
-	}
-	query := rollupHourlySQL
-	if step == store.Daily {
-		query = rollupDailySQL
-	}
-	rows, err := s.pool.Query(ctx, query, pk, from, to, limit)
-	if err != nil {
-		return nil, fmt.Errorf("rollup of pk %d: %w", pk, err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Bucket, error) {
-		var (
-			b                         store.Bucket
-			followerSum, followingSum int64
-		)
-		err := row.Scan(&b.Start, &b.Samples, &followerSum, &b.FollowerMin, &b.FollowerMax, &b.FollowerLast,
-			&followingSum, &b.FollowingMin, &b.FollowingMax, &b.FollowingLast, &b.LastMinute)
-		b.Start, b.LastMinute = b.Start.UTC(), b.LastMinute.UTC()
-		if b.Samples > 0 {
-			b.FollowerAvg = float64(followerSum) / float64(b.Samples)
-			b.FollowingAvg = float64(followingSum) / float64(b.Samples)
-		}
-		return b, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("rollup of pk %d: %w", pk, err)
-	}
-	return out, nil
 }

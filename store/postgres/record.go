@@ -29,7 +29,9 @@ import (
 //     between rank buckets (fine and grouped, keys in sorted order so
 //     concurrent recorders lock bucket rows in the same order) and gs adds
 //     the count and follower-total deltas to the batch's global_stats stripe;
-//   - rh and rd fold the inserted rows into the hourly and daily rollups;
+//   - rh and rd fold the inserted rows of minutes before the rollup
+//     watermark into the hourly and daily rollups (later minutes are
+//     folded set-based by FoldRollups, see rollup.go);
 //   - unmiss drops missed entries that a sample now fills;
 //   - miss records failures unless a sample exists, either before the
 //     statement (samples) or inserted by it (ins);
@@ -37,8 +39,11 @@ import (
 //     minute_progress rows (a filled gap moves one from missed to stored).
 //
 // It runs after recordLockSQL in the same implicit transaction (one pgx
-// batch, one round trip): the shared lock keeps Track/Untrack, which flip
-// active flags and move the same counters, out of the way.
+// batch, one round trip): the shared registry lock keeps Track/Untrack,
+// which flip active flags and move the same counters, out of the way, and
+// the shared locks on the samples' hours and days keep FoldRollups from
+// folding them meanwhile. recordSQL's snapshot is taken after the locks
+// are granted, so it reads the watermark a fold committed before.
 const recordSQL = `
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::text[])
@@ -101,6 +106,7 @@ WITH input AS (
            follower_count, follower_count, follower_count,
            following_count, following_count, following_count, minute, follower_count, following_count
     FROM ins
+    WHERE ins.minute < (SELECT folded_before FROM rollup_watermark)
     ORDER BY 1, 2
     ON CONFLICT (pk, bucket_start) DO UPDATE SET
         samples        = r.samples + 1,
@@ -122,6 +128,7 @@ WITH input AS (
            follower_count, follower_count, follower_count,
            following_count, following_count, following_count, minute, follower_count, following_count
     FROM ins
+    WHERE ins.minute < (SELECT folded_before FROM rollup_watermark)
     ORDER BY 1, 2
     ON CONFLICT (pk, bucket_start) DO UPDATE SET
         samples        = r.samples + 1,
@@ -176,10 +183,11 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM unmiss), (SELECT count(
 // Shared advisory locks are taken in memory only, so recorders pay nothing
 // measurable, and registry changes are rare admin operations. The two-key
 // form lives in a lock space apart from TryLead's single-key locks.
+// recordLockSQL takes the (class, key) pairs of recordLocks in order.
 const (
 	registryLockClass = 0x6d6b7374 // "mkst"
 	registryLockID    = 1
-	recordLockSQL     = `SELECT pg_advisory_xact_lock_shared($1::integer, $2::integer)`
+	recordLockSQL     = `SELECT pg_advisory_xact_lock_shared(c, k) FROM unnest($1::integer[], $2::integer[]) AS l(c, k)`
 )
 
 // statsStripes is the number of global_stats and minute_progress stripes.
@@ -225,13 +233,15 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 		fPKs[i], fMinutes[i], fClasses[i], fReasons[i] = f.PK, f.Minute, f.Class, f.Reason
 	}
 
+	lockClasses, lockKeys := recordLocks(samples)
+
 	fail := func(err error) (store.RecordResult, error) {
 		return store.RecordResult{}, classify(err)
 	}
 	partitionsEnsured := false
 	for attempt := 1; ; attempt++ {
 		var inserted, unmissed, missed int64
-		err := s.recordOnce(ctx, func(row pgx.Row) error {
+		err := s.recordOnce(ctx, lockClasses, lockKeys, func(row pgx.Row) error {
 			return row.Scan(&inserted, &unmissed, &missed)
 		}, pks, minutes, followers, following, usernames,
 			fPKs, fMinutes, fClasses, fReasons, s.clock.Now(), stripeOf(b.Shard))
@@ -278,11 +288,11 @@ func classify(err error) error {
 	return err
 }
 
-// recordOnce sends the registry lock and recordSQL as one batch: one round
-// trip, one implicit transaction.
-func (s *Store) recordOnce(ctx context.Context, scan func(pgx.Row) error, args ...any) error {
+// recordOnce sends the locks and recordSQL as one batch: one round trip,
+// one implicit transaction.
+func (s *Store) recordOnce(ctx context.Context, lockClasses, lockKeys []int32, scan func(pgx.Row) error, args ...any) error {
 	batch := &pgx.Batch{}
-	batch.Queue(recordLockSQL, registryLockClass, registryLockID)
+	batch.Queue(recordLockSQL, lockClasses, lockKeys)
 	batch.Queue(recordSQL, args...)
 	br := s.pool.SendBatch(ctx, batch)
 	_, err := br.Exec()
