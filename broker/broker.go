@@ -38,7 +38,6 @@ func Topics() []string {
 		messages.TopicFetcherDLQ,
 		messages.TopicResultDLQ,
 		messages.TopicSuspicionTasks,
-		messages.TopicFetchTasksDLQ,
 		messages.TopicSuspicionDLQ,
 	}
 }

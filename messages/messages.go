@@ -26,7 +26,6 @@ const (
 	TopicResultDLQ      = "result_handler_dlq"
 	TopicSuspicionTasks = "suspicion_tasks"
 	TopicSuspicionDLQ   = "suspicion_dlq"
-	TopicFetchTasksDLQ  = "influencer_fetch_tasks_dlq"
 )
 
 // Handler names (also consumer group suffixes).
