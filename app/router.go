@@ -44,7 +44,9 @@ func NewRouter(lc fx.Lifecycle, cfg config.Config, _ *broker.Broker, reg *promet
 				close(done)
 				return nil
 			}
-			go func() {
+			// The router gets a context of its own, not the start hook's: it
+			// runs until OnStop closes it.
+			go func() { //nolint:gosec // G118: see above
 				defer close(done)
 				if err := router.Run(context.Background()); err != nil {
 					logger.Error("router stopped", "err", err)

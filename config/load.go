@@ -43,7 +43,7 @@ func Load(args []string) (Config, error) {
 	if _, err := parser.Parse(args); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
-	if err := cli.Config.Validate(); err != nil {
+	if err := cli.Validate(); err != nil {
 		return cli.Config, fmt.Errorf("invalid config:\n%w", err)
 	}
 	return cli.Config, nil

@@ -142,13 +142,12 @@ func (r *Recorder) bisect(ctx context.Context, b influencer.Batch, acc *store.Re
 	if !errors.Is(err, store.ErrInvalid) {
 		return err
 	}
-	n := len(b.Samples) + len(b.Failures)
-	switch {
-	case n == 0:
+	switch len(b.Samples) + len(b.Failures) {
+	case 0:
 		// Nothing left to isolate: the store refuses the batch itself, so
 		// the message goes to the dead-letter topic whole.
 		return fmt.Errorf("%w: store refused the batch as a whole: %w", messages.ErrMalformed, err)
-	case n == 1:
+	case 1:
 		pk := rowPK(b)
 		if bad == nil { // already counted as rejected
 			r.logger.ErrorContext(ctx, "store rejected a missed entry; it cannot be recorded",

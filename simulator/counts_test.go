@@ -81,7 +81,7 @@ func TestSuspiciousAndUsername(t *testing.T) {
 	}
 	n := 0
 	for pk := int64(1_000_000); pk < 1_010_000; pk++ {
-		if Suspicious(pk) != Suspicious(pk) {
+		if first, again := Suspicious(pk), Suspicious(pk); first != again {
 			t.Fatal("Suspicious is not deterministic")
 		}
 		if Suspicious(pk) {

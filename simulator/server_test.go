@@ -229,7 +229,7 @@ func TestRandomWalkConcurrent(t *testing.T) {
 				rec := get(s, fmt.Sprint(pk))
 				var smp influencer.Sample
 				if err := json.Unmarshal(rec.Body.Bytes(), &smp); err != nil || rec.Code != http.StatusOK {
-					errs <- fmt.Errorf("status %d body %q: %v", rec.Code, rec.Body, err)
+					errs <- fmt.Errorf("status %d body %q: %w", rec.Code, rec.Body, err)
 					return
 				}
 				if smp.PK != pk || smp.FollowerCount < 0 || smp.FollowingCount <= 0 {

@@ -81,7 +81,7 @@ func TestTraceRunsThroughThePipeline(t *testing.T) {
 		for _, s := range spans {
 			attrs := map[string]string{}
 			for _, kv := range s.Attributes() {
-				attrs[string(kv.Key)] = kv.Value.Emit()
+				attrs[string(kv.Key)] = kv.Value.String()
 			}
 			if s.Name() == "scheduler publish" && attrs["mockstagram.shard"] == shard && attrs["mockstagram.minute"] == minute {
 				sched = s

@@ -48,7 +48,7 @@ func (c Config) Validate() error {
 	}
 	if c.Path != "" {
 		if !strings.HasPrefix(c.Path, "/") {
-			errs = append(errs, fmt.Errorf("path %q: want /...", c.Path))
+			errs = append(errs, fmt.Errorf("path %q: want a path starting with /", c.Path))
 		}
 	} else if c.PKs.From <= 0 || c.PKs.To < c.PKs.From {
 		errs = append(errs, fmt.Errorf("pks %d-%d: want 0 < From <= To", c.PKs.From, c.PKs.To))

@@ -44,7 +44,7 @@ func (s *Store) TryLead(ctx context.Context, name string) (store.Lease, bool, er
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	go l.watch()
+	go l.watch() //nolint:gosec // G118: the lease outlives TryLead's ctx; Release stops the watcher
 	return l, true, nil
 }
 

@@ -105,7 +105,7 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 	}
 	if s.tracerProvider != nil {
 		pcfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(s.tracerProvider),
-			otelpgx.WithDisableAcquireTracer(), otelpgx.WithTrimSQLInSpanName())
+			otelpgx.WithDisableAcquireTracer())
 	}
 	s.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {

@@ -37,11 +37,6 @@ const (
 // that arrive later (retries, redeliveries) are folded row by row.
 const foldGrace = 10 * time.Minute
 
-// maxCount34 masks the 34 low bits that hold a count in the packed
-// (minute offset, count) values the fold takes the maximum of to find the
-// newest minute's count; influencer.MaxCount < 2^34.
-const maxCount34 = 1<<34 - 1
-
 const (
 	// foldSQL folds the timeline's minutes in [$1, $2) ($3 = $1 in Unix
 	// seconds) into rollup_hourly (the hours are new there: only minutes

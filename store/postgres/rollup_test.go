@@ -156,11 +156,6 @@ func TestMigrationFoldsExistingRollups(t *testing.T) {
 		}
 	}
 	require.NoError(t, migrations.UpTo(ctx, db, discard(), 6))
-	type row struct {
-		table string
-		pk    int64
-		b     store.Bucket
-	}
 	rows, err := old.Query(ctx, `
 SELECT 'h', pk, bucket_start, samples, follower_sum, follower_min, follower_max, follower_last,
        following_sum, following_min, following_max, following_last, last_minute FROM rollup_hourly
