@@ -63,6 +63,7 @@ func Options(cfg config.Config, roles Roles) fx.Option {
 		RouterModule,
 		HandlersModule,
 		HTTPModule,
+		PprofModule,
 	)
 }
 

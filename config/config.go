@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,6 +39,7 @@ type Config struct {
 	Broker            string        `name:"broker" default:"gochannel" help:"Message broker: gochannel, kafka or postgres."`
 	KafkaBrokers      []string      `name:"kafka-brokers" sep:"," help:"Kafka bootstrap brokers (host:port, comma-separated)."`
 	HTTPAddr          string        `name:"http-addr" default:":8080" help:"Listen address of the HTTP API and dashboard."`
+	PprofAddr         string        `name:"pprof-addr" help:"Listen address of Go's pprof endpoints (/debug/pprof/); empty: off. Keep it on a loopback or admin network."`
 	Shards            int           `name:"shards" default:"1024" help:"Number of shards pks are hashed into; one task per shard and minute."`
 	RegistryBootstrap string        `name:"registry-bootstrap" default:"1000000-1000999" help:"pk range tracked at the first start of an empty registry (FROM-TO); empty: none."`
 	AdminToken        string        `name:"admin-token" help:"Bearer token for admin endpoints; empty disables them."`
@@ -155,8 +158,13 @@ func (c Config) Validate() error {
 	if c.PostgresPollInterval <= 0 || c.PostgresPollInterval > time.Minute {
 		bad("postgres-poll-interval: %s not in (0s, 1m]", c.PostgresPollInterval)
 	}
-	if c.HTTPAddr == "" {
-		bad("http-addr: empty")
+	if err := checkListenAddr(c.HTTPAddr); err != nil {
+		bad("http-addr: %w", err)
+	}
+	if c.PprofAddr != "" {
+		if err := checkListenAddr(c.PprofAddr); err != nil {
+			bad("pprof-addr: %w", err)
+		}
 	}
 	if c.Shards < 1 || c.Shards > 1<<20 {
 		bad("shards: %d not in [1, 1048576]", c.Shards)
@@ -267,6 +275,22 @@ func validateHTTPURL(raw string) error {
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("%q: must not have a query or fragment", raw)
+	}
+	return nil
+}
+
+// checkListenAddr reports why addr cannot be listened on as host:port, so
+// a bad address stops the process at start with the others, not at listen.
+func checkListenAddr(addr string) error {
+	if addr == "" {
+		return errors.New("empty")
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port %q not in [0, 65535]", addr, port)
 	}
 	return nil
 }
