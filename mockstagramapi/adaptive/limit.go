@@ -128,6 +128,8 @@ func (c Config) withDefaults() (Config, error) {
 //
 //   - overloaded window (DropTolerance of its answers Overload): the limit is
 //     multiplied by Backoff (multiplicative decrease);
+//   - until the first window that is not healthy (slow start), a healthy
+//     window that used at least half the limit doubles it;
 //   - otherwise, with r the window's mean RTT of successful answers and
 //     r0 the no-load RTT (the smallest window mean seen), the gradient
 //     g = clamp(max(Tolerance·r0, Target)/r, 0.5, 1) and the new estimate is
@@ -150,6 +152,10 @@ type Limit struct {
 	inUse  int        // slots held (granted and not released)
 	queue  *list.List // of *waiter, oldest first
 	noLoad time.Duration
+	// slowStart: no window has been unhealthy yet, so the limit doubles per
+	// window instead of adding √limit (TCP's slow start): a fetcher that
+	// starts at its minute's peak reaches the API's capacity in a few windows.
+	slowStart bool
 
 	// The open window.
 	winStart   time.Time
@@ -170,7 +176,7 @@ func New(cfg Config, clock clockwork.Clock, m *metrics.Pipeline) (*Limit, error)
 	if err != nil {
 		return nil, err
 	}
-	l := &Limit{cfg: cfg, clock: clock, m: m, limit: float64(cfg.Initial), queue: list.New(), winStart: clock.Now()}
+	l := &Limit{cfg: cfg, clock: clock, m: m, limit: float64(cfg.Initial), queue: list.New(), winStart: clock.Now(), slowStart: true}
 	m.AdaptiveLimit.Set(l.limit)
 	return l, nil
 }
@@ -321,6 +327,7 @@ func (l *Limit) update() {
 	n := l.winOK + l.winDrops
 	if float64(l.winDrops) >= l.cfg.DropTolerance*float64(n) {
 		l.limit = max(l.limit*l.cfg.Backoff, float64(l.cfg.Min))
+		l.slowStart = false
 		return
 	}
 	if l.winOK == 0 {
@@ -335,8 +342,17 @@ func (l *Limit) update() {
 	}
 	healthy := max(time.Duration(l.cfg.Tolerance*float64(l.noLoad)), l.cfg.Target)
 	g := min(max(float64(healthy)/float64(max(r, 1)), 0.5), 1)
+	used := l.winPeakUse*2 >= l.slots()
+	if g < 1 {
+		l.slowStart = false
+	} else if l.slowStart {
+		if used {
+			l.limit = min(l.limit*2, float64(l.cfg.Max))
+		}
+		return
+	}
 	estimate := l.limit * g
-	if l.winPeakUse*2 >= l.slots() {
+	if used {
 		estimate += math.Sqrt(l.limit)
 	}
 	next := l.limit + (estimate-l.limit)*l.cfg.Smoothing

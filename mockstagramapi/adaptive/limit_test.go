@@ -53,10 +53,24 @@ func gradientOnly(min, max, initial, window int) adaptive.Config {
 	return adaptive.Config{Min: min, Max: max, Initial: initial, Target: time.Nanosecond, WindowSamples: window, WindowMin: time.Nanosecond}
 }
 
+func TestSlowStartDoublesUntilAWindowIsUnhealthy(t *testing.T) {
+	t.Parallel()
+	l, clk, _ := newLimit(t, gradientOnly(1, 1000, 2, 2))
+	for _, want := range []float64{4, 8, 8} { // 2 of 8 slots used: app-limited, no doubling
+		round(t, l, clk, 2, time.Millisecond, adaptive.Success)
+		require.Equal(t, want, l.Current())
+	}
+	round(t, l, clk, 2, 3*time.Millisecond, adaptive.Success) // 3× the no-load RTT: g = 2/3, slow start ends
+	assert.InDelta(t, 8+(8*2.0/3-8)*0.2, l.Current(), 1e-9)
+}
+
 func TestGrowsUnderHealthyRTTUpToMax(t *testing.T) {
 	t.Parallel()
 	l, clk, m := newLimit(t, gradientOnly(1, 20, 10, 10))
-	want := 10.0
+	round(t, l, clk, 10, time.Millisecond, adaptive.Success)      // slow start: 20
+	round(t, l, clk, 10, 10*time.Millisecond, adaptive.Overload) // overloaded: ×0.9, slow start ends
+	require.Equal(t, 18.0, l.Current())
+	want := 18.0
 	for i := range 200 {
 		round(t, l, clk, 10, time.Millisecond, adaptive.Success)
 		want = math.Min(want+0.2*math.Sqrt(want), 20) // gradient 1: + √limit, smoothed by 0.2
@@ -291,8 +305,8 @@ func TestDeadlineOnTheClock(t *testing.T) {
 
 func TestLimitGrowthGrantsWaiters(t *testing.T) {
 	t.Parallel()
-	// Limit 2 → 2+0.5·√2 ≈ 2.7 → 3 slots after one healthy window of 2.
-	l, clk, m := newLimit(t, adaptive.Config{Min: 1, Max: 10, Initial: 2, Target: time.Nanosecond, Smoothing: 0.5, WindowSamples: 2, WindowMin: time.Nanosecond})
+	// Limit 2 → 4 (slow start) after one healthy window of 2.
+	l, clk, m := newLimit(t, gradientOnly(1, 10, 2, 2))
 	a, err := l.Acquire(context.Background(), time.Time{})
 	require.NoError(t, err)
 	b, err := l.Acquire(context.Background(), time.Time{})
@@ -309,10 +323,10 @@ func TestLimitGrowthGrantsWaiters(t *testing.T) {
 	waitFor(t, func() bool { return testutil.ToFloat64(m.AdaptiveWaiting) == 2 }, "both queued")
 	clk.Advance(time.Millisecond)
 	a.Release(adaptive.Success)
-	b.Release(adaptive.Success) // closes the window: limit ~3.4, both waiters get a slot
+	b.Release(adaptive.Success) // closes the window: limit 4, both waiters get a slot
 	t1, t2 := <-got, <-got
 	assert.Equal(t, 2, l.InFlight())
-	assert.InDelta(t, 2+0.5*math.Sqrt(2), l.Current(), 1e-9)
+	assert.Equal(t, 4.0, l.Current())
 	t1.Release(adaptive.Ignore)
 	t2.Release(adaptive.Ignore)
 	assert.Zero(t, l.InFlight())
