@@ -67,7 +67,7 @@ func TestSlowStartDoublesUntilAWindowIsUnhealthy(t *testing.T) {
 func TestGrowsUnderHealthyRTTUpToMax(t *testing.T) {
 	t.Parallel()
 	l, clk, m := newLimit(t, gradientOnly(1, 20, 10, 10))
-	round(t, l, clk, 10, time.Millisecond, adaptive.Success)      // slow start: 20
+	round(t, l, clk, 10, time.Millisecond, adaptive.Success)     // slow start: 20
 	round(t, l, clk, 10, 10*time.Millisecond, adaptive.Overload) // overloaded: ×0.9, slow start ends
 	require.Equal(t, 18.0, l.Current())
 	want := 18.0
