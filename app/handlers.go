@@ -18,6 +18,7 @@ import (
 	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/middleware"
 	"github.com/mockstagram/pipeline/mockstagramapi"
+	"github.com/mockstagram/pipeline/mockstagramapi/adaptive"
 	"github.com/mockstagram/pipeline/store"
 	"github.com/mockstagram/pipeline/tracing"
 )
@@ -52,12 +53,20 @@ func addFetcher(roles Roles, cfg config.Config, base APIBaseURL, router *message
 	if err != nil {
 		return err
 	}
+	var fetchAPI handlers.InfluencerAPI = api
+	if cfg.FetchAdaptive {
+		limit, err := adaptive.New(adaptive.Config{Min: cfg.FetchAdaptiveMin, Max: cfg.FetchConcurrency, Target: cfg.FetchAdaptiveRTT}, clock, m)
+		if err != nil {
+			return err
+		}
+		fetchAPI = adaptive.Wrap(api, limit)
+	}
 	f, err := handlers.NewFetcher(handlers.FetcherConfig{
 		Concurrency:   cfg.FetchConcurrency,
 		RetryInitial:  cfg.FetchRetryInitial,
 		RetryMax:      cfg.FetchRetryMax,
 		DeadlineGrace: cfg.DeadlineGrace,
-	}, api, pub, clock, logger.With("stage", "fetcher"), m)
+	}, fetchAPI, pub, clock, logger.With("stage", "fetcher"), m)
 	if err != nil {
 		return err
 	}

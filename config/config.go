@@ -50,6 +50,9 @@ type Config struct {
 	FetchRetryInitial time.Duration `name:"fetch-retry-initial" default:"100ms" help:"First backoff interval between fetch retries (exponential, with jitter)."`
 	FetchRetryMax     time.Duration `name:"fetch-retry-max" default:"5s" help:"Largest backoff interval between fetch retries."`
 	FetchRateLimit    float64       `name:"fetch-rate-limit" default:"0" help:"Most API requests per second from this fetcher process (all shards together); 0 = unlimited."`
+	FetchAdaptive     bool          `name:"fetch-adaptive" default:"true" negatable:"" help:"Adapt the in-flight API requests to what the API takes (between fetch-adaptive-min and fetch-concurrency), from their latency and overload answers."`
+	FetchAdaptiveMin  int           `name:"fetch-adaptive-min" default:"4" help:"Smallest adaptive limit of in-flight API requests."`
+	FetchAdaptiveRTT  time.Duration `name:"fetch-adaptive-rtt" default:"25ms" help:"API latency the adaptive limit always accepts; above it (and above twice the no-load latency) the limit shrinks."`
 	BreakerFailures   int           `name:"breaker-failures" default:"50" help:"Consecutive API failures (connection errors, timeouts, 5xx) that open the fetcher's circuit breaker; 0 disables it."`
 	BreakerCooldown   time.Duration `name:"breaker-cooldown" default:"5s" help:"How long the open circuit breaker fails requests fast before it lets a probe through."`
 	RecorderRetries   int           `name:"recorder-retries" default:"8" help:"Attempts to store a result batch before it is nacked for redelivery."`
@@ -91,6 +94,9 @@ func Default() Config {
 		FetchTimeout:      5 * time.Second,
 		FetchRetryInitial: 100 * time.Millisecond,
 		FetchRetryMax:     5 * time.Second,
+		FetchAdaptive:     true,
+		FetchAdaptiveMin:  4,
+		FetchAdaptiveRTT:  25 * time.Millisecond,
 		BreakerFailures:   50,
 		BreakerCooldown:   5 * time.Second,
 		RecorderRetries:   8,
@@ -191,6 +197,12 @@ func (c Config) Validate() error {
 	}
 	if math.IsNaN(c.FetchRateLimit) || c.FetchRateLimit < 0 || c.FetchRateLimit > 1_000_000 {
 		bad("fetch-rate-limit: %g not in [0, 1000000] requests per second", c.FetchRateLimit)
+	}
+	if c.FetchAdaptiveMin < 1 || c.FetchAdaptiveMin > c.FetchConcurrency {
+		bad("fetch-adaptive-min: %d not in [1, fetch-concurrency %d]", c.FetchAdaptiveMin, c.FetchConcurrency)
+	}
+	if c.FetchAdaptiveRTT <= 0 || c.FetchAdaptiveRTT >= c.FetchTimeout {
+		bad("fetch-adaptive-rtt: %s not in (0s, fetch-timeout %s)", c.FetchAdaptiveRTT, c.FetchTimeout)
 	}
 	if c.BreakerFailures < 0 || c.BreakerFailures > 1_000_000 {
 		bad("breaker-failures: %d not in [0, 1000000]", c.BreakerFailures)

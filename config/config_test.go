@@ -47,6 +47,14 @@ func TestGoodFixtureValues(t *testing.T) {
 	assert.Equal(t, 2500.5, k.FetchRateLimit)
 	assert.Equal(t, 20, k.BreakerFailures)
 	assert.Equal(t, 10*time.Second, k.BreakerCooldown)
+	assert.True(t, k.FetchAdaptive, "on by default")
+	assert.Equal(t, 16, k.FetchAdaptiveMin)
+	assert.Equal(t, 50*time.Millisecond, k.FetchAdaptiveRTT)
+
+	off, err := config.Load([]string{"--config", "testdata/adaptive-off.good.yml"})
+	require.NoError(t, err)
+	assert.False(t, off.FetchAdaptive)
+	assert.Equal(t, 64, off.FetchConcurrency)
 }
 
 func TestBadFixtures(t *testing.T) {
@@ -112,6 +120,9 @@ func TestEnvNames(t *testing.T) {
 		{"MOCKSTAGRAM_BROKER", "gochannel", func(c config.Config) any { return c.Broker }, "gochannel"},
 		{"MOCKSTAGRAM_OTLP_ENDPOINT", "http://jaeger:4318", func(c config.Config) any { return c.OTLPEndpoint }, "http://jaeger:4318"},
 		{"MOCKSTAGRAM_TRACE_SAMPLE_RATIO", "0.5", func(c config.Config) any { return c.TraceSampleRatio }, 0.5},
+		{"MOCKSTAGRAM_FETCH_ADAPTIVE", "false", func(c config.Config) any { return c.FetchAdaptive }, false},
+		{"MOCKSTAGRAM_FETCH_ADAPTIVE_MIN", "2", func(c config.Config) any { return c.FetchAdaptiveMin }, 2},
+		{"MOCKSTAGRAM_FETCH_ADAPTIVE_RTT", "40ms", func(c config.Config) any { return c.FetchAdaptiveRTT }, 40 * time.Millisecond},
 	} {
 		t.Run(tc.env, func(t *testing.T) {
 			t.Setenv(tc.env, tc.value)

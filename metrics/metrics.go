@@ -24,6 +24,14 @@ type Pipeline struct {
 	BreakerRejected    prometheus.Counter     // requests failed fast while open
 	RateLimitWait      prometheus.Histogram   // wait for a rate-limit token, per request
 
+	// The fetcher's adaptive concurrency limit (mockstagramapi/adaptive).
+	AdaptiveLimit     prometheus.Gauge     // the limit now
+	AdaptiveInFlight  prometheus.Gauge     // slots held
+	AdaptiveWaiting   prometheus.Gauge     // callers waiting for a slot
+	AdaptiveWait      prometheus.Histogram // wait for a slot, per request
+	AdaptiveOverloads prometheus.Counter   // answers that signalled overload
+	AdaptiveTimedOut  prometheus.Counter   // waits given up at the caller's deadline
+
 	DeadLettersArchived *prometheus.CounterVec // by topic
 
 	SamplesStored    prometheus.Counter
@@ -56,6 +64,12 @@ func New(reg prometheus.Registerer) *Pipeline {
 		BreakerTransitions:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_fetch_breaker_transitions_total", Help: "State changes of the fetcher's circuit breaker."}, []string{"from", "to"}),
 		BreakerRejected:     prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_breaker_rejected_total", Help: "API requests failed fast (class circuit_open) because the circuit breaker was open."}),
 		RateLimitWait:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_fetch_rate_limit_wait_seconds", Help: "Wait for a rate-limit token before an API request (only with fetch-rate-limit).", Buckets: append([]float64{0}, prometheus.ExponentialBuckets(0.001, 4, 8)...)}),
+		AdaptiveLimit:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_fetch_adaptive_limit", Help: "The fetcher's adaptive limit of in-flight API requests (fetch-adaptive)."}),
+		AdaptiveInFlight:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_fetch_adaptive_in_flight", Help: "API requests holding a slot of the adaptive limit."}),
+		AdaptiveWaiting:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_fetch_adaptive_waiting", Help: "API requests waiting for a slot of the adaptive limit."}),
+		AdaptiveWait:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_fetch_adaptive_wait_seconds", Help: "Wait for a slot of the adaptive limit, per API request.", Buckets: append([]float64{0}, prometheus.ExponentialBuckets(0.001, 4, 8)...)}),
+		AdaptiveOverloads:   prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_adaptive_overloads_total", Help: "API answers the adaptive limit counted as overload (timeout, 429, 5xx, connection error)."}),
+		AdaptiveTimedOut:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_adaptive_timed_out_total", Help: "API requests not sent because no slot of the adaptive limit freed up before their deadline."}),
 		DeadLettersArchived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_dead_letters_archived_total", Help: "Dead letters stored by the archiver, by dead-letter topic."}, []string{"topic"}),
 		SamplesStored:       prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_stored_total", Help: "New (pk, minute) samples stored."}),
 		SamplesDuplicate:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_duplicate_total", Help: "Samples already stored (redelivery), ignored."}),
@@ -72,6 +86,7 @@ func New(reg prometheus.Registerer) *Pipeline {
 	for _, c := range []prometheus.Collector{p.TasksPublished, p.SchedulerLag, p.ScheduleFailures, p.RegistrySize,
 		p.FetchDuration, p.FetchRetries, p.FetchFailures, p.TasksExpired, p.DeadLetters,
 		p.BreakerState, p.BreakerTransitions, p.BreakerRejected, p.RateLimitWait, p.DeadLettersArchived,
+		p.AdaptiveLimit, p.AdaptiveInFlight, p.AdaptiveWaiting, p.AdaptiveWait, p.AdaptiveOverloads, p.AdaptiveTimedOut,
 		p.SamplesStored, p.SamplesDuplicate, p.SamplesRejected, p.SamplesMissed, p.BatchSize, p.WriteDuration, p.NewestMinute,
 		p.SuspicionTasksPublished, p.SuspicionChecks, p.SuspicionDuration} {
 		f(c)
