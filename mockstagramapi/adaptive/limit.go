@@ -314,7 +314,9 @@ func (l *Limit) observe(o Outcome, rtt time.Duration) {
 	now := l.clock.Now()
 	age := now.Sub(l.winStart)
 	n := l.winOK + l.winDrops
-	if !(n >= l.cfg.WindowSamples && age >= l.cfg.WindowMin) && !(n > 0 && age >= l.cfg.WindowMax) {
+	full := n >= l.cfg.WindowSamples && age >= l.cfg.WindowMin // enough answers, long enough
+	stale := n > 0 && age >= l.cfg.WindowMax                    // some answers, window at its longest
+	if !full && !stale {
 		return
 	}
 	l.update()
