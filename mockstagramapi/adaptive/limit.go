@@ -315,7 +315,7 @@ func (l *Limit) observe(o Outcome, rtt time.Duration) {
 	age := now.Sub(l.winStart)
 	n := l.winOK + l.winDrops
 	full := n >= l.cfg.WindowSamples && age >= l.cfg.WindowMin // enough answers, long enough
-	stale := n > 0 && age >= l.cfg.WindowMax                    // some answers, window at its longest
+	stale := n > 0 && age >= l.cfg.WindowMax                   // some answers, window at its longest
 	if !full && !stale {
 		return
 	}
