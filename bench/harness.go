@@ -230,7 +230,7 @@ func (r runner) limits(ctx context.Context) (Limits, error) {
 	if _, err := mem.Track(ctx, r.c.pks().PKs()); err != nil {
 		return l, err
 	}
-	if l.MemoryWrites, err = writeRate(ctx, mem, r.c.pks(), d); err != nil {
+	if l.MemoryWrites, _, err = writeRate(ctx, mem, r.c.pks(), d); err != nil {
 		return l, err
 	}
 	if !r.c.needsPostgres() {
@@ -251,17 +251,20 @@ func (r runner) limits(ctx context.Context) (Limits, error) {
 	if _, err := s.Track(ctx, r.c.pks().PKs()); err != nil {
 		return l, err
 	}
+	// Sampled often, as the pool may open and close connections meanwhile.
 	pg := newSampler(r.postgresGroup(db))
 	before = pg.snapshot(ctx)
-	start := time.Now()
-	rate, err := writeRate(ctx, s, r.c.pks(), d)
+	sctx, stopSampler := context.WithCancel(ctx)
+	go pg.run(sctx, 200*time.Millisecond)
+	rate, written, err := writeRate(ctx, s, r.c.pks(), d)
 	after = pg.snapshot(ctx)
+	stopSampler()
 	if err != nil {
 		return l, err
 	}
 	l.PostgresWrites = rate
-	if written := rate * time.Since(start).Seconds(); written > 0 {
-		l.PostgresServerCPUPerSample = Dur(float64(after[RolePostgres].CPU-before[RolePostgres].CPU) / written)
+	if written > 0 {
+		l.PostgresServerCPUPerSample = Dur((after[RolePostgres].CPU - before[RolePostgres].CPU) / time.Duration(written))
 	}
 	return l, nil
 }

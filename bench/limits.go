@@ -48,21 +48,23 @@ func simulatorRate(ctx context.Context, base string, pks influencer.Range, d tim
 // writeRate writes batches of WriteBatch samples of pks (the simulator's
 // values, consecutive pks, minutes going back from the current one) to s
 // from WriteWorkers goroutines for d, and returns the samples written per
-// second.
-func writeRate(ctx context.Context, s store.Store, pks influencer.Range, d time.Duration) (float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, d)
+// second. A batch under way at the end is finished, not cancelled (a
+// cancelled query costs the pool its connection).
+func writeRate(ctx context.Context, s store.Store, pks influencer.Range, d time.Duration) (perSecond float64, written int64, err error) {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	until := time.Now().Add(d)
 	n := pks.To - pks.From + 1
 	blocks := (n + WriteBatch - 1) / WriteBatch
 	base := time.Now().UTC().Truncate(time.Minute)
-	var next, written atomic.Int64
+	var next, done atomic.Int64
 	var mu sync.Mutex
 	var firstErr error
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range WriteWorkers {
 		wg.Go(func() {
-			for ctx.Err() == nil {
+			for ctx.Err() == nil && time.Now().Before(until) {
 				i := next.Add(1) - 1
 				b := writeBatch(pks, base.Add(-time.Duration(i/blocks)*time.Minute), i%blocks)
 				res, err := s.Record(ctx, b)
@@ -75,15 +77,15 @@ func writeRate(ctx context.Context, s store.Store, pks influencer.Range, d time.
 					}
 					return
 				}
-				written.Add(int64(res.Inserted))
+				done.Add(int64(res.Inserted))
 			}
 		})
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return 0, fmt.Errorf("write rate: %w", firstErr)
+		return 0, 0, fmt.Errorf("write rate: %w", firstErr)
 	}
-	return float64(written.Load()) / time.Since(start).Seconds(), nil
+	return float64(done.Load()) / time.Since(start).Seconds(), done.Load(), nil
 }
 
 func cmpOr(a, b error) error {
