@@ -16,6 +16,11 @@ import (
 // missed) before it is reported as it is.
 const CompleteGrace = time.Minute
 
+// WarmUp is the least time between a wiring's start and its first
+// measured minute (the partial minute it started in, and more when it
+// started in the minute's last seconds).
+const WarmUp = 15 * time.Second
+
 // procSpec is a pipeline process of a wiring.
 type procSpec struct {
 	Name     string
@@ -182,7 +187,7 @@ func (r runner) wiring(ctx context.Context, w Wiring, limits Limits) (wr WiringR
 	defer stopSampler()
 	go smp.run(sctx, time.Second)
 
-	first := time.Now().Truncate(time.Minute).Add(time.Minute)
+	first := time.Now().Add(WarmUp).Truncate(time.Minute).Add(time.Minute)
 	last := first.Add(time.Duration(r.c.Minutes-1) * time.Minute)
 	end := last.Add(time.Minute)
 	r.logf("%s: running; measuring minutes %s..%s", w.Name, first.Format("15:04"), last.Format("15:04"))
