@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jonboulle/clockwork"
 
 	"github.com/mockstagram/pipeline/influencer"
@@ -46,9 +47,23 @@ func (m *Meter) CheckValues(want func(pk int64, minute time.Time) (follower, fol
 }
 
 // Wrap makes the meter the store of the pipeline, around s (app.WrapStore).
+// A store that lends its connection pool (the Postgres store, to the
+// Postgres broker) still does through the meter.
 func (m *Meter) Wrap(s store.Store) store.Store {
 	m.Store = s
+	if p, ok := s.(pooler); ok {
+		return poolMeter{Meter: m, pooler: p}
+	}
 	return m
+}
+
+// pooler is a store that can lend its connection pool (app's interface).
+type pooler interface{ Pool() *pgxpool.Pool }
+
+// poolMeter is a meter around a store with a pool.
+type poolMeter struct {
+	*Meter
+	pooler
 }
 
 // Record records through the store, then counts what was committed.

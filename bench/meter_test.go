@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jonboulle/clockwork"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -118,4 +119,24 @@ func TestMeterPassesErrorsOnWithoutCounting(t *testing.T) {
 	_, err := m.Wrap(&recordStore{err: down}).Record(context.Background(), influencer.Batch{Minute: m1})
 	require.ErrorIs(t, err, down)
 	assert.Empty(t, m.Minutes())
+}
+
+// poolStore is a store that lends a pool, as the Postgres store does.
+type poolStore struct {
+	recordStore
+	pool *pgxpool.Pool
+}
+
+func (s *poolStore) Pool() *pgxpool.Pool { return s.pool }
+
+func TestMeterLendsTheStoresPool(t *testing.T) {
+	t.Parallel()
+	pool := &pgxpool.Pool{}
+	wrapped := NewMeter(1, clockwork.NewFakeClock()).Wrap(&poolStore{pool: pool})
+	p, ok := wrapped.(interface{ Pool() *pgxpool.Pool })
+	require.True(t, ok, "the Postgres broker finds the pool through the meter")
+	assert.Same(t, pool, p.Pool())
+
+	_, ok = NewMeter(1, clockwork.NewFakeClock()).Wrap(&recordStore{}).(interface{ Pool() *pgxpool.Pool })
+	assert.False(t, ok, "a store without a pool has none through the meter")
 }

@@ -209,7 +209,7 @@ func (r Result) WriteText(w io.Writer) error {
 	fmt.Fprintln(tw, "wiring\tstored\tsamples/s\tfresh p50/p99\tGET influencer p50/p99\tGET stats p50/p99\tpipeline CPU/sample\tof sim limit\tof store limit\tcheck")
 	for _, wr := range r.Wirings {
 		if wr.Error != "" && len(wr.Minutes) == 0 {
-			fmt.Fprintf(tw, "%s\tFAILED: %s\n", wr.Name, wr.Error)
+			fmt.Fprintf(tw, "%s\tFAILED\t-\t-\t-\t-\t-\t-\t-\t%s\n", wr.Name, wr.Error)
 			continue
 		}
 		reads := [2]string{"-", "-"}

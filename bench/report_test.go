@@ -78,7 +78,7 @@ kafka-pg  12:02   990     0       10          never
 
 wiring    stored   samples/s  fresh p50/p99  GET influencer p50/p99  GET stats p50/p99  pipeline CPU/sample  of sim limit  of store limit  check
 kafka-pg  99.400%  17         +0.8s/-0.3s    1.23ms/20ms             3ms/9ms            503.0µs              0.1%          0.0%            OK (database: 2100 values, 0 wrong, 0 dup, 10 unaccounted, 0 bad summaries)
-pg-pg     FAILED: pg-pg-run exited
+pg-pg     FAILED   -          -              -                       -                  -                    -             -               pg-pg-run exited
 
 wiring    process       role      CPU/sample  cores  peak RSS
 kafka-pg  kafka-pg-run  pipeline  503.0µs     0.25   200 MB
