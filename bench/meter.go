@@ -2,9 +2,11 @@ package bench
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jonboulle/clockwork"
 
 	"github.com/mockstagram/pipeline/influencer"
@@ -12,11 +14,14 @@ import (
 )
 
 // Meter wraps the pipeline's store and counts, per minute of the samples,
-// what each commit stored and missed, and when: the figures of a Report.
+// what each commit stored and missed (by class), and when; with a check
+// function it also compares every committed sample with the value it must
+// have (the deterministic simulator's).
 type Meter struct {
 	store.Store
 	want  int // influencers: a minute is complete when each is stored or missed
 	clock clockwork.Clock
+	check func(pk int64, minute time.Time) (follower, following int64) // nil: values not checked
 
 	mu      sync.Mutex
 	minutes map[int64]*minuteStat // by unix minute (time.Time keys compare locations)
@@ -24,6 +29,8 @@ type Meter struct {
 
 type minuteStat struct {
 	stored, missed int
+	byClass        map[string]int
+	checked, wrong int
 	completed      time.Time  // zero until every influencer is stored or missed
 	commits        []weighted // per commit that stored samples: commit time - end of minute, samples
 }
@@ -33,10 +40,30 @@ func NewMeter(influencers int, clock clockwork.Clock) *Meter {
 	return &Meter{want: influencers, clock: clock, minutes: map[int64]*minuteStat{}}
 }
 
+// CheckValues has the meter compare each sample of a batch that stored
+// samples with want(pk, minute).
+func (m *Meter) CheckValues(want func(pk int64, minute time.Time) (follower, following int64)) {
+	m.check = want
+}
+
 // Wrap makes the meter the store of the pipeline, around s (app.WrapStore).
+// A store that lends its connection pool (the Postgres store, to the
+// Postgres broker) still does through the meter.
 func (m *Meter) Wrap(s store.Store) store.Store {
 	m.Store = s
+	if p, ok := s.(pooler); ok {
+		return poolMeter{Meter: m, pooler: p}
+	}
 	return m
+}
+
+// pooler is a store that can lend its connection pool (app's interface).
+type pooler interface{ Pool() *pgxpool.Pool }
+
+// poolMeter is a meter around a store with a pool.
+type poolMeter struct {
+	*Meter
+	pooler
 }
 
 // Record records through the store, then counts what was committed.
@@ -46,15 +73,35 @@ func (m *Meter) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 		return res, err
 	}
 	now := m.clock.Now()
+	wrong := 0
+	if m.check != nil && res.Inserted > 0 {
+		for _, s := range b.Samples {
+			if f, g := m.check(s.PK, s.Minute); f != s.FollowerCount || g != s.FollowingCount {
+				wrong++
+			}
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := m.minutes[b.Minute.Unix()]
 	if st == nil {
-		st = &minuteStat{}
+		st = &minuteStat{byClass: map[string]int{}}
 		m.minutes[b.Minute.Unix()] = st
 	}
 	st.stored += res.Inserted
 	st.missed += res.Missed
+	// The store reports how many failures were new, not which: a batch
+	// recorded again (redelivery) counts none.
+	for i, f := range b.Failures {
+		if i >= res.Missed {
+			break
+		}
+		st.byClass[f.Class]++
+	}
+	if m.check != nil && res.Inserted > 0 {
+		st.checked += len(b.Samples)
+		st.wrong += wrong
+	}
 	if res.Inserted > 0 {
 		st.commits = append(st.commits, weighted{v: now.Sub(b.Minute.Add(time.Minute)), w: res.Inserted})
 	}
@@ -72,25 +119,38 @@ func (m *Meter) Complete(minute time.Time) bool {
 	return st != nil && !st.completed.IsZero()
 }
 
-// Report is what was counted for the minutes first..last (inclusive).
-func (m *Meter) Report(first, last time.Time) Report {
+// MeterMinute is what a meter counted for one minute, as a child process
+// of the benchmark serves it.
+type MeterMinute struct {
+	Minute    time.Time      `json:"minute"`
+	Stored    int            `json:"stored"`
+	Missed    int            `json:"missed"`
+	ByClass   map[string]int `json:"by_class,omitempty"`
+	Checked   int            `json:"checked"` // samples compared with their expected value
+	Wrong     int            `json:"wrong"`
+	Completed *time.Time     `json:"completed,omitempty"`
+	// Commits are [lag in ns after the end of the minute, samples] per commit.
+	Commits [][2]int64 `json:"commits"`
+}
+
+// Minutes is a copy of every minute counted so far.
+func (m *Meter) Minutes() []MeterMinute {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	r := Report{Influencers: m.want}
-	var commits []weighted
-	for mi := first; !mi.After(last); mi = mi.Add(time.Minute) {
-		st := m.minutes[mi.Unix()]
-		if st == nil {
-			st = &minuteStat{}
+	out := make([]MeterMinute, 0, len(m.minutes))
+	for unix, st := range m.minutes {
+		mm := MeterMinute{
+			Minute: time.Unix(unix, 0).UTC(), Stored: st.stored, Missed: st.missed,
+			ByClass: maps.Clone(st.byClass), Checked: st.checked, Wrong: st.wrong,
+			Commits: make([][2]int64, len(st.commits)),
 		}
-		row := Minute{Minute: mi, Stored: st.stored, Missed: st.missed, NotStored: m.want - st.stored - st.missed}
 		if !st.completed.IsZero() {
-			row.AllStored, row.AllStoredAfter = true, st.completed.Sub(mi.Add(time.Minute))
+			mm.Completed = new(st.completed)
 		}
-		r.Minutes = append(r.Minutes, row)
-		commits = append(commits, st.commits...)
+		for i, c := range st.commits {
+			mm.Commits[i] = [2]int64{int64(c.v), int64(c.w)}
+		}
+		out = append(out, mm)
 	}
-	r.FreshnessP50 = weightedQuantile(commits, 0.50)
-	r.FreshnessP99 = weightedQuantile(commits, 0.99)
-	return r
+	return out
 }

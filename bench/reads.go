@@ -44,7 +44,7 @@ func readLoad(ctx context.Context, base string, readers int, rate float64, pks i
 	}
 	wg.Wait()
 	latency := func(r loadgen.Result) Latency {
-		return Latency{N: r.OK + r.NotFound, P50: r.P50, P99: r.P99}
+		return Latency{N: r.OK + r.NotFound, P50: Dur(r.P50), P99: Dur(r.P99)}
 	}
 	reads := &Reads{Influencer: latency(results[0]), Stats: latency(results[1])}
 	for _, r := range results {

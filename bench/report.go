@@ -5,159 +5,275 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
 
-// Minute is what the pipeline stored for one measured minute.
-type Minute struct {
-	Minute    time.Time // the minute (the samples' minute, not the commit time)
-	Stored    int       // samples committed for it
-	Missed    int       // pks recorded as missed for it
-	NotStored int       // influencers neither stored nor missed
-	// AllStored reports whether every influencer was stored or missed, and
-	// AllStoredAfter when, after the end of the minute.
-	AllStored      bool
-	AllStoredAfter time.Duration
+// Dur is a duration that is written to JSON in seconds.
+type Dur time.Duration
+
+// MarshalJSON writes d in seconds.
+func (d Dur) MarshalJSON() ([]byte, error) {
+	return strconv.AppendFloat(nil, time.Duration(d).Seconds(), 'g', -1, 64), nil
+}
+
+// D is d as a time.Duration.
+func (d Dur) D() time.Duration { return time.Duration(d) }
+
+// MinuteRow is what a wiring stored for one measured minute.
+type MinuteRow struct {
+	Minute    time.Time        `json:"minute"` // the samples' minute, not the commit time
+	Stored    int64            `json:"stored"`
+	Missed    int64            `json:"missed"`
+	ByClass   map[string]int64 `json:"missed_by_class"`
+	NotStored int64            `json:"not_stored"` // neither stored nor missed
+	// CompleteAfter is when every influencer was stored or missed, after the
+	// end of the minute; nil: never.
+	CompleteAfter *Dur `json:"complete_after_s"`
 }
 
 // Latency summarises the requests to one endpoint.
 type Latency struct {
-	N        int64 // answered requests (200 or 404)
-	P50, P99 time.Duration
+	N   int64 `json:"n"` // answered requests (200 or 404)
+	P50 Dur   `json:"p50_s"`
+	P99 Dur   `json:"p99_s"`
 }
 
 // Reads is the read load that ran while the pipeline ingested.
 type Reads struct {
-	Influencer Latency // GET /api/v1/influencers/{pk}
-	Stats      Latency // GET /api/v1/stats
-	Errors     int64   // neither 200 nor 404, or failed in transport
+	Influencer Latency `json:"influencer"` // GET /api/v1/influencers/{pk}
+	Stats      Latency `json:"stats"`      // GET /api/v1/stats
+	Errors     int64   `json:"errors"`     // neither 200 nor 404, or failed in transport
 }
 
-// Report is the outcome of a run over the measured minutes.
-type Report struct {
-	Influencers int
-	Minutes     []Minute
-	// Freshness is the distribution of sample commit time minus the end of
-	// the sample's minute, over every stored sample.
-	FreshnessP50, FreshnessP99 time.Duration
-	Reads                      *Reads // nil: no read load
+// Process roles in a report.
+const (
+	RolePipeline  = "pipeline"
+	RoleSimulator = "simulator"
+	RoleBroker    = "broker"
+	RolePostgres  = "postgres"
+)
+
+// ProcRow is one process (or the PostgreSQL server) over the measured minutes.
+type ProcRow struct {
+	Name         string  `json:"name"`
+	Role         string  `json:"role"`
+	CPU          Dur     `json:"cpu_s"`
+	CPUPerSample Dur     `json:"cpu_per_sample_s"` // per stored sample
+	Cores        float64 `json:"cores"`            // CPU / wall time
+	// PeakRSS: VmHWM of a process; for PostgreSQL the largest sum of its
+	// processes' private memory (RssAnon) at one sample (shared buffers excluded).
+	PeakRSS int64 `json:"peak_rss_bytes"`
 }
 
-// Stored is the samples stored over the measured minutes.
-func (r Report) Stored() int { return sumOf(r.Minutes, func(m Minute) int { return m.Stored }) }
+// Check is how the stored values were checked against the simulator.
+type Check struct {
+	// Source: "database" (CheckDB after the run) or "meter" (each committed
+	// batch compared in the pipeline process; the memory store keys its
+	// timeline by (pk, minute), so it cannot hold a duplicate).
+	Source       string `json:"source"`
+	Checked      int64  `json:"checked"` // samples compared
+	Wrong        int64  `json:"wrong"`
+	Duplicates   int64  `json:"duplicates"`
+	Unaccounted  int64  `json:"unaccounted"` // (pk, minute) neither stored nor missed in the measured minutes
+	Both         int64  `json:"stored_and_missed"`
+	BadSummaries int64  `json:"bad_summaries"`
+}
 
-// Missed is the pks recorded as missed over the measured minutes.
-func (r Report) Missed() int { return sumOf(r.Minutes, func(m Minute) int { return m.Missed }) }
+// OK reports whether no invariant is broken (the share stored aside).
+func (c Check) OK() bool {
+	return c.Wrong == 0 && c.Duplicates == 0 && c.Both == 0 && c.BadSummaries == 0
+}
+
+// WiringReport is the outcome of one wiring.
+type WiringReport struct {
+	Name        string      `json:"name"`
+	Description string      `json:"description"`
+	Error       string      `json:"error,omitempty"`
+	Influencers int         `json:"influencers"`
+	Minutes     []MinuteRow `json:"minutes"`
+	// Freshness: sample commit time minus the end of the sample's minute,
+	// over every sample stored for the measured minutes.
+	FreshnessP50 Dur       `json:"freshness_p50_s"`
+	FreshnessP99 Dur       `json:"freshness_p99_s"`
+	Reads        *Reads    `json:"reads,omitempty"`
+	Processes    []ProcRow `json:"processes"`
+	Check        *Check    `json:"check,omitempty"`
+	// Rates relative to the limits (0: limit not measured).
+	OfSimulatorLimit float64 `json:"of_simulator_limit"`
+	OfStoreLimit     float64 `json:"of_store_limit"`
+}
+
+// Stored is the samples stored for the measured minutes.
+func (r WiringReport) Stored() int64 {
+	return sumRows(r.Minutes, func(m MinuteRow) int64 { return m.Stored })
+}
+
+// Missed is the pks recorded missed for the measured minutes.
+func (r WiringReport) Missed() int64 {
+	return sumRows(r.Minutes, func(m MinuteRow) int64 { return m.Missed })
+}
 
 // Expected is one sample per influencer and measured minute.
-func (r Report) Expected() int { return r.Influencers * len(r.Minutes) }
+func (r WiringReport) Expected() int64 { return int64(r.Influencers) * int64(len(r.Minutes)) }
+
+// StoredShare is Stored / Expected (0 without minutes).
+func (r WiringReport) StoredShare() float64 {
+	if r.Expected() == 0 {
+		return 0
+	}
+	return float64(r.Stored()) / float64(r.Expected())
+}
 
 // SamplesPerSecond is the sustained rate of stored samples.
-func (r Report) SamplesPerSecond() float64 {
+func (r WiringReport) SamplesPerSecond() float64 {
 	if len(r.Minutes) == 0 {
 		return 0
 	}
 	return float64(r.Stored()) / float64(len(r.Minutes)*60)
 }
 
-func sumOf(ms []Minute, f func(Minute) int) int {
-	n := 0
+// PipelineCPUPerSample is the CPU per stored sample of the pipeline's own
+// processes (not the simulator, broker or database).
+func (r WiringReport) PipelineCPUPerSample() time.Duration {
+	var d time.Duration
+	for _, p := range r.Processes {
+		if p.Role == RolePipeline {
+			d += p.CPUPerSample.D()
+		}
+	}
+	return d
+}
+
+func sumRows(ms []MinuteRow, f func(MinuteRow) int64) int64 {
+	var n int64
 	for _, m := range ms {
 		n += f(m)
 	}
 	return n
 }
 
-// WriteText writes the report as 'mockstagram bench' prints it: a table
-// of the minutes, then the throughput, freshness and read lines.
-func (r Report) WriteText(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "minute\tstored\tmissed\tnot stored\tall stored at (s after minute end)\t")
-	for _, m := range r.Minutes {
-		done := "never"
-		if m.AllStored {
-			done = fmt.Sprintf("%+.1f", m.AllStoredAfter.Seconds())
+// Machine is where the benchmark ran.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	GoVersion string `json:"go_version"`
+	Host      string `json:"host"`
+}
+
+// Result is a whole benchmark: the limits, then every wiring.
+type Result struct {
+	Started     time.Time      `json:"started"`
+	Machine     Machine        `json:"machine"`
+	Influencers int            `json:"influencers"`
+	Minutes     int            `json:"minutes"`
+	ReadRate    float64        `json:"read_rate"`
+	Limits      Limits         `json:"limits"`
+	Wirings     []WiringReport `json:"wirings"`
+}
+
+// WriteText writes the result as tables: the limits, every measured
+// minute of every wiring, one summary row per wiring, and the processes.
+func (r Result) WriteText(w io.Writer) error {
+	l := r.Limits
+	fmt.Fprintf(w, "limits (%s each): simulator %.0f GET/s (p50 %s, p99 %s, %d errors, %s CPU/GET); store writes (%d-sample batches, %d writers): memory %.0f samples/s",
+		l.Duration.D(), l.SimulatorGETs, roundLat(l.SimulatorP50), roundLat(l.SimulatorP99), l.SimulatorErrors, micros(l.SimulatorCPUPerGET),
+		WriteBatch, WriteWorkers, l.MemoryWrites)
+	if l.PostgresWrites > 0 {
+		fmt.Fprintf(w, ", Postgres %.0f samples/s (server %s CPU/sample)", l.PostgresWrites, micros(l.PostgresServerCPUPerSample))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w)
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "wiring\tminute\tstored\tmissed\tnot stored\tcomplete at\tmissed by class")
+	for _, wr := range r.Wirings {
+		for _, m := range wr.Minutes {
+			done := "never"
+			if m.CompleteAfter != nil {
+				done = fmt.Sprintf("%+.1fs", m.CompleteAfter.D().Seconds())
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", wr.Name, m.Minute.Format("15:04"), m.Stored, m.Missed, m.NotStored, done,
+				strings.Join(ClassList(m.ByClass), " "))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t\n", m.Minute.Format("15:04"), m.Stored, m.Missed, m.NotStored, done)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	stored, expected := r.Stored(), r.Expected()
-	share := 0.0
-	if expected > 0 {
-		share = 100 * float64(stored) / float64(expected)
+	fmt.Fprintln(w)
+
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "wiring\tstored\tsamples/s\tfresh p50/p99\tGET influencer p50/p99\tGET stats p50/p99\tpipeline CPU/sample\tof sim limit\tof store limit\tcheck")
+	for _, wr := range r.Wirings {
+		if wr.Error != "" && len(wr.Minutes) == 0 {
+			fmt.Fprintf(tw, "%s\tFAILED\t-\t-\t-\t-\t-\t-\t-\t%s\n", wr.Name, wr.Error)
+			continue
+		}
+		reads := [2]string{"-", "-"}
+		if rd := wr.Reads; rd != nil {
+			reads = [2]string{latPair(rd.Influencer), latPair(rd.Stats)}
+			if rd.Errors > 0 {
+				reads[1] += fmt.Sprintf(" (%d errors)", rd.Errors)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%.3f%%\t%.0f\t%+.1fs/%+.1fs\t%s\t%s\t%s\t%.1f%%\t%.1f%%\t%s\n",
+			wr.Name, 100*wr.StoredShare(), wr.SamplesPerSecond(), wr.FreshnessP50.D().Seconds(), wr.FreshnessP99.D().Seconds(),
+			reads[0], reads[1], micros(Dur(wr.PipelineCPUPerSample())), 100*wr.OfSimulatorLimit, 100*wr.OfStoreLimit, checkText(wr))
 	}
-	fmt.Fprintf(w, "sustained %.0f samples/s stored (%d of %d expected, %.3f%%), %d missed\n",
-		r.SamplesPerSecond(), stored, expected, share, r.Missed())
-	fmt.Fprintf(w, "freshness (sample commit time minus end of its minute): p50 %+.1fs, p99 %+.1fs\n",
-		r.FreshnessP50.Seconds(), r.FreshnessP99.Seconds())
-	if rd := r.Reads; rd != nil && rd.Influencer.N+rd.Stats.N > 0 {
-		const unit = 10 * time.Microsecond
-		_, err := fmt.Fprintf(w, "reads while ingesting: GET /api/v1/influencers/{pk} n=%d p50 %s p99 %s; GET /api/v1/stats n=%d p50 %s p99 %s; errors %d\n",
-			rd.Influencer.N, rd.Influencer.P50.Round(unit), rd.Influencer.P99.Round(unit),
-			rd.Stats.N, rd.Stats.P50.Round(unit), rd.Stats.P99.Round(unit), rd.Errors)
+	if err := tw.Flush(); err != nil {
 		return err
 	}
-	return nil
-}
+	fmt.Fprintln(w)
 
-// The JSON form: times in RFC 3339, durations in seconds.
-type (
-	jsonReport struct {
-		Influencers      int          `json:"influencers"`
-		Minutes          []jsonMinute `json:"minutes"`
-		Stored           int          `json:"stored"`
-		Missed           int          `json:"missed"`
-		Expected         int          `json:"expected"`
-		SamplesPerSecond float64      `json:"samples_per_second"`
-		FreshnessP50     float64      `json:"freshness_p50_s"`
-		FreshnessP99     float64      `json:"freshness_p99_s"`
-		Reads            *jsonReads   `json:"reads,omitempty"`
-	}
-	jsonMinute struct {
-		Minute         time.Time `json:"minute"`
-		Stored         int       `json:"stored"`
-		Missed         int       `json:"missed"`
-		NotStored      int       `json:"not_stored"`
-		AllStoredAfter *float64  `json:"all_stored_after_s"` // null: never
-	}
-	jsonReads struct {
-		Influencer jsonLatency `json:"influencer"`
-		Stats      jsonLatency `json:"stats"`
-		Errors     int64       `json:"errors"`
-	}
-	jsonLatency struct {
-		N   int64   `json:"n"`
-		P50 float64 `json:"p50_s"`
-		P99 float64 `json:"p99_s"`
-	}
-)
-
-// WriteJSON writes the report as one JSON object.
-func (r Report) WriteJSON(w io.Writer) error {
-	out := jsonReport{
-		Influencers: r.Influencers, Minutes: make([]jsonMinute, 0, len(r.Minutes)),
-		Stored: r.Stored(), Missed: r.Missed(), Expected: r.Expected(), SamplesPerSecond: r.SamplesPerSecond(),
-		FreshnessP50: r.FreshnessP50.Seconds(), FreshnessP99: r.FreshnessP99.Seconds(),
-	}
-	for _, m := range r.Minutes {
-		jm := jsonMinute{Minute: m.Minute.UTC(), Stored: m.Stored, Missed: m.Missed, NotStored: m.NotStored}
-		if m.AllStored {
-			jm.AllStoredAfter = new(m.AllStoredAfter.Seconds())
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "wiring\tprocess\trole\tCPU/sample\tcores\tpeak RSS")
+	for _, wr := range r.Wirings {
+		for _, p := range wr.Processes {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2f\t%d MB\n", wr.Name, p.Name, p.Role, micros(p.CPUPerSample), p.Cores, p.PeakRSS>>20)
 		}
-		out.Minutes = append(out.Minutes, jm)
 	}
-	if rd := r.Reads; rd != nil {
-		lat := func(l Latency) jsonLatency { return jsonLatency{N: l.N, P50: l.P50.Seconds(), P99: l.P99.Seconds()} }
-		out.Reads = &jsonReads{Influencer: lat(rd.Influencer), Stats: lat(rd.Stats), Errors: rd.Errors}
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return tw.Flush()
 }
+
+func checkText(wr WiringReport) string {
+	c := wr.Check
+	if c == nil {
+		return "not checked"
+	}
+	verdict := "OK"
+	if !c.OK() {
+		verdict = "BROKEN"
+	}
+	s := fmt.Sprintf("%s (%s: %d values, %d wrong, %d dup, %d unaccounted", verdict, c.Source, c.Checked, c.Wrong, c.Duplicates, c.Unaccounted)
+	if c.Both > 0 {
+		s += fmt.Sprintf(", %d stored+missed", c.Both)
+	}
+	if c.Source == "database" {
+		s += fmt.Sprintf(", %d bad summaries", c.BadSummaries)
+	}
+	if wr.Error != "" {
+		s += "; error: " + wr.Error
+	}
+	return s + ")"
+}
+
+func latPair(l Latency) string {
+	if l.N == 0 {
+		return "-"
+	}
+	return roundLat(l.P50) + "/" + roundLat(l.P99)
+}
+
+func roundLat(d Dur) string {
+	const unit = 10 * time.Microsecond
+	return d.D().Round(unit).String()
+}
+
+// micros is d in µs, one decimal.
+func micros(d Dur) string { return fmt.Sprintf("%.1fµs", float64(d.D())/float64(time.Microsecond)) }
 
 // weighted is a value that counts weight times.
 type weighted struct {
@@ -173,7 +289,7 @@ func weightedQuantile(xs []weighted, p float64) time.Duration {
 	for _, x := range xs {
 		total += x.w
 	}
-	target, acc := int(p*float64(total)), 0
+	target, acc := int(math.Ceil(p*float64(total))), 0
 	for _, x := range xs {
 		acc += x.w
 		if acc >= target {
@@ -181,4 +297,12 @@ func weightedQuantile(xs []weighted, p float64) time.Duration {
 		}
 	}
 	return 0
+}
+
+// WriteJSON writes the result as one indented JSON object (durations in
+// seconds, times in RFC 3339).
+func (r Result) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
 }

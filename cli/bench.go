@@ -1,26 +1,119 @@
 package cli
 
 import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
 	"github.com/mockstagram/pipeline/bench"
 	"github.com/mockstagram/pipeline/config"
 )
 
-// BenchCmd is 'mockstagram bench': the whole pipeline in one process on N
-// influencers against the built-in deterministic simulator, for several
-// whole minutes of wall time (package bench).
+// BenchCmd is 'mockstagram bench': the limits (simulator GET rate, store
+// write rates), then the pipeline for whole minutes in each selected
+// wiring, every process a child of this one (package bench).
 type BenchCmd struct {
-	Influencers int     `default:"100000" help:"Number of influencers (pks 1000000..)."`
-	Minutes     int     `default:"3" help:"Whole minutes to measure (the partial first minute is not counted)."`
-	Readers     int     `default:"4" help:"Concurrent API readers during the measured minutes (GET /api/v1/influencers/{pk} and /api/v1/stats); 0 = none."`
-	ReadRate    float64 `default:"200" help:"Total read requests per second (10,000 viewers an hour is a few per second)."`
-	CPUProfile  string  `name:"cpuprofile" env:"-" help:"Write a CPU profile of the measured minutes to this file (go tool pprof)."`
+	Influencers   int           `default:"1000000" help:"Number of influencers (pks 1000000..)."`
+	Minutes       int           `default:"3" help:"Whole minutes to measure per wiring (the partial first minute is not counted)."`
+	Wirings       string        `default:"all" help:"Comma-separated wirings: all, or some of memory,gochannel-pg,kafka-pg,pg-pg,staged-kafka-pg."`
+	Readers       int           `default:"4" help:"Concurrent API readers during the measured minutes (GET /api/v1/influencers/{pk}, one in ten GET /api/v1/stats); 0 = none."`
+	ReadRate      float64       `default:"20" help:"Total read requests per second."`
+	LimitDuration time.Duration `default:"10s" help:"Duration of each limit measurement."`
+	JSON          string        `name:"json" env:"-" help:"Also write the result as JSON to this file."`
+	LogDir        string        `env:"-" help:"Keep the child processes' logs in this directory (default: a temporary one, removed unless a wiring fails)."`
 }
 
-// Run runs the benchmark and prints per-minute and overall figures.
+// Run runs the benchmark and prints the tables. The Postgres wirings
+// create their databases on --database-url (any database of the server;
+// default bench.DefaultAdminURL).
 func (c BenchCmd) Run(e env, cfg config.Config) error {
-	bc := bench.Config{Influencers: c.Influencers, Minutes: c.Minutes, Readers: c.Readers, ReadRate: c.ReadRate, CPUProfile: c.CPUProfile}
+	wirings, err := bench.ParseWirings(c.Wirings)
+	if err != nil {
+		return usageError{err}
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("bench: own binary: %w", err)
+	}
+	admin := cfg.DatabaseURL
+	if admin == "" {
+		admin = bench.DefaultAdminURL
+	}
+	bc := bench.Config{
+		Influencers: c.Influencers, Minutes: c.Minutes, Wirings: wirings, AdminURL: admin,
+		Readers: c.Readers, ReadRate: c.ReadRate, LimitDuration: c.LimitDuration,
+		Binary: bin, Env: os.Environ(), Progress: 10 * time.Second,
+	}
 	if err := bc.Validate(); err != nil {
 		return usageError{err}
 	}
-	return bench.Run(e.ctx, cfg, bc, e.stdout)
+	dir, keep := c.LogDir, c.LogDir != ""
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "mockstagram-bench-"); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	bc.WorkDir = dir
+	res, runErr := bench.Run(e.ctx, bc, e.stderr)
+	failed := runErr != nil
+	for _, w := range res.Wirings {
+		failed = failed || w.Error != ""
+	}
+	if failed || keep {
+		fmt.Fprintf(e.stderr, "bench: child logs in %s\n", dir)
+	} else {
+		_ = os.RemoveAll(dir)
+	}
+	if len(res.Wirings) == 0 && runErr != nil {
+		return runErr
+	}
+	fmt.Fprintf(e.stdout, "bench: %d influencers, %d measured minutes per wiring, %d CPUs, %s\n",
+		res.Influencers, res.Minutes, res.Machine.CPUs, res.Machine.GoVersion)
+	if err := res.WriteText(e.stdout); err != nil {
+		return err
+	}
+	if c.JSON != "" {
+		if err := writeJSON(c.JSON, res); err != nil {
+			return err
+		}
+	}
+	if runErr != nil {
+		return runErr
+	}
+	if failed {
+		return errors.New("bench: a wiring failed (see its error above)")
+	}
+	return nil
+}
+
+func writeJSON(path string, res bench.Result) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := res.WriteJSON(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// BenchNodeCmd is 'mockstagram bench-node' (hidden): a pipeline process of
+// 'mockstagram bench', 'run' or one stage with a meter around its store.
+type BenchNodeCmd struct {
+	Stage       string `default:"run" enum:"run,recorder,scheduler,fetcher,api" help:"run (every stage) or one stage."`
+	Influencers int    `required:"" help:"Registry size (a minute is complete at this many stored or missed)."`
+	MeterAddr   string `required:"" help:"Where to serve the meter (127.0.0.1:port)."`
+}
+
+// Run runs the node until interrupted.
+func (c BenchNodeCmd) Run(e env, cfg config.Config) error {
+	return bench.RunNode(e.ctx, cfg, bench.NodeConfig{Stage: c.Stage, Influencers: c.Influencers, MeterAddr: c.MeterAddr}, e.stdout)
 }

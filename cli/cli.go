@@ -22,18 +22,19 @@ type CLI struct {
 	config.File
 	config.Config `embed:""`
 
-	Run       RunCmd      `cmd:"" help:"All stages and the HTTP API in one process (starts the built-in simulator when --api-url is unset)."`
-	Scheduler StageCmd    `cmd:"" help:"Only the scheduler (leader or hot standby)."`
-	Fetcher   StageCmd    `cmd:"" help:"Only a fetcher; run any number."`
-	Recorder  StageCmd    `cmd:"" help:"Only a recorder; run any number."`
-	Suspicion StageCmd    `cmd:"" help:"Only the suspicion checker (daily is_suspicious refresh); run any number."`
-	API       StageCmd    `cmd:"" name:"api" help:"Only the HTTP API and dashboard."`
-	Simulate  SimulateCmd `cmd:"" help:"Serve a Mockstagram API simulator."`
-	Migrate   MigrateCmd  `cmd:"" help:"Apply database migrations."`
-	Registry  RegistryCmd `cmd:"" help:"Change or list the tracked influencers."`
-	DLQ       DLQCmd      `cmd:"" name:"dlq" help:"Inspect and replay dead letters."`
-	Bench     BenchCmd    `cmd:"" help:"Run the whole pipeline on N influencers against the simulator and report throughput and freshness."`
-	KafkaDev  KafkaDevCmd `cmd:"" name:"kafka-dev" help:"Serve an in-memory Kafka-protocol broker (kfake) for trying --broker kafka locally; nothing is persisted."`
+	Run       RunCmd       `cmd:"" help:"All stages and the HTTP API in one process (starts the built-in simulator when --api-url is unset)."`
+	Scheduler StageCmd     `cmd:"" help:"Only the scheduler (leader or hot standby)."`
+	Fetcher   StageCmd     `cmd:"" help:"Only a fetcher; run any number."`
+	Recorder  StageCmd     `cmd:"" help:"Only a recorder; run any number."`
+	Suspicion StageCmd     `cmd:"" help:"Only the suspicion checker (daily is_suspicious refresh); run any number."`
+	API       StageCmd     `cmd:"" name:"api" help:"Only the HTTP API and dashboard."`
+	Simulate  SimulateCmd  `cmd:"" help:"Serve a Mockstagram API simulator."`
+	Migrate   MigrateCmd   `cmd:"" help:"Apply database migrations."`
+	Registry  RegistryCmd  `cmd:"" help:"Change or list the tracked influencers."`
+	DLQ       DLQCmd       `cmd:"" name:"dlq" help:"Inspect and replay dead letters."`
+	Bench     BenchCmd     `cmd:"" help:"Measure the limits (simulator GET rate, store write rate), then the pipeline for whole minutes in each wiring, and report throughput, freshness, reads, CPU and memory per process."`
+	BenchNode BenchNodeCmd `cmd:"" name:"bench-node" hidden:"" help:"A pipeline process of 'bench' (run or one stage, with a meter on its store)."`
+	KafkaDev  KafkaDevCmd  `cmd:"" name:"kafka-dev" help:"Serve an in-memory Kafka-protocol broker (kfake) for trying --broker kafka locally; nothing is persisted."`
 }
 
 // env is what every command gets.

@@ -67,6 +67,9 @@ func TestUsageErrors(t *testing.T) {
 		{"registry list without database", []string{"registry", "list"}, "registry commands need --database-url"},
 		{"registry list bad limit", []string{"registry", "list", "--limit", "0"}, "--limit must be in [1, 1000000]"},
 		{"bench bad influencers", []string{"bench", "--influencers", "0"}, "want 1 <= --influencers <= 5000000"},
+		{"bench bad minutes", []string{"bench", "--minutes", "0"}, "1 <= --minutes <= 60"},
+		{"bench unknown wiring", []string{"bench", "--wirings", "memory,redis"}, `unknown wiring "redis"`},
+		{"bench bad database url", []string{"bench", "--wirings", "pg-pg", "--database-url", "mysql://x"}, `want postgres://user@host:port/db`},
 		{"simulate bad range", []string{"simulate", "--range", "5-1"}, `range "5-1": want 0 < FROM <= TO`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
