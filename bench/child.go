@@ -96,7 +96,7 @@ func waitHTTP(ctx context.Context, c *child, url string, timeout time.Duration) 
 	defer tick.Stop()
 	for {
 		if done, err := c.exited(); done {
-			return fmt.Errorf("%s exited before it was ready: %v (see its log)", c.name, err)
+			return fmt.Errorf("%s exited before it was ready: %w (see its log)", c.name, err)
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if resp, err := client.Do(req); err == nil {
@@ -120,7 +120,7 @@ func waitTCP(ctx context.Context, c *child, addr string, timeout time.Duration) 
 	var d net.Dialer
 	for {
 		if done, err := c.exited(); done {
-			return fmt.Errorf("%s exited before it was ready: %v (see its log)", c.name, err)
+			return fmt.Errorf("%s exited before it was ready: %w (see its log)", c.name, err)
 		}
 		conn, err := d.DialContext(ctx, "tcp", addr)
 		if err == nil {

@@ -214,7 +214,7 @@ func (r runner) wiring(ctx context.Context, w Wiring, limits Limits) (wr WiringR
 		}
 		for _, c := range children {
 			if done, err := c.exited(); done {
-				return fail(fmt.Errorf("%s exited during the run: %v (log in %s)", c.name, err, r.c.WorkDir))
+				return fail(fmt.Errorf("%s exited during the run: %w (log in %s)", c.name, err, r.c.WorkDir))
 			}
 		}
 		complete := false
