@@ -38,8 +38,9 @@ import (
 //     unmiss_all drops the rows all of whose pks are filled, unmiss_some
 //     takes the filled pks out of the others;
 //   - miss records the failures, grouped in Go by minute, bucket, class
-//     and reason (store.GroupFailures: $7-$10 one element per group, $11
-//     and $12 the pks with their group's ordinal), as one row per group:
+//     and reason (store.GroupFailures: $7-$10 one element per group, $11,
+//     $12 and $15 the pks with their group's ordinal and minute), as one
+//     row per group:
 //     a pk already missed in its (minute, bucket), or with a sample
 //     before the statement (samples) or inserted by it (ins), is left out;
 //   - prog adds the stored and missed counts per minute to the stripe's
@@ -178,18 +179,18 @@ WITH input AS (
 ), grp AS (
     SELECT * FROM unnest($7::timestamptz[], $8::integer[], $9::text[], $10::text[])
         WITH ORDINALITY AS g(minute, bucket, class, reason, idx)
-), already AS (
+), already AS MATERIALIZED (
     -- The pks already missed in the groups' (minute, bucket)s.
     SELECT b.minute, u.pk
     FROM (SELECT DISTINCT minute, bucket FROM grp) k
     JOIN missed_batches b ON b.minute = k.minute AND b.bucket = k.bucket
     CROSS JOIN LATERAL unnest(b.pks) AS u(pk)
 ), fail AS (
-    SELECT g.idx, g.minute, f.pk
-    FROM unnest($11::bigint[], $12::bigint[]) AS f(pk, idx) JOIN grp g ON g.idx = f.idx
-    WHERE NOT EXISTS (SELECT 1 FROM samples x WHERE x.pk = f.pk AND x.minute = g.minute)
-      AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.pk = f.pk AND ins.minute = g.minute)
-      AND NOT EXISTS (SELECT 1 FROM already a WHERE a.pk = f.pk AND a.minute = g.minute)
+    SELECT f.idx, f.pk
+    FROM unnest($11::bigint[], $12::bigint[], $15::timestamptz[]) AS f(pk, idx, minute)
+    WHERE NOT EXISTS (SELECT 1 FROM samples x WHERE x.pk = f.pk AND x.minute = f.minute)
+      AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.pk = f.pk AND ins.minute = f.minute)
+      AND NOT EXISTS (SELECT 1 FROM already a WHERE a.pk = f.pk AND a.minute = f.minute)
 ), miss AS (
     INSERT INTO missed_batches (minute, bucket, class, reason, n, pks, recorded_at)
     SELECT g.minute, g.bucket, g.class, g.reason, count(*), array_agg(f.pk ORDER BY f.pk), $13::timestamptz
@@ -281,6 +282,7 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 		gReasons  = make([]string, len(groups))
 		fPKs      = make([]int64, 0, len(b.Failures))
 		fGroups   = make([]int64, 0, len(b.Failures))
+		fMinutes  = make([]time.Time, 0, len(b.Failures))
 		missKeys  = make([]int32, 0, 1)
 	)
 	for i, smp := range samples {
@@ -293,7 +295,7 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 	for i, g := range groups {
 		gMinutes[i], gBuckets[i], gClasses[i], gReasons[i] = g.Minute, int32(g.Bucket), g.Class, g.Reason
 		for _, pk := range g.PKs {
-			fPKs, fGroups = append(fPKs, pk), append(fGroups, int64(i+1))
+			fPKs, fGroups, fMinutes = append(fPKs, pk), append(fGroups, int64(i+1)), append(fMinutes, g.Minute)
 		}
 		missKeys = append(missKeys, missedLockKey(g.Minute, g.Bucket))
 	}
@@ -309,7 +311,7 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 		err := s.recordOnce(ctx, lockClasses, lockKeys, lockExclusive, func(row pgx.Row) error {
 			return row.Scan(&inserted, &unmissed, &missed)
 		}, pks, minutes, followers, following, usernames, buckets,
-			gMinutes, gBuckets, gClasses, gReasons, fPKs, fGroups, s.clock.Now(), stripeOf(b.Shard))
+			gMinutes, gBuckets, gClasses, gReasons, fPKs, fGroups, s.clock.Now(), stripeOf(b.Shard), fMinutes)
 		if err == nil {
 			return store.RecordResult{
 				Inserted:   int(inserted),
