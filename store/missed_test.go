@@ -89,4 +89,3 @@ func TestGroupFailures(t *testing.T) {
 		})
 	}
 }
-
