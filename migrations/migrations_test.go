@@ -56,7 +56,18 @@ ORDER BY tablename`)
 	}
 	require.NoError(t, rows.Err())
 	assert.Equal(t, []string{
-		"dead_letters", "global_stats", "goose_db_version", "influencer_summary", "influencers", "minute_progress", "missed",
+		"dead_letters", "global_stats", "goose_db_version", "influencer_summary", "influencers", "minute_progress", "missed_batches",
 		"rank_buckets", "registry_history", "registry_meta", "rollup_daily", "rollup_hourly", "rollup_watermark", "samples", "suspicion",
 	}, tables)
+	var views []string
+	vrows, err := db.QueryContext(ctx, `SELECT viewname FROM pg_views WHERE schemaname = 'public' ORDER BY viewname`)
+	require.NoError(t, err)
+	defer vrows.Close()
+	for vrows.Next() {
+		var name string
+		require.NoError(t, vrows.Scan(&name))
+		views = append(views, name)
+	}
+	require.NoError(t, vrows.Err())
+	assert.Equal(t, []string{"missed"}, views, "missed is a view over missed_batches")
 }

@@ -25,14 +25,20 @@ type point struct {
 	follower, following int64
 }
 
+// missedKey locates the missed groups of a minute's bucket (see
+// store.MissedBucket): a (pk, minute) is missed in at most one group of
+// missedKey{minute, store.MissedBucket(pk)}.
 type missedKey struct {
-	pk     int64
 	minute int64 // Unix seconds
+	bucket int
 }
 
-type missedEntry struct {
+// missedGroup is one recorded group of a batch's failures
+// (store.MissedGroup): the pks cost 8 bytes each.
+type missedGroup struct {
 	class, reason string
 	recordedAt    time.Time
+	pks           []int64 // ascending
 }
 
 type registryEntry struct {
@@ -47,9 +53,9 @@ type Store struct {
 	mu       sync.RWMutex
 	timeline map[int64][]point // per pk, sorted by minute
 	summary  map[int64]*influencer.Summary
-	missed   map[missedKey]missedEntry
-	// missedPerMinute counts missed entries per minute so MissedSince does
-	// not walk every entry.
+	missed   map[missedKey][]*missedGroup
+	// missedPerMinute counts missed pks per minute so MissedSince does not
+	// walk every group.
 	missedPerMinute map[int64]int64
 	registry        map[int64]*registryEntry
 	registryPKs     []int64 // every registry pk, ascending
@@ -82,7 +88,7 @@ func New(clock clockwork.Clock) *Store {
 		clock:           clock,
 		timeline:        make(map[int64][]point),
 		summary:         make(map[int64]*influencer.Summary),
-		missed:          make(map[missedKey]missedEntry),
+		missed:          make(map[missedKey][]*missedGroup),
 		missedPerMinute: make(map[int64]int64),
 		registry:        make(map[int64]*registryEntry),
 		rank:            newRankIndex(),
@@ -143,24 +149,43 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 		s.hourly[smp.PK] = addRollup(s.hourly[smp.PK], store.Hourly, m, smp.FollowerCount, smp.FollowingCount)
 		s.daily[smp.PK] = addRollup(s.daily[smp.PK], store.Daily, m, smp.FollowerCount, smp.FollowingCount)
 		s.addProgress(m, 1, 0)
-		if s.removeMissed(missedKey{pk: smp.PK, minute: m}) {
+		if s.removeMissed(smp.PK, m) {
 			s.addProgress(m, 0, -1)
 		}
 	}
-	for _, f := range b.Failures {
-		k := missedKey{pk: f.PK, minute: f.Minute.Unix()}
-		if _, found := slices.BinarySearchFunc(s.timeline[f.PK], k.minute, comparePoint); found {
+	for _, g := range store.GroupFailures(b.Failures) {
+		m := g.Minute.Unix()
+		k := missedKey{minute: m, bucket: g.Bucket}
+		pks := make([]int64, 0, len(g.PKs))
+		for _, pk := range g.PKs {
+			if _, found := slices.BinarySearchFunc(s.timeline[pk], m, comparePoint); found {
+				continue
+			}
+			if s.isMissed(k, pk) {
+				continue
+			}
+			pks = append(pks, pk)
+		}
+		if len(pks) == 0 {
 			continue
 		}
-		if _, dup := s.missed[k]; dup {
-			continue
-		}
-		s.missed[k] = missedEntry{class: f.Class, reason: f.Reason, recordedAt: now}
-		s.missedPerMinute[k.minute]++
-		s.addProgress(k.minute, 0, 1)
-		res.Missed++
+		s.missed[k] = append(s.missed[k], &missedGroup{class: g.Class, reason: g.Reason, recordedAt: now, pks: slices.Clip(pks)})
+		n := int64(len(pks))
+		s.missedPerMinute[m] += n
+		s.addProgress(m, 0, n)
+		res.Missed += len(pks)
 	}
 	return res, nil
+}
+
+// isMissed reports whether pk is missed in one of k's groups.
+func (s *Store) isMissed(k missedKey, pk int64) bool {
+	for _, g := range s.missed[k] {
+		if _, found := slices.BinarySearch(g.pks, pk); found {
+			return true
+		}
+	}
+	return false
 }
 
 func comparePoint(p point, minute int64) int {
@@ -173,16 +198,31 @@ func comparePoint(p point, minute int64) int {
 	return 0
 }
 
-// removeMissed drops a missed entry and reports whether there was one.
-func (s *Store) removeMissed(k missedKey) bool {
-	if _, ok := s.missed[k]; !ok {
-		return false
+// removeMissed takes pk out of minute's missed groups and reports whether
+// it was missed.
+func (s *Store) removeMissed(pk, minute int64) bool {
+	k := missedKey{minute: minute, bucket: store.MissedBucket(pk)}
+	groups := s.missed[k]
+	for gi, g := range groups {
+		i, found := slices.BinarySearch(g.pks, pk)
+		if !found {
+			continue
+		}
+		g.pks = slices.Delete(g.pks, i, i+1)
+		if len(g.pks) == 0 {
+			groups = slices.Delete(groups, gi, gi+1)
+			if len(groups) == 0 {
+				delete(s.missed, k)
+			} else {
+				s.missed[k] = groups
+			}
+		}
+		if s.missedPerMinute[minute]--; s.missedPerMinute[minute] <= 0 {
+			delete(s.missedPerMinute, minute)
+		}
+		return true
 	}
-	delete(s.missed, k)
-	if s.missedPerMinute[k.minute]--; s.missedPerMinute[k.minute] <= 0 {
-		delete(s.missedPerMinute, k.minute)
-	}
-	return true
+	return false
 }
 
 // Summary implements store.Store.

@@ -311,9 +311,7 @@ func (s *Store) Prune(ctx context.Context, now time.Time, keep time.Duration) er
 	for k := range s.missed {
 		if k.minute < cutoff {
 			delete(s.missed, k)
-			if s.missedPerMinute[k.minute]--; s.missedPerMinute[k.minute] <= 0 {
-				delete(s.missedPerMinute, k.minute)
-			}
+			delete(s.missedPerMinute, k.minute)
 		}
 	}
 	for m := range s.progress {

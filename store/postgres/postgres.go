@@ -200,12 +200,13 @@ func (s *Store) Prune(ctx context.Context, now time.Time, keep time.Duration) er
 }
 
 // pruneSQL deletes what Prune deletes row by row: missed entries before $1
-// (index range on minute), progress rows before $2, and registry_history
+// (index range on minute; a row holds a group of a shard-minute's misses,
+// so there are few), progress rows before $2, and registry_history
 // rows before $2 except the newest of them (the tracked count in effect
 // then).
 const pruneSQL = `
 WITH m AS (
-    DELETE FROM missed WHERE minute < $1 RETURNING 1
+    DELETE FROM missed_batches WHERE minute < $1 RETURNING 1
 ), p AS (
     DELETE FROM minute_progress WHERE minute < $2 RETURNING 1
 ), h AS (

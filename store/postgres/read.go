@@ -25,7 +25,9 @@ WHERE s.pk = $1`
 SELECT minute, follower_count, following_count FROM samples
 WHERE pk = $1 AND minute >= $2 AND minute < $3
 ORDER BY minute LIMIT $4`
-	missedSinceSQL = `SELECT count(*) FROM missed WHERE minute >= $1`
+	// missedSinceSQL sums the rows' pk counts (n is in the primary key
+	// index: an index-only range on minute).
+	missedSinceSQL = `SELECT coalesce(sum(n), 0)::bigint FROM missed_batches WHERE minute >= $1`
 )
 
 // Summary implements store.Store.

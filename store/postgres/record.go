@@ -32,9 +32,17 @@ import (
 //   - rh and rd fold the inserted rows of minutes before the rollup
 //     watermark into the hourly and daily rollups (later minutes are
 //     folded set-based by FoldRollups, see rollup.go);
-//   - unmiss drops missed entries that a sample now fills;
-//   - miss records failures unless a sample exists, either before the
-//     statement (samples) or inserted by it (ins);
+//   - filled finds the missed pks that inserted samples fill, in the
+//     missed_batches rows of the samples' (minute, bucket)s only (a pk's
+//     bucket is store.MissedBucket, computed here in Go: $6);
+//     unmiss_all drops the rows all of whose pks are filled, unmiss_some
+//     takes the filled pks out of the others;
+//   - miss records the failures, grouped in Go by minute, bucket, class
+//     and reason (store.GroupFailures: $7-$10 one element per group, $11,
+//     $12 and $15 the pks with their group's ordinal and minute), as one
+//     row per group:
+//     a pk already missed in its (minute, bucket), or with a sample
+//     before the statement (samples) or inserted by it (ins), is left out;
 //   - prog adds the stored and missed counts per minute to the stripe's
 //     minute_progress rows (a filled gap moves one from missed to stored).
 //
@@ -42,12 +50,16 @@ import (
 // batch, one round trip): the shared registry lock keeps Track/Untrack,
 // which flip active flags and move the same counters, out of the way, and
 // the shared locks on the samples' hours and days keep FoldRollups from
-// folding them meanwhile. recordSQL's snapshot is taken after the locks
-// are granted, so it reads the watermark a fold committed before.
+// folding them meanwhile. The exclusive locks on the batch's (minute,
+// bucket)s (missedLockKey) keep two recorders from missing one (pk,
+// minute) twice, or from missing it while the other stores it: the
+// missed_batches rows have no per-pk key that would. recordSQL's snapshot
+// is taken after the locks are granted, so it reads the watermark a fold
+// committed before and the misses a recorder of the same buckets did.
 const recordSQL = `
 WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::text[])
-        AS i(pk, minute, follower_count, following_count, username)
+    SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::text[], $6::integer[])
+        AS i(pk, minute, follower_count, following_count, username, bucket)
 ), ins AS (
     INSERT INTO samples (pk, minute, follower_count, following_count)
     SELECT pk, minute, follower_count, following_count FROM input
@@ -96,7 +108,7 @@ WITH input AS (
     FROM (SELECT count(*) FILTER (WHERE old_count IS NULL) AS n,
                  coalesce(sum(new_count - coalesce(old_count, 0)), 0) AS t
           FROM chg) d
-    WHERE g.stripe = $11 AND (d.n <> 0 OR d.t <> 0)
+    WHERE g.stripe = $14 AND (d.n <> 0 OR d.t <> 0)
     RETURNING 1
 ), rh AS (
     INSERT INTO rollup_hourly AS r
@@ -142,29 +154,58 @@ WITH input AS (
         following_last = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.following_last ELSE r.following_last END,
         last_minute    = greatest(r.last_minute, EXCLUDED.last_minute)
     RETURNING 1
+), filled AS (
+    -- The pks of missed_batches rows that inserted samples fill: only the
+    -- rows of the samples' (minute, bucket)s are read.
+    SELECT b.minute, b.bucket, b.seq, b.n, array_agg(u.pk) AS gone
+    FROM (SELECT DISTINCT input.minute, input.bucket FROM ins JOIN input ON input.pk = ins.pk) k
+    JOIN missed_batches b ON b.minute = k.minute AND b.bucket = k.bucket
+    CROSS JOIN LATERAL unnest(b.pks) AS u(pk)
+    JOIN ins ON ins.pk = u.pk AND ins.minute = b.minute
+    GROUP BY b.minute, b.bucket, b.seq, b.n
+), unmiss_all AS (
+    DELETE FROM missed_batches b USING filled f
+    WHERE b.minute = f.minute AND b.bucket = f.bucket AND b.seq = f.seq AND cardinality(f.gone) >= f.n
+    RETURNING f.minute, cardinality(f.gone) AS k
+), unmiss_some AS (
+    UPDATE missed_batches b SET
+        pks = ARRAY(SELECT unnest(b.pks) EXCEPT SELECT unnest(f.gone) ORDER BY 1),
+        n   = b.n - cardinality(f.gone)
+    FROM filled f
+    WHERE b.minute = f.minute AND b.bucket = f.bucket AND b.seq = f.seq AND cardinality(f.gone) < f.n
+    RETURNING f.minute, cardinality(f.gone) AS k
 ), unmiss AS (
-    DELETE FROM missed m USING ins
-    WHERE m.pk = ins.pk AND m.minute = ins.minute
-    RETURNING m.minute
+    SELECT minute, k FROM unmiss_all UNION ALL SELECT minute, k FROM unmiss_some
+), grp AS (
+    SELECT * FROM unnest($7::timestamptz[], $8::integer[], $9::text[], $10::text[])
+        WITH ORDINALITY AS g(minute, bucket, class, reason, idx)
+), already AS MATERIALIZED (
+    -- The pks already missed in the groups' (minute, bucket)s.
+    SELECT b.minute, u.pk
+    FROM (SELECT DISTINCT minute, bucket FROM grp) k
+    JOIN missed_batches b ON b.minute = k.minute AND b.bucket = k.bucket
+    CROSS JOIN LATERAL unnest(b.pks) AS u(pk)
 ), fail AS (
-    SELECT * FROM unnest($6::bigint[], $7::timestamptz[], $8::text[], $9::text[])
-        AS f(pk, minute, class, reason)
-), miss AS (
-    INSERT INTO missed (pk, minute, class, reason, recorded_at)
-    SELECT f.pk, f.minute, f.class, f.reason, $10::timestamptz
-    FROM fail f
+    SELECT f.idx, f.pk
+    FROM unnest($11::bigint[], $12::bigint[], $15::timestamptz[]) AS f(pk, idx, minute)
     WHERE NOT EXISTS (SELECT 1 FROM samples x WHERE x.pk = f.pk AND x.minute = f.minute)
       AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.pk = f.pk AND ins.minute = f.minute)
-    ON CONFLICT DO NOTHING
-    RETURNING minute
+      AND NOT EXISTS (SELECT 1 FROM already a WHERE a.pk = f.pk AND a.minute = f.minute)
+), miss AS (
+    INSERT INTO missed_batches (minute, bucket, class, reason, n, pks, recorded_at)
+    SELECT g.minute, g.bucket, g.class, g.reason, count(*), array_agg(f.pk ORDER BY f.pk), $13::timestamptz
+    FROM fail f JOIN grp g ON g.idx = f.idx
+    GROUP BY g.idx, g.minute, g.bucket, g.class, g.reason
+    ORDER BY g.idx
+    RETURNING minute, n
 ), prog AS (
     INSERT INTO minute_progress AS p (minute, stripe, stored, missed)
-    SELECT minute, $11, sum(st), sum(mi) FROM (
+    SELECT minute, $14, sum(st), sum(mi) FROM (
         SELECT minute, 1 AS st, 0 AS mi FROM ins
         UNION ALL
-        SELECT minute, 0, -1 FROM unmiss
+        SELECT minute, 0, -k FROM unmiss
         UNION ALL
-        SELECT minute, 0, 1 FROM miss
+        SELECT minute, 0, n FROM miss
     ) x
     GROUP BY minute
     ORDER BY minute
@@ -173,7 +214,7 @@ WITH input AS (
         missed = p.missed + EXCLUDED.missed
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM unmiss), (SELECT count(*) FROM miss)`
+SELECT (SELECT count(*) FROM ins), (SELECT coalesce(sum(k), 0) FROM unmiss), (SELECT coalesce(sum(n), 0) FROM miss)`
 
 // The registry lock: Record holds it shared for its transaction,
 // Track/Untrack/Bootstrap exclusively. Without it a first sample of a pk
@@ -183,12 +224,26 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM unmiss), (SELECT count(
 // Shared advisory locks are taken in memory only, so recorders pay nothing
 // measurable, and registry changes are rare admin operations. The two-key
 // form lives in a lock space apart from TryLead's single-key locks.
-// recordLockSQL takes the (class, key) pairs of recordLocks in order.
+// recordLockSQL takes the (class, key) pairs of recordLocks in order,
+// shared or (for the missed buckets) exclusive.
 const (
 	registryLockClass = 0x6d6b7374 // "mkst"
 	registryLockID    = 1
-	recordLockSQL     = `SELECT pg_advisory_xact_lock_shared(c, k) FROM unnest($1::integer[], $2::integer[]) AS l(c, k)`
+	missedLockClass   = 0x6d6b736d // "mksm"
+	recordLockSQL     = `
+SELECT CASE WHEN x THEN pg_advisory_xact_lock(c, k) ELSE pg_advisory_xact_lock_shared(c, k) END
+FROM unnest($1::integer[], $2::integer[], $3::boolean[]) AS l(c, k, x)`
 )
+
+// missedLockKeys is the number of missed lock keys: a batch takes at most
+// this many locks for its (minute, bucket)s, however many buckets its pks
+// span. Consecutive shards of the pipeline's 1024 (recorded at about the
+// same time) get distinct keys.
+const missedLockKeys = 64
+
+func missedLockKey(minute time.Time, bucket int) int32 {
+	return int32(((minute.Unix()/60+int64(bucket))%missedLockKeys + missedLockKeys) % missedLockKeys)
+}
 
 // statsStripes is the number of global_stats and minute_progress stripes.
 const statsStripes = 16
@@ -212,7 +267,7 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 	// lock them in the same order and do not deadlock.
 	samples := slices.Clone(b.Samples)
 	slices.SortFunc(samples, func(a, b influencer.Sample) int { return cmp.Compare(a.PK, b.PK) })
-	failures := dedupFailures(b.Failures)
+	groups := store.GroupFailures(b.Failures)
 
 	var (
 		pks       = make([]int64, len(samples))
@@ -220,20 +275,32 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 		followers = make([]int64, len(samples))
 		following = make([]int64, len(samples))
 		usernames = make([]string, len(samples))
-		fPKs      = make([]int64, len(failures))
-		fMinutes  = make([]time.Time, len(failures))
-		fClasses  = make([]string, len(failures))
-		fReasons  = make([]string, len(failures))
+		buckets   = make([]int32, len(samples))
+		gMinutes  = make([]time.Time, len(groups))
+		gBuckets  = make([]int32, len(groups))
+		gClasses  = make([]string, len(groups))
+		gReasons  = make([]string, len(groups))
+		fPKs      = make([]int64, 0, len(b.Failures))
+		fGroups   = make([]int64, 0, len(b.Failures))
+		fMinutes  = make([]time.Time, 0, len(b.Failures))
+		missKeys  = make([]int32, 0, 1)
 	)
 	for i, smp := range samples {
 		pks[i], minutes[i], followers[i], following[i], usernames[i] =
 			smp.PK, smp.Minute, smp.FollowerCount, smp.FollowingCount, smp.Username
+		bucket := store.MissedBucket(smp.PK)
+		buckets[i] = int32(bucket)
+		missKeys = append(missKeys, missedLockKey(smp.Minute, bucket))
 	}
-	for i, f := range failures {
-		fPKs[i], fMinutes[i], fClasses[i], fReasons[i] = f.PK, f.Minute, f.Class, f.Reason
+	for i, g := range groups {
+		gMinutes[i], gBuckets[i], gClasses[i], gReasons[i] = g.Minute, int32(g.Bucket), g.Class, g.Reason
+		for _, pk := range g.PKs {
+			fPKs, fGroups, fMinutes = append(fPKs, pk), append(fGroups, int64(i+1)), append(fMinutes, g.Minute)
+		}
+		missKeys = append(missKeys, missedLockKey(g.Minute, g.Bucket))
 	}
 
-	lockClasses, lockKeys := recordLocks(samples)
+	lockClasses, lockKeys, lockExclusive := recordLocks(samples, missKeys)
 
 	fail := func(err error) (store.RecordResult, error) {
 		return store.RecordResult{}, classify(err)
@@ -241,10 +308,10 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 	partitionsEnsured := false
 	for attempt := 1; ; attempt++ {
 		var inserted, unmissed, missed int64
-		err := s.recordOnce(ctx, lockClasses, lockKeys, func(row pgx.Row) error {
+		err := s.recordOnce(ctx, lockClasses, lockKeys, lockExclusive, func(row pgx.Row) error {
 			return row.Scan(&inserted, &unmissed, &missed)
-		}, pks, minutes, followers, following, usernames,
-			fPKs, fMinutes, fClasses, fReasons, s.clock.Now(), stripeOf(b.Shard))
+		}, pks, minutes, followers, following, usernames, buckets,
+			gMinutes, gBuckets, gClasses, gReasons, fPKs, fGroups, s.clock.Now(), stripeOf(b.Shard), fMinutes)
 		if err == nil {
 			return store.RecordResult{
 				Inserted:   int(inserted),
@@ -290,9 +357,10 @@ func classify(err error) error {
 
 // recordOnce sends the locks and recordSQL as one batch: one round trip,
 // one implicit transaction.
-func (s *Store) recordOnce(ctx context.Context, lockClasses, lockKeys []int32, scan func(pgx.Row) error, args ...any) error {
+func (s *Store) recordOnce(ctx context.Context, lockClasses, lockKeys []int32, lockExclusive []bool,
+	scan func(pgx.Row) error, args ...any) error {
 	batch := &pgx.Batch{}
-	batch.Queue(recordLockSQL, lockClasses, lockKeys)
+	batch.Queue(recordLockSQL, lockClasses, lockKeys, lockExclusive)
 	batch.Queue(recordSQL, args...)
 	br := s.pool.SendBatch(ctx, batch)
 	_, err := br.Exec()
@@ -304,31 +372,6 @@ func (s *Store) recordOnce(ctx context.Context, lockClasses, lockKeys []int32, s
 		return err
 	}
 	return closeErr
-}
-
-// dedupFailures keeps the first failure per (pk, minute).
-func dedupFailures(in []influencer.Failure) []influencer.Failure {
-	type key struct {
-		pk     int64
-		minute int64
-	}
-	seen := make(map[key]struct{}, len(in))
-	out := make([]influencer.Failure, 0, len(in))
-	for _, f := range in {
-		k := key{f.PK, f.Minute.Unix()}
-		if _, dup := seen[k]; dup {
-			continue
-		}
-		seen[k] = struct{}{}
-		out = append(out, f)
-	}
-	slices.SortFunc(out, func(a, b influencer.Failure) int {
-		if c := cmp.Compare(a.PK, b.PK); c != 0 {
-			return c
-		}
-		return a.Minute.Compare(b.Minute)
-	})
-	return out
 }
 
 // sampleDays returns the distinct UTC days of the samples' minutes.

@@ -53,6 +53,11 @@ func backendCPU(tb testing.TB, pool *pgxpool.Pool) map[int]time.Duration {
 // reportBackendCPU reports the database CPU per sample between before and
 // now (processes that started meanwhile count from zero).
 func reportBackendCPU(b *testing.B, pool *pgxpool.Pool, before map[int]time.Duration, samples int64) {
+	reportBackendCPUPer(b, pool, before, samples, "dbcpu-µs/sample")
+}
+
+// reportBackendCPUPer is reportBackendCPU per n of unit.
+func reportBackendCPUPer(b *testing.B, pool *pgxpool.Pool, before map[int]time.Duration, samples int64, unit string) {
 	b.Helper()
 	after := backendCPU(b, pool)
 	if len(after) == 0 || samples == 0 {
@@ -62,7 +67,7 @@ func reportBackendCPU(b *testing.B, pool *pgxpool.Pool, before map[int]time.Dura
 	for pid, t := range after {
 		used += t - before[pid]
 	}
-	b.ReportMetric(float64(used.Microseconds())/float64(samples), "dbcpu-µs/sample")
+	b.ReportMetric(float64(used.Microseconds())/float64(samples), unit)
 }
 
 func BenchmarkRecord(b *testing.B) {
@@ -156,4 +161,55 @@ func BenchmarkRecordTracked(b *testing.B) {
 	}
 	b.ReportMetric(float64(m*batchSize)/b.Elapsed().Seconds(), "samples/s")
 	reportBackendCPU(b, s.Pool(), cpu, int64(m*batchSize))
+}
+
+// shardPKs returns the pks of [1_000_000, 2_000_000) by shard of 1024, as
+// the scheduler deals them out (influencer.ShardOf).
+func shardPKs() [][]int64 {
+	const shards = 1024
+	out := make([][]int64, shards)
+	for pk := int64(1_000_000); pk < 2_000_000; pk++ {
+		s := influencer.ShardOf(pk, shards)
+		out[s] = append(out[s], pk)
+	}
+	return out
+}
+
+// BenchmarkRecordMissed records one shard's batch (about 977 pks of a
+// million, 1024 shards) per iteration, shard after shard through the
+// minutes, with a share of the pks failed, as an overloaded fetcher
+// reports them. dbcpu-µs/pk is the database CPU per pk of the batch:
+// with failed=100% the cost of a missed pk, with 0% that of a sample.
+func BenchmarkRecordMissed(b *testing.B) {
+	byShard := shardPKs()
+	for _, failedPct := range []int{0, 50, 100} {
+		b.Run(fmt.Sprintf("failed=%d%%", failedPct), func(b *testing.B) {
+			s, _ := newStore(b, clockwork.NewFakeClockAt(storetest.Now()))
+			ctx := context.Background()
+			var pks int64
+			i := 0
+			cpu := backendCPU(b, s.Pool())
+			for b.Loop() {
+				shard := i % len(byShard)
+				minute := storetest.Now().Add(time.Duration(i/len(byShard)) * time.Minute)
+				batch := influencer.Batch{Minute: minute, Shard: shard}
+				for j, pk := range byShard[shard] {
+					if j*100 < failedPct*len(byShard[shard]) && (failedPct == 100 || j%2 == 0) {
+						batch.Failures = append(batch.Failures, influencer.Failure{PK: pk, Minute: minute,
+							Class: "timeout", Reason: "request still running; gave up at the minute's deadline", Attempts: 1})
+						continue
+					}
+					batch.Samples = append(batch.Samples, influencer.Sample{PK: pk, Username: "influencer-1000000",
+						FollowerCount: int64(50_000 + j), FollowingCount: 1000, Minute: minute})
+				}
+				if _, err := s.Record(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+				pks += int64(len(byShard[shard]))
+				i++
+			}
+			b.ReportMetric(float64(pks)/b.Elapsed().Seconds(), "pks/s")
+			reportBackendCPUPer(b, s.Pool(), cpu, pks, "dbcpu-µs/pk")
+		})
+	}
 }

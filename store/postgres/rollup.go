@@ -305,10 +305,11 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-// recordLocks returns the (class, key) pairs Record locks shared, in the
-// order it takes them: the registry, then the samples' hours, then their
-// days, each ascending.
-func recordLocks(samples []influencer.Sample) (classes, keys []int32) {
+// recordLocks returns the (class, key) pairs Record locks, in the order it
+// takes them, and whether each is exclusive: shared, the registry, then the
+// samples' hours, then their days, each ascending; exclusive, the missed
+// lock keys given (see missedLockKey), ascending.
+func recordLocks(samples []influencer.Sample, missKeys []int32) (classes, keys []int32, exclusive []bool) {
 	var hours, days []int32
 	for _, smp := range samples {
 		hours = append(hours, hourKey(smp.Minute))
@@ -317,13 +318,19 @@ func recordLocks(samples []influencer.Sample) (classes, keys []int32) {
 	slices.Sort(hours)
 	slices.Sort(days)
 	hours, days = slices.Compact(hours), slices.Compact(days)
-	classes = append(classes, registryLockClass)
-	keys = append(keys, registryLockID)
+	missKeys = slices.Compact(slices.Sorted(slices.Values(missKeys)))
+	add := func(class, key int32, x bool) {
+		classes, keys, exclusive = append(classes, class), append(keys, key), append(exclusive, x)
+	}
+	add(registryLockClass, registryLockID, false)
 	for _, h := range hours {
-		classes, keys = append(classes, rollupHourLockClass), append(keys, h)
+		add(rollupHourLockClass, h, false)
 	}
 	for _, d := range days {
-		classes, keys = append(classes, rollupDayLockClass), append(keys, d)
+		add(rollupDayLockClass, d, false)
 	}
-	return classes, keys
+	for _, k := range missKeys {
+		add(missedLockClass, k, true)
+	}
+	return classes, keys, exclusive
 }
