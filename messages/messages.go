@@ -47,6 +47,10 @@ const (
 	// MetaAttempts is how many times the work was tried before it was
 	// dead-lettered: API requests for a pk, handler runs for a poisoned message.
 	MetaAttempts = "attempts"
+	// MetaCount is how many failures a pk's dead letter stands for: this
+	// one and those not dead-lettered since the pk's previous letter of the
+	// same class.
+	MetaCount = "count"
 	// MetaReplayOf marks a message re-published by 'dlq replay' with the id
 	// of the dead letter it replays.
 	MetaReplayOf = "replay_of"
@@ -69,7 +73,7 @@ const (
 // deadLetterKeys are the metadata keys a dead letter adds to the original
 // message's metadata (ours and those of Watermill's poison queue); a replay
 // removes them.
-var deadLetterKeys = []string{MetaReason, MetaClass, MetaStage, MetaAttempts, MetaDeadLetterKind,
+var deadLetterKeys = []string{MetaReason, MetaClass, MetaStage, MetaAttempts, MetaCount, MetaDeadLetterKind,
 	wmw.ReasonForPoisonedKey, wmw.PoisonedTopicKey, wmw.PoisonedHandlerKey, wmw.PoisonedSubscriberKey}
 
 // IsDeadLetterKey reports whether key is an annotation a dead letter adds
