@@ -178,10 +178,14 @@ func newJSON(v any, shard int, minute time.Time) (*message.Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode %T: %w", v, err)
 	}
+	return newMessage(payload, shard, minute), nil
+}
+
+func newMessage(payload []byte, shard int, minute time.Time) *message.Message {
 	msg := message.NewMessage(watermill.NewUUID(), payload)
 	msg.Metadata.Set(MetaShard, strconv.Itoa(shard))
 	msg.Metadata.Set(MetaMinute, minute.UTC().Format(time.RFC3339))
-	return msg, nil
+	return msg
 }
 
 func decodeStrict(payload []byte, v any) error {
