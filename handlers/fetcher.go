@@ -67,7 +67,9 @@ const (
 // The requests of all shards in flight are made by one pool of at most
 // Concurrency workers, fed by a queue of pks; a retry waits on the clock
 // without holding a worker. Workers start when there is work and end when
-// no shard is in flight, so the fetcher needs no Close.
+// no shard has been in flight for workerLinger (the next shard usually
+// comes sooner: a worker's grown stack and warm state are kept), or at once
+// after Close.
 type Fetcher struct {
 	cfg     FetcherConfig
 	api     InfluencerAPI
@@ -83,10 +85,13 @@ type Fetcher struct {
 	work    sync.Cond // signalled when queue grows or runs drops to 0
 	queue   []*pkJob  // FIFO from head
 	head    int
-	workers int // live
-	idle    int // waiting for work
-	woken   int // of them, signalled and not yet running
-	runs    int // shard fetches in flight
+	workers int       // live
+	idle    int       // waiting for work
+	woken   int       // of them, signalled and not yet running
+	runs    int       // shard fetches in flight
+	idleAt  time.Time // (real time) when runs last dropped to 0
+	expired bool      // no run for workerLinger: idle workers end
+	closed  bool      // Close was called: workers end whenever no run is in flight
 }
 
 // NewFetcher creates a fetcher.
@@ -331,6 +336,7 @@ func (j *pkJob) fail(class, reason string) {
 func (f *Fetcher) start(r *shardRun) {
 	f.mu.Lock()
 	f.runs++
+	f.expired = false
 	for i := range r.jobs {
 		f.queue = append(f.queue, &r.jobs[i])
 	}
@@ -338,14 +344,45 @@ func (f *Fetcher) start(r *shardRun) {
 	f.mu.Unlock()
 }
 
-// finish counts a run out; with none left, idle workers end.
+// workerLinger is how long workers wait for the next shard before they
+// end. It is real time: it is about resources, not about the minute.
+const workerLinger = 2 * time.Second
+
+// finish counts a run out; with none left for workerLinger (or closed),
+// idle workers end.
 func (f *Fetcher) finish() {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.runs--
-	if f.runs == 0 {
+	if f.runs > 0 {
+		return
+	}
+	if f.closed {
+		f.work.Broadcast()
+		return
+	}
+	f.idleAt = time.Now()
+	time.AfterFunc(workerLinger, f.expire)
+}
+
+// expire ends the idle workers if no run came for workerLinger.
+func (f *Fetcher) expire() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.runs == 0 && time.Since(f.idleAt) >= workerLinger {
+		f.expired = true
 		f.work.Broadcast()
 	}
-	f.mu.Unlock()
+}
+
+// Close lets the workers end as soon as no shard is in flight (instead of
+// after workerLinger). The fetcher still works after it: a later shard
+// starts workers again, which end with it.
+func (f *Fetcher) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	f.work.Broadcast()
 }
 
 // enqueue queues a job again (after its backoff).
@@ -369,14 +406,15 @@ func (f *Fetcher) wakeLocked(n int) {
 	}
 }
 
-// worker runs jobs until the queue is empty and no run is in flight. A
+// worker runs jobs until the queue is empty and no run has been in flight
+// for workerLinger (or since Close). A
 // worker that is awake takes jobs until the queue is empty, so a job is
 // never left behind, whatever the idle counts say.
 func (f *Fetcher) worker() {
 	f.mu.Lock()
 	for {
 		for f.head == len(f.queue) {
-			if f.runs == 0 {
+			if f.runs == 0 && (f.expired || f.closed) {
 				f.workers--
 				f.mu.Unlock()
 				return

@@ -39,6 +39,7 @@ func BenchmarkFetcherHandle(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(f.Close)
 	now := clock.Now()
 	tk := messages.Task{Minute: now.Truncate(time.Minute), Shard: 5, Deadline: now.Add(time.Hour)}
 	for pk := int64(1); pk <= pks; pk++ {

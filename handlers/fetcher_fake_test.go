@@ -43,6 +43,7 @@ func newFakeFetchEnv(t *testing.T, api handlers.InfluencerAPI) fetchEnv {
 	f, err := handlers.NewFetcher(handlers.FetcherConfig{Concurrency: 1, RetryInitial: retryInitial, RetryMax: retryMax, DeadlineGrace: fetchGrace},
 		api, dlq, clock, discardLogger(), m)
 	require.NoError(t, err)
+	t.Cleanup(f.Close)
 	return fetchEnv{f: f, clock: clock, dlq: dlq, m: m}
 }
 

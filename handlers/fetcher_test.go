@@ -83,6 +83,7 @@ func newFetchEnvAt(t *testing.T, baseURL string, clock clockwork.Clock, mod func
 	dlq := &fakePublisher{}
 	f, err := handlers.NewFetcher(cfg.fetcher, api, dlq, clock, discardLogger(), m)
 	require.NoError(t, err)
+	t.Cleanup(f.Close) // its workers end with the test's last fetch
 	fake, _ := clock.(*clockwork.FakeClock)
 	return fetchEnv{f: f, clock: fake, dlq: dlq, m: m}
 }
