@@ -385,7 +385,21 @@ func (f *Fetcher) Close() {
 	f.work.Broadcast()
 }
 
-// enqueue queues a job again (after its backoff).
+// requeue queues a job again after its backoff: it waits for a worker
+// (for a fetch slot, as a reason at the deadline says).
+func (f *Fetcher) requeue(j *pkJob) {
+	r := j.run
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	j.state = stateQueued
+	r.mu.Unlock()
+	f.enqueue(j)
+}
+
+// enqueue queues a job.
 func (f *Fetcher) enqueue(j *pkJob) {
 	f.mu.Lock()
 	f.queue = append(f.queue, j)
@@ -512,7 +526,7 @@ func (f *Fetcher) attempt(j *pkJob) {
 		f.metrics.FetchRetries.Inc()
 	}
 	j.state = stateBackoff
-	f.clock.AfterFunc(wait, func() { f.enqueue(j) })
+	f.clock.AfterFunc(wait, func() { f.requeue(j) })
 }
 
 // settle fails j and counts it out (run.mu held).
