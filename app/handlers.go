@@ -33,7 +33,7 @@ func retryConfig(cfg config.Config) middleware.Retry {
 	return middleware.Retry{MaxRetries: cfg.RecorderRetries, InitialInterval: 100 * time.Millisecond, MaxInterval: 5 * time.Second}
 }
 
-func addFetcher(roles Roles, cfg config.Config, base APIBaseURL, router *message.Router, b *broker.Broker, pub message.Publisher,
+func addFetcher(lc fx.Lifecycle, roles Roles, cfg config.Config, base APIBaseURL, router *message.Router, b *broker.Broker, pub message.Publisher,
 	clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) error {
 	if !roles.Fetcher {
 		return nil
@@ -70,6 +70,13 @@ func addFetcher(roles Roles, cfg config.Config, base APIBaseURL, router *message
 	if err != nil {
 		return err
 	}
+	// On stop its workers end with the last shard in flight (not after
+	// their linger); shards the router still hands over are fetched.
+	lc.Append(fx.Hook{OnStop: func(context.Context) error {
+		f.Close()
+		api.CloseIdleConnections()
+		return nil
+	}})
 	h := router.AddHandler(messages.HandlerFetcher, messages.TopicFetchTasks, sub, messages.TopicFetcherResults, pub, f.Handle)
 	mws, err := middleware.Chain(logger, pub, messages.TopicFetcherDLQ, retryConfig(cfg))
 	if err != nil {

@@ -98,6 +98,7 @@ func TestArchiverStoresAFetcherDeadLetter(t *testing.T) {
 			messages.MetaClass:          mockstagramapi.ClassNotFound,
 			messages.MetaStage:          messages.HandlerFetcher,
 			messages.MetaAttempts:       "1",
+			messages.MetaCount:          "1", // the pk's first letter of the hour
 			messages.MetaDeadLetterKind: messages.DeadLetterPKFailure,
 			"traceparent":               traceparent, // inherited from the task
 		},

@@ -120,9 +120,9 @@ func TestFetcherBreakerOpensAndResumes(t *testing.T) {
 	}
 }
 
-// TestFetcherBreakerCountsOnlyAPIFailures: connection errors, timeouts and
-// 5xx open the breaker; not-found, 429 and bad bodies (the API answers) do
-// not. The cooldown is long: an opened breaker stays open until the
+// TestFetcherBreakerCountsOnlyAPIFailures: connection errors and 5xx open
+// the breaker; not-found, 429 and bad bodies (the API answers) do not, nor
+// do timeouts (they may be our own overload). The cooldown is long: an opened breaker stays open until the
 // deadline, and the pks fail with class circuit_open.
 func TestFetcherBreakerCountsOnlyAPIFailures(t *testing.T) {
 	t.Parallel()
@@ -160,7 +160,7 @@ func TestFetcherBreakerCountsOnlyAPIFailures(t *testing.T) {
 		class    string // of every pk's failure; "" = all fetched
 	}{
 		{"5xx opens", faulty(status(503, "busy"), -1), one, true, 3, mockstagramapi.ClassCircuitOpen},
-		{"timeouts open", faulty(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, -1), one, true, 3, mockstagramapi.ClassCircuitOpen},
+		{"timeouts do not", faulty(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, -1), one, false, -1, mockstagramapi.ClassTimeout},
 		{"connection errors open", func(*testing.T) (string, func() int64) { return closedURL, nil }, one, true, -1, mockstagramapi.ClassCircuitOpen},
 		{"not found does not", faulty(status(500, simulator.NotFoundBody), -1), five, false, 5, mockstagramapi.ClassNotFound},
 		{"429 does not", faulty(status(429, ""), 6), five, false, 6 + 5, ""},

@@ -83,6 +83,7 @@ func newFetchEnvAt(t *testing.T, baseURL string, clock clockwork.Clock, mod func
 	dlq := &fakePublisher{}
 	f, err := handlers.NewFetcher(cfg.fetcher, api, dlq, clock, discardLogger(), m)
 	require.NoError(t, err)
+	t.Cleanup(f.Close) // its workers end with the test's last fetch
 	fake, _ := clock.(*clockwork.FakeClock)
 	return fetchEnv{f: f, clock: fake, dlq: dlq, m: m}
 }
@@ -423,8 +424,9 @@ func TestFetcherHonoursRetryAfter(t *testing.T) {
 }
 
 // A Retry-After past the deadline is not waited for: the pk is missed as
-// rate limited. A huge value is clamped (to a minute) before it becomes a
-// wait, so it cannot overflow into a negative wait and an immediate retry.
+// rate limited (transient: recorded missed, not dead-lettered). A huge value
+// is clamped (to a minute) before it becomes a wait, so it cannot overflow
+// into a negative wait and an immediate retry.
 func TestFetcherRetryAfterBeyondDeadlineGivesUp(t *testing.T) {
 	t.Parallel()
 	for _, retryAfter := range []string{"60", "99999999999999999"} {
@@ -442,7 +444,7 @@ func TestFetcherRetryAfterBeyondDeadlineGivesUp(t *testing.T) {
 			assert.Equal(t, []influencer.Failure{{PK: 7, Minute: minute0, Class: mockstagramapi.ClassRateLimited,
 				Reason: "HTTP 429; gave up at the minute's deadline", Attempts: 1}}, got.Failures)
 			assert.Equal(t, int64(1), srv.requests.Load())
-			assert.Len(t, deadLetters(t, e.dlq), 1)
+			assert.Empty(t, deadLetters(t, e.dlq))
 		})
 	}
 }
@@ -489,7 +491,7 @@ func TestFetcherGivesUpAtTheDeadline(t *testing.T) {
 				assert.Equal(t, int64(fl.Attempts), requests())
 			}
 			assert.Equal(t, float64(fl.Attempts-1), testutil.ToFloat64(e.m.FetchRetries))
-			assert.Equal(t, []messages.FetchDeadLetter{{Failure: fl, Shard: fetchShard}}, deadLetters(t, e.dlq))
+			assert.Empty(t, deadLetters(t, e.dlq), "transient: recorded missed, not dead-lettered")
 			assert.Equal(t, 1.0, testutil.ToFloat64(e.m.FetchFailures.WithLabelValues(tt.class)))
 		})
 	}
@@ -523,7 +525,9 @@ func TestFetcherRequestRunningAtTheDeadline(t *testing.T) {
 		arrived <- struct{}{}
 		<-r.Context().Done()
 	})
-	e := newFetchEnv(t, srv.URL, nil)
+	// A sent request is not aborted: it runs on to its timeout (short, so
+	// that the server closes soon after the test) after the fetch gave up.
+	e := newFetchEnv(t, srv.URL, func(c *fetchSetup) { c.api.Timeout = 2 * time.Second })
 
 	done := make(chan handled, 1)
 	handle := e.handleFunc(t, task(7))
@@ -545,7 +549,7 @@ func TestFetcherRequestRunningAtTheDeadline(t *testing.T) {
 	want := influencer.Failure{PK: 7, Minute: minute0, Class: mockstagramapi.ClassTimeout,
 		Reason: "request still running; gave up at the minute's deadline", Attempts: 1}
 	assert.Equal(t, influencer.Batch{Minute: minute0, Shard: fetchShard, Failures: []influencer.Failure{want}}, got)
-	assert.Equal(t, []messages.FetchDeadLetter{{Failure: want, Shard: fetchShard}}, deadLetters(t, e.dlq))
+	assert.Empty(t, deadLetters(t, e.dlq), "transient: recorded missed, not dead-lettered")
 }
 
 func TestFetcherExpiredTask(t *testing.T) {
@@ -635,6 +639,89 @@ func TestFetcherHandleFailsWhenTheDLQFails(t *testing.T) {
 	assert.NotErrorIs(t, err, messages.ErrMalformed)
 	assert.Nil(t, out)
 	assert.Equal(t, 0.0, testutil.ToFloat64(e.m.DeadLetters.WithLabelValues(messages.TopicFetcherDLQ)))
+
+	// The redelivered task's letter goes (the failed one is not remembered).
+	out, err = e.f.Handle(taskMessage(t, task(7)))
+	require.NoError(t, err)
+	assert.Len(t, out, 1)
+	pubs := e.dlq.published()
+	require.Len(t, pubs, 1)
+	assert.Equal(t, "1", pubs[0].msg.Metadata.Get(messages.MetaCount))
+	assert.Equal(t, 0.0, testutil.ToFloat64(e.m.DeadLettersSuppressed))
+}
+
+// Permanent failures are dead-lettered once per pk and class per hour, the
+// letter counting the failures since the previous one; transient failures
+// (here 503 until the deadline, an open breaker) are recorded missed only.
+func TestFetcherDeadLettersPermanentFailuresOncePerHour(t *testing.T) {
+	t.Parallel()
+	notFound := &mockstagramapi.Error{Class: mockstagramapi.ClassNotFound, Reason: "InfluencerNotFoundError"}
+	invalid := &mockstagramapi.Error{Class: mockstagramapi.ClassInvalid, Reason: "username is empty"}
+	var calls atomic.Int64
+	api := &fakeAPI{answer: func(_ int, pk int64) (influencer.Sample, error) {
+		switch n := calls.Add(1); {
+		case pk == 500:
+			return influencer.Sample{}, notFound
+		case pk == 501 && n%2 == 0:
+			return influencer.Sample{}, invalid
+		case pk == 501:
+			return influencer.Sample{}, notFound
+		case pk == 502:
+			return influencer.Sample{}, &mockstagramapi.Error{Class: mockstagramapi.ClassServer, Reason: "HTTP 503", Retryable: true}
+		case pk == 503:
+			return influencer.Sample{}, mockstagramapi.ErrRateLimitDeadline
+		}
+		return influencer.Sample{PK: pk, Username: "u", FollowerCount: 1, FollowingCount: 2}, nil
+	}}
+	e := newFakeFetchEnv(t, api)
+	// Each round fetches the minute the clock is in, 10 s after it starts,
+	// with a deadline so close that no retry fits.
+	round := func(t *testing.T, after time.Duration, pks ...int64) []published {
+		t.Helper()
+		e.clock.Advance(after)
+		m := e.clock.Now().Truncate(time.Minute)
+		before := len(e.dlq.published())
+		tk := messages.Task{Minute: m, Shard: fetchShard, Deadline: e.clock.Now().Add(time.Nanosecond), PKs: pks}
+		out, err := e.f.Handle(taskMessage(t, tk))
+		require.NoError(t, err)
+		require.Len(t, out, 1)
+		return e.dlq.published()[before:]
+	}
+	letter := func(p published) (int64, string, string) {
+		var dl messages.FetchDeadLetter
+		require.NoError(t, json.Unmarshal(p.msg.Payload, &dl))
+		return dl.PK, dl.Class, p.msg.Metadata.Get(messages.MetaCount)
+	}
+	type sent struct {
+		pk    int64
+		class string
+		count string
+	}
+	letters := func(ps []published) []sent {
+		var out []sent
+		for _, p := range ps {
+			pk, class, count := letter(p)
+			out = append(out, sent{pk, class, count})
+		}
+		return out
+	}
+
+	// calls 1, 2: pk 500 not found, pk 501 invalid (even call).
+	assert.Equal(t, []sent{{500, mockstagramapi.ClassNotFound, "1"}, {501, mockstagramapi.ClassInvalid, "1"}},
+		letters(round(t, 0, 500, 501)))
+	// 30 minutes later: the same failures are suppressed; pk 501 fails
+	// with another class this time (odd call): a letter of its own.
+	assert.Equal(t, []sent{{501, mockstagramapi.ClassNotFound, "1"}},
+		letters(round(t, 30*time.Minute, 500, 501, 1)))
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.m.DeadLettersSuppressed))
+	// Transient failures are never dead-lettered.
+	assert.Empty(t, letters(round(t, 10*time.Minute, 502, 503)))
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.m.DeadLettersSuppressed))
+	// Over an hour after its letter, pk 500's next failure is
+	// dead-lettered again, standing for itself and the one suppressed.
+	assert.Equal(t, []sent{{500, mockstagramapi.ClassNotFound, "2"}},
+		letters(round(t, 21*time.Minute, 500)))
+	assert.Equal(t, 4.0, testutil.ToFloat64(e.m.DeadLetters.WithLabelValues(messages.TopicFetcherDLQ)))
 }
 
 func TestFetcherBoundsConcurrency(t *testing.T) {

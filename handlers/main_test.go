@@ -17,7 +17,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// fasthttp's idle-connection janitor sleeps until its next check,
+	// then ends by itself once the pool is empty.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"))
 }
 
 // minute0 is the minute the tests schedule, fetch and record.

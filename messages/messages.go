@@ -46,6 +46,10 @@ const (
 	// MetaAttempts is how many times the work was tried before it was
 	// dead-lettered: API requests for a pk, handler runs for a poisoned message.
 	MetaAttempts = "attempts"
+	// MetaCount is how many failures a pk's dead letter stands for: this
+	// one and those not dead-lettered since the pk's previous letter of the
+	// same class.
+	MetaCount = "count"
 	// MetaReplayOf marks a message re-published by 'dlq replay' with the id
 	// of the dead letter it replays.
 	MetaReplayOf = "replay_of"
@@ -68,7 +72,7 @@ const (
 // deadLetterKeys are the metadata keys a dead letter adds to the original
 // message's metadata (ours and those of Watermill's poison queue); a replay
 // removes them.
-var deadLetterKeys = []string{MetaReason, MetaClass, MetaStage, MetaAttempts, MetaDeadLetterKind,
+var deadLetterKeys = []string{MetaReason, MetaClass, MetaStage, MetaAttempts, MetaCount, MetaDeadLetterKind,
 	wmw.ReasonForPoisonedKey, wmw.PoisonedTopicKey, wmw.PoisonedHandlerKey, wmw.PoisonedSubscriberKey}
 
 // IsDeadLetterKey reports whether key is an annotation a dead letter adds
@@ -173,10 +177,14 @@ func newJSON(v any, shard int, minute time.Time) (*message.Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode %T: %w", v, err)
 	}
+	return newMessage(payload, shard, minute), nil
+}
+
+func newMessage(payload []byte, shard int, minute time.Time) *message.Message {
 	msg := message.NewMessage(watermill.NewUUID(), payload)
 	msg.Metadata.Set(MetaShard, strconv.Itoa(shard))
 	msg.Metadata.Set(MetaMinute, minute.UTC().Format(time.RFC3339))
-	return msg, nil
+	return msg
 }
 
 func decodeStrict(payload []byte, v any) error {

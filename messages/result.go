@@ -80,25 +80,45 @@ func (r Result) Batch() influencer.Batch {
 	return b
 }
 
-// NewResult builds the message for a fetched batch.
+// NewResult builds the message for a fetched batch. The payload is
+// Result's JSON, byte for byte, written without reflection (appendResult).
 func NewResult(b influencer.Batch) (*message.Message, error) {
-	return newJSON(ResultOf(b), b.Shard, b.Minute)
+	payload, err := appendResult(make([]byte, 0, resultSizeHint(b)), b)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", Result{}, err)
+	}
+	return newMessage(payload, b.Shard, b.Minute), nil
+}
+
+// resultSizeHint is about the payload's size: ~170 bytes a sample.
+func resultSizeHint(b influencer.Batch) int {
+	return 64 + 192*len(b.Samples) + 200*len(b.Failures)
 }
 
 // DecodeResult decodes a result payload. Samples are validated one by one by
-// the recorder; here only the envelope is checked.
+// the recorder; here only the envelope is checked. A payload as NewResult
+// writes it is read without reflection; any other (older writers, other
+// spacing or key order) goes through strict encoding/json, unknown fields
+// and trailing data refused as before.
 func DecodeResult(payload []byte) (influencer.Batch, error) {
-	var r Result
-	if err := decodeStrict(payload, &r); err != nil {
-		return influencer.Batch{}, err
+	if len(payload) > MaxPayload {
+		return influencer.Batch{}, fmt.Errorf("%w: payload of %d bytes exceeds %d", ErrMalformed, len(payload), MaxPayload)
 	}
-	if !influencer.IsMinute(r.Minute) {
+	b, ok := scanResult(payload)
+	if !ok {
+		var r Result
+		if err := decodeStrict(payload, &r); err != nil {
+			return influencer.Batch{}, err
+		}
+		b = r.Batch()
+	}
+	if !influencer.IsMinute(b.Minute) {
 		return influencer.Batch{}, fmt.Errorf("%w: result minute missing or not minute-aligned", ErrMalformed)
 	}
-	if r.Shard < 0 {
-		return influencer.Batch{}, fmt.Errorf("%w: result shard %d negative", ErrMalformed, r.Shard)
+	if b.Shard < 0 {
+		return influencer.Batch{}, fmt.Errorf("%w: result shard %d negative", ErrMalformed, b.Shard)
 	}
-	return r.Batch(), nil
+	return b, nil
 }
 
 // FetchDeadLetter is one pk that could not be fetched (or checked) for a

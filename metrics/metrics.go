@@ -18,6 +18,9 @@ type Pipeline struct {
 	FetchFailures *prometheus.CounterVec // by class, after retries
 	TasksExpired  prometheus.Counter
 	DeadLetters   *prometheus.CounterVec // by topic
+	// DeadLettersSuppressed counts permanent pk failures not dead-lettered
+	// because the pk had a letter of the same class within the hour.
+	DeadLettersSuppressed prometheus.Counter
 
 	BreakerState       prometheus.Gauge       // 0 closed, 1 half-open, 2 open
 	BreakerTransitions *prometheus.CounterVec // by from, to
@@ -51,15 +54,17 @@ type Pipeline struct {
 func New(reg prometheus.Registerer) *Pipeline {
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	p := &Pipeline{
-		TasksPublished:      prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_scheduler_tasks_published_total", Help: "Shard-minute tasks published."}),
-		SchedulerLag:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_scheduler_lag_seconds", Help: "Delay between a shard's planned publish time and its publication.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}),
-		ScheduleFailures:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_scheduler_publish_failures_total", Help: "Task publications that failed."}),
-		RegistrySize:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_scheduler_registry_size", Help: "Active pks the scheduler schedules."}),
-		FetchDuration:       prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mockstagram_fetch_duration_seconds", Help: "Duration of one API request by outcome class.", Buckets: prometheus.ExponentialBuckets(0.0005, 3, 11)}, []string{"class"}),
-		FetchRetries:        prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_retries_total", Help: "API requests retried."}),
-		FetchFailures:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_fetch_failures_total", Help: "pks not fetched for their minute, by class, after retries."}, []string{"class"}),
-		TasksExpired:        prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_tasks_expired_total", Help: "Tasks received after their deadline."}),
-		DeadLetters:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_dead_letters_total", Help: "Messages published to a dead-letter topic."}, []string{"topic"}),
+		TasksPublished:   prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_scheduler_tasks_published_total", Help: "Shard-minute tasks published."}),
+		SchedulerLag:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_scheduler_lag_seconds", Help: "Delay between a shard's planned publish time and its publication.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}),
+		ScheduleFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_scheduler_publish_failures_total", Help: "Task publications that failed."}),
+		RegistrySize:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_scheduler_registry_size", Help: "Active pks the scheduler schedules."}),
+		FetchDuration:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mockstagram_fetch_duration_seconds", Help: "Duration of one API request by outcome class.", Buckets: prometheus.ExponentialBuckets(0.0005, 3, 11)}, []string{"class"}),
+		FetchRetries:     prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_retries_total", Help: "API requests retried."}),
+		FetchFailures:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_fetch_failures_total", Help: "pks not fetched for their minute, by class, after retries."}, []string{"class"}),
+		TasksExpired:     prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_tasks_expired_total", Help: "Tasks received after their deadline."}),
+		DeadLetters:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_dead_letters_total", Help: "Messages published to a dead-letter topic."}, []string{"topic"}),
+		DeadLettersSuppressed: prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_dead_letters_suppressed_total",
+			Help: "Permanent pk failures not dead-lettered: the pk had a letter of the same class within the hour (counted in the next letter)."}),
 		BreakerState:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_fetch_breaker_state", Help: "State of the fetcher's circuit breaker toward the API: 0 closed, 1 half-open, 2 open."}),
 		BreakerTransitions:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_fetch_breaker_transitions_total", Help: "State changes of the fetcher's circuit breaker."}, []string{"from", "to"}),
 		BreakerRejected:     prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_breaker_rejected_total", Help: "API requests failed fast (class circuit_open) because the circuit breaker was open."}),
@@ -84,7 +89,7 @@ func New(reg prometheus.Registerer) *Pipeline {
 		SuspicionDuration:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_suspicion_request_duration_seconds", Help: "Duration of one is_suspicious request.", Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10)}),
 	}
 	for _, c := range []prometheus.Collector{p.TasksPublished, p.SchedulerLag, p.ScheduleFailures, p.RegistrySize,
-		p.FetchDuration, p.FetchRetries, p.FetchFailures, p.TasksExpired, p.DeadLetters,
+		p.FetchDuration, p.FetchRetries, p.FetchFailures, p.TasksExpired, p.DeadLetters, p.DeadLettersSuppressed,
 		p.BreakerState, p.BreakerTransitions, p.BreakerRejected, p.RateLimitWait, p.DeadLettersArchived,
 		p.AdaptiveLimit, p.AdaptiveInFlight, p.AdaptiveWaiting, p.AdaptiveWait, p.AdaptiveOverloads, p.AdaptiveTimedOut,
 		p.SamplesStored, p.SamplesDuplicate, p.SamplesRejected, p.SamplesMissed, p.BatchSize, p.WriteDuration, p.NewestMinute,

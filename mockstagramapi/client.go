@@ -23,7 +23,9 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
+	"github.com/valyala/fasthttp"
 	"golang.org/x/time/rate"
 
 	"github.com/mockstagram/pipeline/influencer"
@@ -53,9 +55,10 @@ type Config struct {
 	// RateLimit is the most requests per second of this client (all its
 	// callers together); 0 is unlimited. See NewRateLimiter.
 	RateLimit float64
-	// BreakerFailures consecutive API failures (connection errors, timeouts,
-	// 5xx; not not_found, 429 or bad bodies, which prove the API answers)
-	// open the circuit breaker; 0 disables it. While open, requests fail
+	// BreakerFailures consecutive API failures (connection errors and 5xx;
+	// not not_found, 429 or bad bodies, which prove the API answers, nor
+	// timeouts, which may be our own overload and are the concurrency
+	// limit's business) open the circuit breaker; 0 disables it. While open, requests fail
 	// fast with class circuit_open; after BreakerCooldown one probe request
 	// goes through, and its success closes the breaker again.
 	BreakerFailures int
@@ -63,17 +66,34 @@ type Config struct {
 }
 
 // Client calls the Mockstagram API. It is safe for concurrent use.
+//
+// The per-minute GET goes through a fasthttp HostClient (a fraction of
+// net/http's CPU per request, pooled request and response objects, no
+// goroutine per connection); is_suspicious, slow and rare, stays on net/http.
 type Client struct {
-	cfg        Config
-	influencer string // base of the influencer URL, the pk follows
-	suspicion  string // the is_suspicious URL
-	http       *http.Client
-	clock      clockwork.Clock
-	metrics    *metrics.Pipeline
-	limiter    *rate.Limiter                              // nil: unlimited
-	breaker    *gobreaker.TwoStepCircuitBreaker[struct{}] // nil: disabled
-	bufs       sync.Pool                                  // *bytes.Buffer for answer bodies
+	cfg       Config
+	suspicion string // the is_suspicious URL
+	http      *http.Client
+	fast      *fasthttp.HostClient
+	prefix    string // scheme://host/path/api/v1/influencers/ : the pk follows
+	clock     clockwork.Clock
+	metrics   *metrics.Pipeline
+	limiter   *rate.Limiter                              // nil: unlimited
+	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}] // nil: disabled
+	bufs      sync.Pool                                  // *bytes.Buffer for is_suspicious bodies
+	calls     sync.Pool                                  // *getCall
+	durations sync.Map                                   // class -> FetchDuration's prometheus.Observer
 }
+
+// getCall is the pooled state of one GET.
+type getCall struct {
+	req  fasthttp.Request
+	resp fasthttp.Response
+	uri  []byte
+}
+
+// userAgent is sent with every request.
+const userAgent = "mockstagram-pipeline"
 
 // New creates a client with its own keep-alive connection pool, sized for
 // cfg.Concurrency, that never follows redirects. The rate limit waits on
@@ -99,9 +119,11 @@ func New(cfg Config, clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipe
 		cfg.MaxBody = DefaultMaxBody
 	}
 	base := u.Scheme + "://" + u.Host + strings.TrimRight(u.Path, "/") + "/api/v1/influencers/"
-	c := &Client{cfg: cfg, influencer: base, suspicion: base + "is_suspicious",
-		http: newHTTPClient(cfg.Concurrency), clock: clock, metrics: m,
-		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }}}
+	c := &Client{cfg: cfg, suspicion: base + "is_suspicious", prefix: base,
+		http: newHTTPClient(cfg.Concurrency), fast: newHostClient(u, cfg),
+		clock: clock, metrics: m,
+		bufs:  sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		calls: sync.Pool{New: func() any { return new(getCall) }}}
 	if cfg.RateLimit > 0 {
 		c.limiter = NewRateLimiter(cfg.RateLimit)
 	}
@@ -129,26 +151,82 @@ func newHTTPClient(concurrency int) *http.Client {
 	}
 }
 
+// idleConnTimeout closes keep-alive connections unused for that long.
+const idleConnTimeout = 30 * time.Second
+
+// newHostClient returns the GET path's connection pool to u's host: at most
+// cfg.Concurrency connections (a caller beyond them waits for one, within
+// its timeout), the status line and headers bounded by the read buffer (a
+// larger head is refused: class oversize), the body by cfg.MaxBody. Do never
+// follows redirects; a request is sent again only when a kept-alive
+// connection turns out to be closed before any answer.
+func newHostClient(u *url.URL, cfg Config) *fasthttp.HostClient {
+	addr := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		addr = net.JoinHostPort(u.Hostname(), port)
+	}
+	return &fasthttp.HostClient{
+		Addr:                          addr,
+		IsTLS:                         u.Scheme == "https",
+		Name:                          userAgent,
+		MaxConns:                      cfg.Concurrency,
+		MaxConnWaitTimeout:            cfg.Timeout,
+		MaxIdleConnDuration:           idleConnTimeout,
+		ReadBufferSize:                MaxResponseHeaderBytes,
+		MaxResponseBodySize:           int(cfg.MaxBody),
+		ReadTimeout:                   cfg.Timeout,
+		WriteTimeout:                  cfg.Timeout,
+		DisablePathNormalizing:        true,
+		DisableHeaderNamesNormalizing: true,
+		RetryIfErr:                    retryIfClosed,
+		// net's dialer (the request's timeout bounds the dial), not
+		// fasthttp's, whose DNS cache runs a goroutine for the process's life.
+		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
+			d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+			return d.Dial("tcp", addr)
+		},
+	}
+}
+
+// retryIfClosed lets fasthttp send a request again only after a first
+// attempt whose connection was closed before any answer (a kept-alive
+// connection the server had just closed), like net/http; never after a
+// timeout, an oversized answer or anything the server said.
+func retryIfClosed(_ *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	return false, attempts == 1 && (errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF))
+}
+
 // CloseIdleConnections closes the pool's idle connections.
-func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+func (c *Client) CloseIdleConnections() {
+	c.fast.CloseIdleConnections()
+	c.http.CloseIdleConnections()
+}
 
 // Influencer fetches pk's current values. The sample has no minute and no
 // fetch time (the caller sets them). Unless it is zero, deadline is the
 // latest moment the request may start: a rate-limit token that comes at or
 // after it is not waited for (ErrRateLimitDeadline). Any other error is an
 // *Error; class circuit_open means the request was not sent.
+//
+// A request that was sent runs until its answer or the timeout (bounded by
+// ctx's deadline, if any): an ended ctx does not abort it, but its outcome
+// then counts neither way for the breaker.
 func (c *Client) Influencer(ctx context.Context, pk int64, deadline time.Time) (influencer.Sample, error) {
 	done, ok := c.allow()
 	if !ok {
 		c.metrics.BreakerRejected.Inc()
-		return influencer.Sample{}, &Error{Class: ClassCircuitOpen, Reason: "circuit breaker open: the API is failing", Retryable: true}
+		return influencer.Sample{}, errCircuitOpen
 	}
 	if !c.waitToken(ctx, deadline) {
 		done(errNotAnAnswer)
 		return influencer.Sample{}, ErrRateLimitDeadline
 	}
 	start := time.Now()
-	s, e := c.getInfluencer(ctx, pk)
+	s, e := c.getInfluencer(ctx, pk, start)
 	// The breaker learns the outcome before the caller frees its slot, so
 	// with one slot exactly BreakerFailures requests open it.
 	if e != nil && ctx.Err() != nil {
@@ -160,31 +238,68 @@ func (c *Client) Influencer(ctx context.Context, pk int64, deadline time.Time) (
 	if e != nil {
 		class = e.Class
 	}
-	c.metrics.FetchDuration.WithLabelValues(class).Observe(time.Since(start).Seconds())
+	c.observe(class, time.Since(start))
 	if e != nil {
 		return influencer.Sample{}, e
 	}
 	return s, nil
 }
 
-func (c *Client) getInfluencer(ctx context.Context, pk int64) (influencer.Sample, *Error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.influencer+strconv.FormatInt(pk, 10), nil)
-	if err != nil {
-		return influencer.Sample{}, &Error{Class: ClassClient, Reason: err.Error()}
+// errCircuitOpen is the error of a request the open breaker failed fast.
+var errCircuitOpen = &Error{Class: ClassCircuitOpen, Reason: "circuit breaker open: the API is failing", Retryable: true}
+
+// observe records a request's duration; the child of each class is looked
+// up once (a series appears with its first observation).
+func (c *Client) observe(class string, d time.Duration) {
+	o, ok := c.durations.Load(class)
+	if !ok {
+		o, _ = c.durations.LoadOrStore(class, c.metrics.FetchDuration.WithLabelValues(class))
 	}
-	buf := c.bufs.Get().(*bytes.Buffer)
-	defer c.bufs.Put(buf)
-	status, header, e := c.roundTrip(req, buf, c.cfg.MaxBody)
-	if e != nil {
-		return influencer.Sample{}, e
-	}
-	if status == http.StatusOK {
-		return decodeInfluencer(pk, buf.Bytes())
-	}
-	return influencer.Sample{}, statusError(status, header, buf.Bytes(), c.clock.Now())
+	o.(prometheus.Observer).Observe(d.Seconds())
 }
+
+func (c *Client) getInfluencer(ctx context.Context, pk int64, start time.Time) (influencer.Sample, *Error) {
+	end := start.Add(c.cfg.Timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(end) {
+		end = d
+	}
+	call := c.calls.Get().(*getCall)
+	defer c.calls.Put(call)
+	call.uri = strconv.AppendInt(append(call.uri[:0], c.prefix...), pk, 10)
+	call.req.Reset()
+	call.req.SetRequestURIBytes(call.uri)
+	err := c.fast.DoDeadline(&call.req, &call.resp, end)
+	status := call.resp.StatusCode()
+	if err != nil {
+		return influencer.Sample{}, fastError(err, status, c.cfg.MaxBody)
+	}
+	body := call.resp.Body()
+	var s influencer.Sample
+	var e *Error
+	if status == http.StatusOK {
+		s, e = decodeInfluencer(pk, body)
+	} else {
+		e = statusError(status, string(call.resp.Header.Peek("Retry-After")), body, c.clock.Now())
+	}
+	return s, e
+}
+
+// fastError classifies a failure of a fasthttp round trip.
+func fastError(err error, status int, maxBody int64) *Error {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return &Error{Class: ClassOversize, Reason: fmt.Sprintf("HTTP %d body larger than %d bytes", status, maxBody)}
+	case errors.As(err, &small):
+		return &Error{Class: ClassOversize, Reason: fmt.Sprintf("response headers larger than %d bytes", MaxResponseHeaderBytes)}
+	case isTimeout(err) || errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout):
+		return errTimedOut
+	}
+	return &Error{Class: ClassConnection, Reason: truncate(err.Error(), 300), Retryable: true}
+}
+
+// errTimedOut is the error of a request without answer in its timeout.
+var errTimedOut = &Error{Class: ClassTimeout, Reason: "request timed out", Retryable: true}
 
 // IsSuspicious asks is_suspicious about a candidate's latest values. An
 // error is an *Error. It uses neither the rate limit nor the breaker (they
@@ -218,7 +333,7 @@ func (c *Client) postSuspicion(ctx context.Context, cand influencer.SuspicionCan
 		return false, e
 	}
 	if status != http.StatusOK {
-		return false, statusError(status, header, buf.Bytes(), c.clock.Now())
+		return false, statusError(status, header.Get("Retry-After"), buf.Bytes(), c.clock.Now())
 	}
 	return decodeSuspicion(cand.PK, buf.Bytes())
 }

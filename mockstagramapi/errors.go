@@ -56,12 +56,13 @@ func AsError(err error) *Error {
 }
 
 // statusError classifies an answer other than 200: 429 (retryable, with
-// Retry-After), the real server's unknown pk, 5xx (retryable), other 4xx.
-func statusError(status int, header http.Header, body []byte, now time.Time) *Error {
+// Retry-After, the header's value), the real server's unknown pk, 5xx
+// (retryable), other 4xx.
+func statusError(status int, retryAfter string, body []byte, now time.Time) *Error {
 	switch {
 	case status == http.StatusTooManyRequests:
 		return &Error{Class: ClassRateLimited, Reason: "HTTP 429", Retryable: true,
-			RetryAfter: ParseRetryAfter(header.Get("Retry-After"), now)}
+			RetryAfter: ParseRetryAfter(retryAfter, now)}
 	case isNotFound(status, body):
 		return &Error{Class: ClassNotFound, Reason: "InfluencerNotFoundError"}
 	case status >= 500:

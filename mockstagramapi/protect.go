@@ -42,15 +42,19 @@ func newBreaker(failures int, cooldown time.Duration, logger *slog.Logger, m *me
 }
 
 // breakerOutcome is what a request's outcome means to the breaker: only
-// connection errors, timeouts and 5xx count as failures; any other answer
-// (including not_found, 429 and bad bodies) shows the API is up.
+// connection errors (refused, reset) and 5xx count as failures; a timeout
+// counts neither way (it may be our own overload: slowness is for the
+// concurrency limit, not a reason to fail whole shards fast); any other
+// answer (including not_found, 429 and bad bodies) shows the API is up.
 func breakerOutcome(e *Error) error {
 	if e == nil {
 		return nil
 	}
 	switch e.Class {
-	case ClassConnection, ClassTimeout, ClassServer:
+	case ClassConnection, ClassServer:
 		return errAPIFailing
+	case ClassTimeout:
+		return errNotAnAnswer
 	}
 	return nil
 }

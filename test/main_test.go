@@ -14,5 +14,8 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		// Sarama starts go-metrics' meter ticker once per process and never stops it.
 		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
+		// fasthttp's idle-connection janitor (the fetcher's client) sleeps
+		// until its next check, then ends by itself once the pool is empty.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
 	)
 }
