@@ -3,6 +3,7 @@ package handlers_test
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"sync"
 	"testing"
@@ -129,21 +130,7 @@ func TestArchiverStoresAPoisonedResult(t *testing.T) {
 	a := handlers.NewDeadLetterArchiver(fake, clockwork.NewFakeClockAt(archivedAt), logger, newMetrics())
 	router.AddConsumerHandler(messages.HandlerDeadLetters, messages.TopicResultDLQ, pubSub, a.Handler(messages.TopicResultDLQ))
 
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		assert.NoError(t, router.Run(context.Background()))
-	}()
-	t.Cleanup(func() {
-		require.NoError(t, router.Close())
-		<-done
-		require.NoError(t, pubSub.Close())
-	})
-	select {
-	case <-router.Running():
-	case <-ctx.Done():
-		t.Fatal("router did not start")
-	}
+	runRouter(ctx, t, router, pubSub)
 
 	payload := []byte(`{"minute":"2025-03-14T09:26:00Z","shard":7,"samples":"not a list"}`)
 	in := message.NewMessage(watermill.NewUUID(), payload)
@@ -246,4 +233,25 @@ func TestArchiverReturnsStoreErrors(t *testing.T) {
 	err := a.Handler(messages.TopicFetcherDLQ)(msg)
 	require.ErrorIs(t, err, down, "an error nacks the message: it is not acked unstored")
 	assert.Equal(t, 0.0, testutil.ToFloat64(m.DeadLettersArchived.WithLabelValues(messages.TopicFetcherDLQ)))
+}
+
+// runRouter runs router until the test ends (then closes it and pubSub) and
+// returns once it is running.
+func runRouter(ctx context.Context, t *testing.T, router *message.Router, pubSub io.Closer) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		assert.NoError(t, router.Run(context.Background()))
+	}()
+	t.Cleanup(func() {
+		require.NoError(t, router.Close())
+		<-done
+		require.NoError(t, pubSub.Close())
+	})
+	select {
+	case <-router.Running():
+	case <-ctx.Done():
+		t.Fatal("router did not start")
+	}
 }

@@ -65,21 +65,7 @@ func TestPoisonedTaskArchivedListedAndReplayed(t *testing.T) {
 	a := handlers.NewDeadLetterArchiver(mem, clockwork.NewFakeClockAt(archivedAt), logger, newMetrics())
 	router.AddConsumerHandler(messages.HandlerDeadLetters, messages.TopicFetcherDLQ, pubSub, a.Handler(messages.TopicFetcherDLQ))
 
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		assert.NoError(t, router.Run(context.Background()))
-	}()
-	t.Cleanup(func() {
-		require.NoError(t, router.Close())
-		<-done
-		require.NoError(t, pubSub.Close())
-	})
-	select {
-	case <-router.Running():
-	case <-ctx.Done():
-		t.Fatal("router did not start")
-	}
+	runRouter(ctx, t, router, pubSub)
 
 	past := messages.Task{Minute: minute0, Shard: 2, Deadline: influencer.Deadline(minute0, replayGrace), PKs: []int64{11, 12}}
 	current := messages.Task{Minute: minuteNow, Shard: 4, Deadline: influencer.Deadline(minuteNow, replayGrace), PKs: []int64{21, 22, 23}}
