@@ -22,6 +22,7 @@ import (
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/mockstagramapi"
+	"github.com/mockstagram/pipeline/mockstagramapi/apitest"
 	"github.com/mockstagram/pipeline/simulator"
 	"github.com/mockstagram/pipeline/store/memory"
 )
@@ -52,7 +53,7 @@ func TestFetcherBreakerOpensAndResumes(t *testing.T) {
 		downRequests atomic.Int64
 	)
 	down.Store(true)
-	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
+	srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
 		if down.Load() {
 			downRequests.Add(1)
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -97,7 +98,7 @@ func TestFetcherBreakerOpensAndResumes(t *testing.T) {
 
 	reopened := transitions(e.m, "half-open", "open")
 	assert.Equal(t, 3+int64(reopened), downRequests.Load(), "3 requests open the breaker; only probes follow")
-	assert.Equal(t, 3+int64(reopened)+4, srv.requests.Load())
+	assert.Equal(t, 3+int64(reopened)+4, srv.Requests.Load())
 	assert.Empty(t, got.Failures)
 	require.Len(t, got.Samples, 4)
 	assert.Empty(t, e.dlq.published())
@@ -132,14 +133,14 @@ func TestFetcherBreakerCountsOnlyAPIFailures(t *testing.T) {
 
 	faulty := func(fault func(w http.ResponseWriter, r *http.Request), faults int64) func(t *testing.T) (string, func() int64) {
 		return func(t *testing.T) (string, func() int64) {
-			srv := newAPIServer(t, func(w http.ResponseWriter, r *http.Request, pk, n int64) {
+			srv := apitest.New(t, func(w http.ResponseWriter, r *http.Request, pk, n int64) {
 				if faults < 0 || n <= faults {
 					fault(w, r)
 					return
 				}
 				_, _ = w.Write([]byte(sampleJSON(pk)))
 			})
-			return srv.URL, srv.requests.Load
+			return srv.URL, srv.Requests.Load
 		}
 	}
 	status := func(code int, body string) func(w http.ResponseWriter, r *http.Request) {
@@ -229,7 +230,7 @@ func TestFetcherRateLimit(t *testing.T) {
 		seen []time.Time
 	)
 	arrived := make(chan struct{}, 5)
-	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
+	srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
 		mu.Lock()
 		seen = append(seen, clock.Now())
 		mu.Unlock()
@@ -287,7 +288,7 @@ func TestFetcherRateLimitRespectsTheDeadline(t *testing.T) {
 	t.Parallel()
 	ctx := waitCtx(t)
 	clock := clockwork.NewFakeClockAt(fetchDeadline.Add(-1500 * time.Millisecond))
-	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
+	srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
 		_, _ = w.Write([]byte(sampleJSON(pk)))
 	})
 	e := newFetchEnvAt(t, srv.URL, clock, func(c *fetchSetup) {
@@ -312,6 +313,6 @@ func TestFetcherRateLimitRespectsTheDeadline(t *testing.T) {
 	assert.Equal(t, handlers.ClassExpired, got.Failures[0].Class)
 	assert.Equal(t, "deadline passed while waiting for the rate limit", got.Failures[0].Reason)
 	assert.Equal(t, 0, got.Failures[0].Attempts)
-	assert.Equal(t, int64(2), srv.requests.Load())
+	assert.Equal(t, int64(2), srv.Requests.Load())
 	assert.Empty(t, e.dlq.published(), "expired pks are missed, not dead-lettered")
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/mockstagramapi"
+	"github.com/mockstagram/pipeline/mockstagramapi/apitest"
 	"github.com/mockstagram/pipeline/simulator"
 )
 
@@ -172,29 +173,6 @@ func handSample(pk int64, at time.Time) influencer.Sample {
 		FollowerCount: 1200, FollowingCount: 300, Minute: minute0, FetchedAt: at}
 }
 
-// apiServer serves fn under the API path and counts the requests.
-type apiServer struct {
-	*httptest.Server
-	requests atomic.Int64
-}
-
-func newAPIServer(t *testing.T, fn func(w http.ResponseWriter, r *http.Request, pk int64, n int64)) *apiServer {
-	t.Helper()
-	s := &apiServer{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := s.requests.Add(1)
-		raw, ok := strings.CutPrefix(r.URL.Path, "/api/v1/influencers/")
-		pk, err := strconv.ParseInt(raw, 10, 64)
-		if !ok || err != nil || r.Method != http.MethodGet {
-			http.Error(w, "unexpected request "+r.Method+" "+r.URL.Path, http.StatusTeapot)
-			return
-		}
-		fn(w, r, pk, n)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
 func newSimulator(t *testing.T, clock clockwork.Clock) (*simulator.Server, string) {
 	t.Helper()
 	sim, err := simulator.New(simulator.Config{Mode: simulator.Deterministic, Range: influencer.Range{From: 1, To: 100}}, clock)
@@ -312,7 +290,7 @@ func TestFetcherPermanentFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
+			srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
 				w.WriteHeader(tt.status)
 				_, _ = w.Write([]byte(tt.body))
 			})
@@ -329,7 +307,7 @@ func TestFetcherPermanentFailures(t *testing.T) {
 				fl.Reason = tt.reason
 			}
 			assert.Equal(t, influencer.Failure{PK: pk, Minute: minute0, Class: tt.class, Reason: tt.reason, Attempts: 1}, fl)
-			assert.Equal(t, int64(1), srv.requests.Load(), "a permanent failure is not retried")
+			assert.Equal(t, int64(1), srv.Requests.Load(), "a permanent failure is not retried")
 			dls := deadLetters(t, e.dlq)
 			require.Len(t, dls, 1)
 			assert.Equal(t, got.Failures[0], dls[0].Failure)
@@ -354,7 +332,7 @@ func TestFetcherRetriesTransientErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, n int64) {
+			srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, pk, n int64) {
 				if int(n) <= len(tt.status) {
 					w.WriteHeader(tt.status[n-1])
 					_, _ = w.Write([]byte("<html>busy</html>"))
@@ -370,7 +348,7 @@ func TestFetcherRetriesTransientErrors(t *testing.T) {
 			require.Len(t, got.Samples, 1)
 			assert.Equal(t, handSample(7, got.Samples[0].FetchedAt), got.Samples[0])
 			assert.True(t, got.Samples[0].FetchedAt.After(fetchStart), "fetched after the backoffs")
-			assert.Equal(t, int64(len(tt.status)+1), srv.requests.Load())
+			assert.Equal(t, int64(len(tt.status)+1), srv.Requests.Load())
 			assert.Equal(t, float64(len(tt.status)), testutil.ToFloat64(e.m.FetchRetries))
 			assert.Empty(t, e.dlq.published())
 		})
@@ -385,7 +363,7 @@ func TestFetcherHonoursRetryAfter(t *testing.T) {
 		seen []time.Time // fake time of each request
 	)
 	clock := clockwork.NewFakeClockAt(fetchStart)
-	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, n int64) {
+	srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, pk, n int64) {
 		mu.Lock()
 		seen = append(seen, clock.Now())
 		mu.Unlock()
@@ -406,7 +384,7 @@ func TestFetcherHonoursRetryAfter(t *testing.T) {
 	require.NoError(t, clock.BlockUntilContext(ctx, 2))
 	clock.Advance(2*time.Second - time.Millisecond)
 	require.NoError(t, clock.BlockUntilContext(ctx, 2))
-	assert.Equal(t, int64(1), srv.requests.Load(), "no retry before Retry-After")
+	assert.Equal(t, int64(1), srv.Requests.Load(), "no retry before Retry-After")
 	clock.Advance(time.Millisecond)
 
 	var got influencer.Batch
@@ -432,7 +410,7 @@ func TestFetcherRetryAfterBeyondDeadlineGivesUp(t *testing.T) {
 	for _, retryAfter := range []string{"60", "99999999999999999"} {
 		t.Run(retryAfter, func(t *testing.T) {
 			t.Parallel()
-			srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
+			srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
 				w.Header().Set("Retry-After", retryAfter)
 				w.WriteHeader(http.StatusTooManyRequests)
 			})
@@ -443,7 +421,7 @@ func TestFetcherRetryAfterBeyondDeadlineGivesUp(t *testing.T) {
 
 			assert.Equal(t, []influencer.Failure{{PK: 7, Minute: minute0, Class: mockstagramapi.ClassRateLimited,
 				Reason: "HTTP 429; gave up at the minute's deadline", Attempts: 1}}, got.Failures)
-			assert.Equal(t, int64(1), srv.requests.Load())
+			assert.Equal(t, int64(1), srv.Requests.Load())
 			assert.Empty(t, deadLetters(t, e.dlq))
 		})
 	}
@@ -462,10 +440,10 @@ func TestFetcherGivesUpAtTheDeadline(t *testing.T) {
 		reason string // prefix
 	}{
 		{"persistent 5xx", func(t *testing.T) (string, func() int64) {
-			srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
+			srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
 				w.WriteHeader(http.StatusServiceUnavailable)
 			})
-			return srv.URL, srv.requests.Load
+			return srv.URL, srv.Requests.Load
 		}, mockstagramapi.ClassServer, "HTTP 503; gave up at the minute's deadline"},
 		{"connection refused", func(t *testing.T) (string, func() int64) {
 			return closedURL, nil
@@ -499,7 +477,7 @@ func TestFetcherGivesUpAtTheDeadline(t *testing.T) {
 
 func TestFetcherRequestTimeoutIsRetried(t *testing.T) {
 	t.Parallel()
-	srv := newAPIServer(t, func(w http.ResponseWriter, r *http.Request, pk, n int64) {
+	srv := apitest.New(t, func(w http.ResponseWriter, r *http.Request, pk, n int64) {
 		if n == 1 {
 			<-r.Context().Done() // hang until the client gives up
 			return
@@ -513,7 +491,7 @@ func TestFetcherRequestTimeoutIsRetried(t *testing.T) {
 	require.Empty(t, got.Failures)
 	require.Len(t, got.Samples, 1)
 	assert.Equal(t, handSample(7, got.Samples[0].FetchedAt), got.Samples[0])
-	assert.Equal(t, int64(2), srv.requests.Load())
+	assert.Equal(t, int64(2), srv.Requests.Load())
 	assert.Equal(t, 1.0, testutil.ToFloat64(e.m.FetchRetries))
 }
 
@@ -521,7 +499,7 @@ func TestFetcherRequestRunningAtTheDeadline(t *testing.T) {
 	t.Parallel()
 	ctx := waitCtx(t)
 	arrived := make(chan struct{}, 1)
-	srv := newAPIServer(t, func(_ http.ResponseWriter, r *http.Request, _, _ int64) {
+	srv := apitest.New(t, func(_ http.ResponseWriter, r *http.Request, _, _ int64) {
 		arrived <- struct{}{}
 		<-r.Context().Done()
 	})
@@ -568,7 +546,7 @@ func TestFetcherExpiredTask(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newAPIServer(t, func(http.ResponseWriter, *http.Request, int64, int64) {})
+			srv := apitest.New(t, func(http.ResponseWriter, *http.Request, int64, int64) {})
 			e := newFetchEnv(t, srv.URL, nil)
 			e.clock.Advance(tt.now.Sub(fetchStart))
 			tk := task(9, 4)
@@ -582,7 +560,7 @@ func TestFetcherExpiredTask(t *testing.T) {
 				{PK: 9, Minute: minute0, Class: handlers.ClassExpired, Reason: reason},
 				{PK: 4, Minute: minute0, Class: handlers.ClassExpired, Reason: reason},
 			}}, got)
-			assert.Equal(t, int64(0), srv.requests.Load(), "no request for an expired task")
+			assert.Equal(t, int64(0), srv.Requests.Load(), "no request for an expired task")
 			assert.Empty(t, e.dlq.published(), "expired pks are not dead-lettered")
 			assert.Equal(t, 1.0, testutil.ToFloat64(e.m.TasksExpired))
 			assert.Equal(t, 2.0, testutil.ToFloat64(e.m.FetchFailures.WithLabelValues(handlers.ClassExpired)))
@@ -611,14 +589,14 @@ func TestFetcherHandleRejectsMalformedPayloads(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newAPIServer(t, func(http.ResponseWriter, *http.Request, int64, int64) {})
+			srv := apitest.New(t, func(http.ResponseWriter, *http.Request, int64, int64) {})
 			e := newFetchEnv(t, srv.URL, nil)
 
 			out, err := e.f.Handle(message.NewMessage(watermill.NewUUID(), []byte(tt.payload)))
 
 			require.ErrorIs(t, err, messages.ErrMalformed)
 			assert.Nil(t, out)
-			assert.Equal(t, int64(0), srv.requests.Load())
+			assert.Equal(t, int64(0), srv.Requests.Load())
 			assert.Empty(t, e.dlq.published())
 		})
 	}
@@ -626,7 +604,7 @@ func TestFetcherHandleRejectsMalformedPayloads(t *testing.T) {
 
 func TestFetcherHandleFailsWhenTheDLQFails(t *testing.T) {
 	t.Parallel()
-	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
+	srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
 		w.WriteHeader(http.StatusInternalServerError)
 		_, _ = w.Write([]byte(simulator.NotFoundBody))
 	})
@@ -734,7 +712,7 @@ func TestFetcherBoundsConcurrency(t *testing.T) {
 	var inFlight, peak atomic.Int64
 	entered := make(chan struct{})
 	release := make(chan struct{})
-	srv := newAPIServer(t, func(w http.ResponseWriter, r *http.Request, pk, _ int64) {
+	srv := apitest.New(t, func(w http.ResponseWriter, r *http.Request, pk, _ int64) {
 		n := inFlight.Add(1)
 		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 		}
@@ -796,7 +774,7 @@ func TestFetcherBoundsConcurrency(t *testing.T) {
 	assert.Len(t, got.Samples, pks)
 	assert.Empty(t, got.Failures)
 	assert.Equal(t, int64(limit), peak.Load())
-	assert.Equal(t, int64(pks), srv.requests.Load())
+	assert.Equal(t, int64(pks), srv.Requests.Load())
 }
 
 func TestNewFetcherRejectsBadConfig(t *testing.T) {

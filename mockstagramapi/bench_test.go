@@ -15,6 +15,7 @@ import (
 
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/mockstagramapi"
+	"github.com/mockstagram/pipeline/mockstagramapi/apitest"
 	"github.com/mockstagram/pipeline/simulator"
 )
 
@@ -22,7 +23,7 @@ import (
 // it, with rate limit and breaker on, against a local server).
 func BenchmarkInfluencer(b *testing.B) {
 	body := []byte(sampleJSON(7))
-	srv := newAPIServer(b, func(w http.ResponseWriter, _ *http.Request, _, _ int64) { _, _ = w.Write(body) })
+	srv := apitest.New(b, func(w http.ResponseWriter, _ *http.Request, _, _ int64) { _, _ = w.Write(body) })
 	c, err := mockstagramapi.New(mockstagramapi.Config{BaseURL: srv.URL, Concurrency: 4, Timeout: 10 * time.Second,
 		RateLimit: 1e9, BreakerFailures: 100, BreakerCooldown: time.Minute}, clockwork.NewRealClock(), discardLogger(), newMetrics())
 	if err != nil {

@@ -20,12 +20,13 @@ import (
 
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/mockstagramapi"
+	"github.com/mockstagram/pipeline/mockstagramapi/apitest"
 	"github.com/mockstagram/pipeline/simulator"
 )
 
 func TestInfluencerReturnsTheValues(t *testing.T) {
 	t.Parallel()
-	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
+	srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
 		_, _ = w.Write([]byte(sampleJSON(pk)))
 	})
 	m := newMetrics()
@@ -88,7 +89,7 @@ func TestInfluencerClassifiesFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
+			srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, _, _ int64) {
 				if tt.header != "" {
 					w.Header().Set("Retry-After", tt.header)
 				}
@@ -107,7 +108,7 @@ func TestInfluencerClassifiesFailures(t *testing.T) {
 				got.Reason = tt.want.Reason
 			}
 			assert.Equal(t, tt.want, got)
-			assert.Equal(t, int64(1), srv.requests.Load())
+			assert.Equal(t, int64(1), srv.Requests.Load())
 		})
 	}
 }
@@ -117,7 +118,7 @@ func TestInfluencerTransportFailures(t *testing.T) {
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closedURL := closed.URL
 	closed.Close() // connection refused
-	hang := newAPIServer(t, func(_ http.ResponseWriter, r *http.Request, _, _ int64) { <-r.Context().Done() })
+	hang := apitest.New(t, func(_ http.ResponseWriter, r *http.Request, _, _ int64) { <-r.Context().Done() })
 
 	t.Run("connection refused", func(t *testing.T) {
 		t.Parallel()
@@ -151,7 +152,7 @@ func TestInfluencerLimitsTheResponseHeaders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
+			srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
 				w.Header().Set("X-Padding", strings.Repeat("p", tt.header))
 				_, _ = w.Write([]byte(sampleJSON(pk)))
 			})
@@ -165,7 +166,7 @@ func TestInfluencerLimitsTheResponseHeaders(t *testing.T) {
 				return
 			}
 			assert.Equal(t, *tt.want, *apiError(t, err))
-			assert.Equal(t, int64(1), srv.requests.Load())
+			assert.Equal(t, int64(1), srv.Requests.Load())
 		})
 	}
 }
@@ -242,10 +243,10 @@ func TestInfluencerCallsOnlyTheConfiguredURL(t *testing.T) {
 
 func TestInfluencerDoesNotFollowRedirects(t *testing.T) {
 	t.Parallel()
-	other := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
+	other := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
 		_, _ = w.Write([]byte(sampleJSON(pk)))
 	})
-	srv := newAPIServer(t, func(w http.ResponseWriter, r *http.Request, _, _ int64) {
+	srv := apitest.New(t, func(w http.ResponseWriter, r *http.Request, _, _ int64) {
 		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusFound)
 	})
 	c := newClient(t, srv.URL, clockwork.NewFakeClock(), newMetrics(), nil)
@@ -253,8 +254,8 @@ func TestInfluencerDoesNotFollowRedirects(t *testing.T) {
 	_, err := c.Influencer(context.Background(), 7, time.Time{})
 
 	assert.Equal(t, mockstagramapi.Error{Class: mockstagramapi.ClassClient, Reason: "HTTP 302"}, *apiError(t, err))
-	assert.Equal(t, int64(1), srv.requests.Load())
-	assert.Equal(t, int64(0), other.requests.Load())
+	assert.Equal(t, int64(1), srv.Requests.Load())
+	assert.Equal(t, int64(0), other.Requests.Load())
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {

@@ -3,11 +3,6 @@ package mockstagramapi_test
 import (
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"strconv"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,29 +27,6 @@ func newMetrics() *metrics.Pipeline { return metrics.New(prometheus.NewRegistry(
 
 func sampleJSON(pk int64) string {
 	return fmt.Sprintf(`{"pk":%d,"username":"influencer-%d","followerCount":1200,"followingCount":300}`, pk, pk)
-}
-
-// apiServer serves fn under the influencer path and counts the requests.
-type apiServer struct {
-	*httptest.Server
-	requests atomic.Int64
-}
-
-func newAPIServer(t testing.TB, fn func(w http.ResponseWriter, r *http.Request, pk int64, n int64)) *apiServer {
-	t.Helper()
-	s := &apiServer{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := s.requests.Add(1)
-		raw, ok := strings.CutPrefix(r.URL.Path, "/api/v1/influencers/")
-		pk, err := strconv.ParseInt(raw, 10, 64)
-		if !ok || err != nil || r.Method != http.MethodGet {
-			http.Error(w, "unexpected request "+r.Method+" "+r.URL.Path, http.StatusTeapot)
-			return
-		}
-		fn(w, r, pk, n)
-	}))
-	t.Cleanup(s.Close)
-	return s
 }
 
 // newClient is a client of url on clock; mod changes the config.

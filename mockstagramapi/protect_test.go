@@ -19,6 +19,7 @@ import (
 
 	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/mockstagramapi"
+	"github.com/mockstagram/pipeline/mockstagramapi/apitest"
 	"github.com/mockstagram/pipeline/simulator"
 )
 
@@ -44,8 +45,8 @@ func TestBreakerCountsOnlyAPIFailures(t *testing.T) {
 	}
 	server := func(fault func(w http.ResponseWriter, r *http.Request)) func(t *testing.T) (string, func() int64) {
 		return func(t *testing.T) (string, func() int64) {
-			srv := newAPIServer(t, func(w http.ResponseWriter, r *http.Request, _, _ int64) { fault(w, r) })
-			return srv.URL, srv.requests.Load
+			srv := apitest.New(t, func(w http.ResponseWriter, r *http.Request, _, _ int64) { fault(w, r) })
+			return srv.URL, srv.Requests.Load
 		}
 	}
 	tests := []struct {
@@ -106,7 +107,7 @@ func TestBreakerProbeClosesIt(t *testing.T) {
 	t.Parallel()
 	var down atomic.Bool
 	down.Store(true)
-	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
+	srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
 		if down.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
@@ -136,7 +137,7 @@ func TestBreakerProbeClosesIt(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "no probe went through")
 		<-time.After(5 * time.Millisecond)
 	}
-	assert.Equal(t, int64(3), srv.requests.Load(), "two failures, then the probe")
+	assert.Equal(t, int64(3), srv.Requests.Load(), "two failures, then the probe")
 	assert.Equal(t, 1.0, transitions(m, "closed", "open"))
 	assert.Equal(t, 1.0, transitions(m, "open", "half-open"))
 	assert.Equal(t, 1.0, transitions(m, "half-open", "closed"))
@@ -152,7 +153,7 @@ func TestBreakerProbeClosesIt(t *testing.T) {
 func TestBreakerIgnoresRequestsTheCallerCutShort(t *testing.T) {
 	t.Parallel()
 	arrived, cancelled := make(chan struct{}, 1), make(chan struct{})
-	srv := newAPIServer(t, func(w http.ResponseWriter, r *http.Request, _, _ int64) {
+	srv := apitest.New(t, func(w http.ResponseWriter, r *http.Request, _, _ int64) {
 		arrived <- struct{}{}
 		select {
 		case <-cancelled:
@@ -173,7 +174,7 @@ func TestBreakerIgnoresRequestsTheCallerCutShort(t *testing.T) {
 	}()
 	_, err := c.Influencer(ctx, 7, time.Time{})
 	require.Error(t, err)
-	assert.Equal(t, int64(1), srv.requests.Load())
+	assert.Equal(t, int64(1), srv.Requests.Load())
 	assert.Equal(t, 0.0, transitions(m, "closed", "open"))
 	assert.Equal(t, 0.0, testutil.ToFloat64(m.BreakerState))
 }
@@ -223,7 +224,7 @@ func TestRateLimit(t *testing.T) {
 		mu   sync.Mutex
 		seen []time.Time
 	)
-	srv := newAPIServer(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
+	srv := apitest.New(t, func(w http.ResponseWriter, _ *http.Request, pk, _ int64) {
 		mu.Lock()
 		defer mu.Unlock()
 		seen = append(seen, clock.Now())
@@ -238,7 +239,7 @@ func TestRateLimit(t *testing.T) {
 	// The next token comes at start+1s: not before this deadline.
 	_, err = c.Influencer(ctx, 2, start.Add(time.Second))
 	require.ErrorIs(t, err, mockstagramapi.ErrRateLimitDeadline)
-	assert.Equal(t, int64(1), srv.requests.Load(), "not sent")
+	assert.Equal(t, int64(1), srv.Requests.Load(), "not sent")
 
 	// The token was given back: the next request waits for the same one.
 	done := make(chan error, 1)
@@ -275,5 +276,5 @@ func TestRateLimit(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("request did not finish")
 	}
-	assert.Equal(t, int64(2), srv.requests.Load())
+	assert.Equal(t, int64(2), srv.Requests.Load())
 }

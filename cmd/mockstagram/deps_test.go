@@ -27,7 +27,7 @@ func TestBinaryLinksNoTestCode(t *testing.T) {
 			p == "net/http/httptest":
 			return true
 		}
-		for _, support := range []string{"store/storetest", "store/postgres/pgtest", "broker/brokertest", "broker/kafkatest"} {
+		for _, support := range []string{"store/storetest", "store/postgres/pgtest", "broker/brokertest", "broker/kafkatest", "mockstagramapi/apitest"} {
 			if p == "github.com/mockstagram/pipeline/"+support {
 				return true
 			}
