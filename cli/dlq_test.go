@@ -240,13 +240,7 @@ func TestDLQReplaySuspicion(t *testing.T) {
 	r = run(t, "dlq", "replay", "--database-url", dsn, "--broker", "postgres", "--suspicion-interval", "2h")
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, "c0ffee-suspicion: replayed to suspicion_tasks\nreplayed 1, skipped expired 0, errors 0\n", r.stdout)
-	var got *message.Message
-	select {
-	case got = <-tasks:
-		got.Ack()
-	case <-subCtx.Done():
-		t.Fatal("the replayed suspicion task was not published")
-	}
+	got := receive(subCtx, t, tasks, "the replayed suspicion task was not published")
 	task, err := messages.DecodeSuspicionTask(got.Payload)
 	require.NoError(t, err)
 	assert.Equal(t, []int64{1000077}, task.PKs)
@@ -344,13 +338,7 @@ func TestDLQReplayPoisonedTasks(t *testing.T) {
 		"replayed 1, skipped expired 1, errors 1\n", r.stdout)
 	assert.Contains(t, r.stderr, "1 dead letters could not be replayed")
 
-	var got *message.Message
-	select {
-	case got = <-tasks:
-		got.Ack()
-	case <-subCtx.Done():
-		t.Fatal("the task of the current minute was not republished")
-	}
+	got := receive(subCtx, t, tasks, "the task of the current minute was not republished")
 	task, err := messages.DecodeTask(got.Payload)
 	require.NoError(t, err)
 	assert.Equal(t, messages.Task{Minute: now, Shard: 6, Deadline: influencer.Deadline(now, grace), PKs: []int64{1000003}}, task)
@@ -365,4 +353,18 @@ func TestDLQReplayPoisonedTasks(t *testing.T) {
 		left = append(left, d.ID)
 	}
 	assert.Equal(t, []string{"a1-past", "c3-malformed"}, left, "only the republished letter is marked")
+}
+
+// receive acks and returns the next message of ch, or fails the test with
+// what when ctx ends first.
+func receive(ctx context.Context, t *testing.T, ch <-chan *message.Message, what string) *message.Message {
+	t.Helper()
+	select {
+	case got := <-ch:
+		got.Ack()
+		return got
+	case <-ctx.Done():
+		t.Fatal(what)
+		return nil
+	}
 }
