@@ -24,23 +24,25 @@ import (
 
 // SimulateCmd is 'mockstagram simulate'.
 type SimulateCmd struct {
-	Addr          string        `default:":3000" help:"Listen address."`
-	Mode          string        `default:"random-walk" enum:"random-walk,deterministic" help:"random-walk (like the real server) or deterministic (counts are a pure function of pk and minute)."`
-	Range         string        `default:"1000000-1999999" help:"Known pks (FROM-TO); others answer InfluencerNotFoundError."`
-	Seed          int64         `default:"1" help:"Random seed."`
-	ErrorRate     float64       `help:"Fraction of GETs answered 5xx."`
-	RateLimitRate float64       `name:"rate-limit-rate" help:"Fraction of GETs answered 429 with Retry-After."`
-	RetryAfter    time.Duration `default:"1s" help:"Retry-After of 429 answers."`
-	Latency       time.Duration `help:"Latency added to every GET."`
-	LatencyJitter time.Duration `help:"Plus a uniform random latency below this."`
-	SpikeRate     float64       `help:"Fraction of GETs with a latency spike."`
-	SpikeLatency  time.Duration `help:"Latency of a spike."`
-	TimeoutRate   float64       `help:"Fraction of GETs that never answer."`
-	MalformedRate float64       `help:"Fraction of GETs answered with a malformed body."`
-	OversizeRate  float64       `help:"Fraction of GETs answered with an oversized body."`
-	UnknownRate   float64       `help:"Fraction of known pks answered as not found."`
-	MaxInFlight   int           `help:"Requests served at once (0 = unlimited); the rest queue."`
-	Capacity      float64       `help:"Requests served per second, one at a time in arrival order, like the real single-process server (0 = unlimited); the rest queue."`
+	Addr                 string        `default:":3000" help:"Listen address."`
+	Mode                 string        `default:"random-walk" enum:"random-walk,deterministic" help:"random-walk (like the real server) or deterministic (counts are a pure function of pk and minute)."`
+	Range                string        `default:"1000000-1999999" help:"Known pks (FROM-TO); others answer InfluencerNotFoundError."`
+	Seed                 int64         `default:"1" help:"Random seed."`
+	ErrorRate            float64       `help:"Fraction of GETs answered 5xx."`
+	RateLimitRate        float64       `name:"rate-limit-rate" help:"Fraction of GETs answered 429 with Retry-After."`
+	RetryAfter           time.Duration `default:"1s" help:"Retry-After of 429 answers."`
+	Latency              time.Duration `help:"Latency added to every GET."`
+	LatencyJitter        time.Duration `help:"Plus a uniform random latency below this."`
+	SpikeRate            float64       `help:"Fraction of GETs with a latency spike."`
+	SpikeLatency         time.Duration `help:"Latency of a spike."`
+	TimeoutRate          float64       `help:"Fraction of GETs that never answer."`
+	MalformedRate        float64       `help:"Fraction of GETs answered with a malformed body."`
+	OversizeRate         float64       `help:"Fraction of GETs answered with an oversized body."`
+	HugeHeaderRate       float64       `help:"Fraction of GETs answered with a response header of more than 9 MiB (hostile server)."`
+	AbsurdRetryAfterRate float64       `name:"absurd-retry-after-rate" help:"Fraction of GETs answered 429 with Retry-After: 99999999999999999 (hostile server)."`
+	UnknownRate          float64       `help:"Fraction of known pks answered as not found."`
+	MaxInFlight          int           `help:"Requests served at once (0 = unlimited); the rest queue."`
+	Capacity             float64       `help:"Requests served per second, one at a time in arrival order, like the real single-process server (0 = unlimited); the rest queue."`
 }
 
 // Run serves the simulator until interrupted.
@@ -55,6 +57,7 @@ func (c SimulateCmd) Run(e env, cfg config.Config) error {
 		Latency: c.Latency, LatencyJitter: c.LatencyJitter, SpikeRate: c.SpikeRate, SpikeLatency: c.SpikeLatency,
 		TimeoutRate: c.TimeoutRate, MalformedRate: c.MalformedRate, OversizeRate: c.OversizeRate,
 		UnknownRate: c.UnknownRate, MaxInFlight: c.MaxInFlight, Capacity: c.Capacity,
+		HugeHeaderRate: c.HugeHeaderRate, AbsurdRetryAfterRate: c.AbsurdRetryAfterRate,
 	}, clockwork.NewRealClock())
 	if err != nil {
 		return usageError{err}

@@ -39,7 +39,7 @@ const (
 // usable: random-walk mode, no faults, no latency, unlimited concurrency and capacity.
 //
 // The response faults (TimeoutRate, ErrorRate, RateLimitRate, MalformedRate,
-// OversizeRate) are mutually exclusive outcomes of one draw per GET, so their
+// OversizeRate, HugeHeaderRate, AbsurdRetryAfterRate) are mutually exclusive outcomes of one draw per GET, so their
 // rates are exact fractions and must sum to at most 1. UnknownRate and
 // SpikeRate are independent of them.
 type Config struct {
@@ -62,6 +62,12 @@ type Config struct {
 	TimeoutRate   float64
 	MalformedRate float64 // fraction of GETs answered 200 with a body that is not a valid sample
 	OversizeRate  float64 // fraction of GETs answered 200 with a body of more than 8 MiB
+	// HugeHeaderRate is the fraction of GETs answered 200 with a valid sample
+	// and a response header of more than HugeHeaderBytes (a hostile server).
+	HugeHeaderRate float64
+	// AbsurdRetryAfterRate is the fraction of GETs answered 429 with
+	// "Retry-After: 99999999999999999" (overflows a naive seconds-to-duration).
+	AbsurdRetryAfterRate float64
 	// UnknownRate is the fraction of the pks in Range that are answered as not
 	// found anyway (a fixed subset chosen by a hash of pk and Seed, like
 	// deleted accounts). Server.Known reports the choice.
@@ -112,6 +118,8 @@ func (c Config) Validate() error {
 		{"timeout rate", c.TimeoutRate},
 		{"malformed rate", c.MalformedRate},
 		{"oversize rate", c.OversizeRate},
+		{"huge header rate", c.HugeHeaderRate},
+		{"absurd retry-after rate", c.AbsurdRetryAfterRate},
 		{"unknown rate", c.UnknownRate},
 	}
 	validRates := true
@@ -122,7 +130,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if sum := c.responseFaultRate(); validRates && sum > 1+1e-9 {
-		errs = append(errs, fmt.Errorf("timeout, error, rate-limit, malformed and oversize rates sum to %v: want at most 1", sum))
+		errs = append(errs, fmt.Errorf("timeout, error, rate-limit, malformed, oversize, huge-header and absurd-retry-after rates sum to %v: want at most 1", sum))
 	}
 	durations := []struct {
 		name string
@@ -155,7 +163,8 @@ func (c Config) Validate() error {
 
 // responseFaultRate is the total rate of the mutually exclusive response faults.
 func (c Config) responseFaultRate() float64 {
-	return c.TimeoutRate + c.ErrorRate + c.RateLimitRate + c.MalformedRate + c.OversizeRate
+	return c.TimeoutRate + c.ErrorRate + c.RateLimitRate + c.MalformedRate + c.OversizeRate +
+		c.HugeHeaderRate + c.AbsurdRetryAfterRate
 }
 
 // withDefaults fills zero-valued fields with their defaults.

@@ -72,6 +72,20 @@ func TestFaultsAtRateOne(t *testing.T) {
 				t.Errorf("status %d, %d bytes: want 200 and more than 4 MiB", rec.Code, rec.Body.Len())
 			}
 		}},
+		{"huge header", Config{HugeHeaderRate: 1}, func(t *testing.T, rec *httptest.ResponseRecorder) {
+			if rec.Code != http.StatusOK || len(rec.Header().Get("X-Padding")) < HugeHeaderBytes {
+				t.Errorf("status %d, header %d bytes: want 200 and at least %d", rec.Code, len(rec.Header().Get("X-Padding")), HugeHeaderBytes)
+			}
+			var smp influencer.Sample
+			if err := json.Unmarshal(rec.Body.Bytes(), &smp); err != nil || smp.PK != 1000001 {
+				t.Errorf("body %q: want the sample of 1000001 (%v)", rec.Body, err)
+			}
+		}},
+		{"absurd retry-after", Config{AbsurdRetryAfterRate: 1}, func(t *testing.T, rec *httptest.ResponseRecorder) {
+			if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != AbsurdRetryAfter {
+				t.Errorf("status %d, Retry-After %q: want 429 and %s", rec.Code, rec.Header().Get("Retry-After"), AbsurdRetryAfter)
+			}
+		}},
 		{"unknown", Config{UnknownRate: 1}, func(t *testing.T, rec *httptest.ResponseRecorder) {
 			if rec.Code != http.StatusInternalServerError || rec.Body.String() != NotFoundBody {
 				t.Errorf("status %d body %q, want the not-found answer", rec.Code, rec.Body)
@@ -82,7 +96,7 @@ func TestFaultsAtRateOne(t *testing.T) {
 			t.Parallel()
 			s, _ := newServer(t, tc.cfg)
 			count := n
-			if tc.cfg.OversizeRate > 0 {
+			if tc.cfg.OversizeRate > 0 || tc.cfg.HugeHeaderRate > 0 {
 				count = 3
 			}
 			for i := range count {

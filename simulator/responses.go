@@ -77,10 +77,10 @@ func (s *Server) writeServerError(w http.ResponseWriter, rnd *rng) {
 	}
 }
 
-func (s *Server) writeRateLimited(w http.ResponseWriter) {
+func (s *Server) writeRateLimited(w http.ResponseWriter, retryAfter []string) {
 	h := w.Header()
 	h["Content-Type"] = s.ctText
-	h["Retry-After"] = s.retryAfter
+	h["Retry-After"] = retryAfter
 	w.WriteHeader(http.StatusTooManyRequests)
 	_, _ = io.WriteString(w, body429)
 }

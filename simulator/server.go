@@ -38,6 +38,10 @@ const (
 
 	// OversizeBytes is the minimum size of an oversized body.
 	OversizeBytes = 8 << 20
+	// HugeHeaderBytes is the minimum size of a huge response header.
+	HugeHeaderBytes = 9 << 20
+	// AbsurdRetryAfter is the Retry-After of AbsurdRetryAfterRate answers.
+	AbsurdRetryAfter = "99999999999999999"
 
 	maxPKDigits = 18 // any 18-digit decimal fits in int64
 )
@@ -54,6 +58,8 @@ type Server struct {
 	faultRate  float64       // sum of the exclusive response-fault rates
 	retryAfter []string      // Retry-After header value
 	padding    []byte        // OversizeBytes of filler; nil when OversizeRate is 0
+	hugeHeader []string      // HugeHeaderBytes of header value; nil when HugeHeaderRate is 0
+	absurd     []string      // AbsurdRetryAfter
 
 	// Immutable header values shared by all responses (len == cap, so an
 	// append by a middleware copies instead of writing into them).
@@ -103,6 +109,10 @@ func New(cfg Config, clock clockwork.Clock) (*Server, error) {
 	if cfg.OversizeRate > 0 {
 		s.padding = []byte(strings.Repeat("x", OversizeBytes))
 	}
+	if cfg.HugeHeaderRate > 0 {
+		s.hugeHeader = []string{strings.Repeat("x", HugeHeaderBytes)}
+	}
+	s.absurd = []string{AbsurdRetryAfter}
 	return s, nil
 }
 
@@ -152,6 +162,8 @@ const (
 	faultRateLimit
 	faultMalformed
 	faultOversize
+	faultHugeHeader
+	faultAbsurdRetryAfter
 )
 
 func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, rawPK string) {
@@ -184,7 +196,10 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, rawPK string) 
 		s.writeServerError(w, &rnd)
 		return
 	case faultRateLimit:
-		s.writeRateLimited(w)
+		s.writeRateLimited(w, s.retryAfter)
+		return
+	case faultAbsurdRetryAfter:
+		s.writeRateLimited(w, s.absurd)
 		return
 	}
 
@@ -199,6 +214,9 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, rawPK string) 
 		s.writeMalformed(w, pk, follower, following, &rnd)
 	case faultOversize:
 		s.writeOversize(w, pk, follower, following)
+	case faultHugeHeader:
+		w.Header()["X-Padding"] = s.hugeHeader
+		s.writeSample(w, pk, follower, following)
 	default:
 		s.writeSample(w, pk, follower, following)
 	}
@@ -245,6 +263,8 @@ func (s *Server) drawFault(rnd *rng) fault {
 		{faultRateLimit, s.cfg.RateLimitRate},
 		{faultMalformed, s.cfg.MalformedRate},
 		{faultOversize, s.cfg.OversizeRate},
+		{faultHugeHeader, s.cfg.HugeHeaderRate},
+		{faultAbsurdRetryAfter, s.cfg.AbsurdRetryAfterRate},
 	} {
 		if u < c.rate {
 			return c.f

@@ -86,6 +86,10 @@ func report(out io.Writer, c bench.DBCheck) float64 {
 	for _, n := range c.ByClass() {
 		missed += n
 	}
+	for _, m := range c.Minutes {
+		fmt.Fprintf(out, "minute %s  stored %d  missed %d %v  unaccounted %d\n",
+			m.Minute.Format(time.TimeOnly), m.Stored, m.Missed(), bench.ClassList(m.ByClass), m.Unaccounted)
+	}
 	fmt.Fprintf(out, "checked %d pks x %d minutes (%s .. %s)\n", pks, len(c.Minutes), from, to)
 	fmt.Fprintf(out, "stored %d/%d = %.4f %%\n", c.Stored(), want, 100*frac)
 	fmt.Fprintf(out, "missed %d by class %v\n", missed, bench.ClassList(c.ByClass()))
