@@ -195,6 +195,13 @@ func (r runner) childDefaults() []string {
 	return out
 }
 
+// simulatorEnv is the simulator's environment: the children's, without
+// MOCKSTAGRAM_CAPACITY (simulate's --capacity), which would limit every
+// wiring's simulator; the capacity comes from simulatorArgs only.
+func (r runner) simulatorEnv() []string {
+	return r.env(append(r.childDefaults(), "MOCKSTAGRAM_CAPACITY")...)
+}
+
 // startSimulator starts the deterministic simulator on pks; capacity > 0
 // limits the requests it serves per second.
 func (r runner) startSimulator(ctx context.Context, name string, pks influencer.Range, capacity float64) (*child, string, error) {
@@ -202,7 +209,7 @@ func (r runner) startSimulator(ctx context.Context, name string, pks influencer.
 	if err != nil {
 		return nil, "", err
 	}
-	sim, err := startChild(ctx, r.c.WorkDir, name, r.c.Binary, r.env(r.childDefaults()...), simulatorArgs(addr, pks, capacity)...)
+	sim, err := startChild(ctx, r.c.WorkDir, name, r.c.Binary, r.simulatorEnv(), simulatorArgs(addr, pks, capacity)...)
 	if err != nil {
 		return nil, "", err
 	}

@@ -224,6 +224,13 @@ func TestSimulatorArgs(t *testing.T) {
 		simulatorArgs("a", pks, 1234.5))
 }
 
+func TestSimulatorEnvironment(t *testing.T) {
+	t.Parallel()
+	r := runner{c: Config{Env: []string{"PATH=/bin", "MOCKSTAGRAM_CAPACITY=40", "MOCKSTAGRAM_LOG_LEVEL=debug"}}}
+	assert.ElementsMatch(t, []string{"PATH=/bin", "MOCKSTAGRAM_LOG_LEVEL=debug", "MOCKSTAGRAM_LOG_FORMAT=text", "MOCKSTAGRAM_SHUTDOWN_TIMEOUT=10s"},
+		r.simulatorEnv(), "the capacity comes from the arguments only")
+}
+
 func TestScenarioEnvironment(t *testing.T) {
 	t.Parallel()
 	base := []string{"PATH=/bin", "MOCKSTAGRAM_FETCH_ADAPTIVE=false", "MOCKSTAGRAM_FETCH_CONCURRENCY=64"}
