@@ -57,6 +57,7 @@ type Config struct {
 	Influencers   int           // pks FirstPK..
 	Minutes       int           // whole minutes measured per wiring (the partial first minute is not)
 	Wirings       []Wiring      // in order
+	Capacity      float64       // the capacity scenarios' simulator rate, requests per second
 	AdminURL      string        // PostgreSQL server (any database) on which fresh databases are created
 	Readers       int           // concurrent API readers during the measured minutes; 0 = none
 	ReadRate      float64       // read requests per second, all readers together
@@ -75,6 +76,15 @@ func (c Config) Validate() error {
 	}
 	if len(c.Wirings) == 0 {
 		errs = append(errs, errors.New("no wiring selected"))
+	}
+	for _, w := range c.Wirings {
+		if !w.Scenario() {
+			continue
+		}
+		if n := w.Influencers(c.Influencers, c.Capacity); !(c.Capacity > 0) || n < 1 || n > MaxInfluencers {
+			errs = append(errs, fmt.Errorf("%s: --capacity %g makes %d influencers (%.0f%% of capacity × 60 s): want 1..%d",
+				w.Name, c.Capacity, n, 100*w.Load, MaxInfluencers))
+		}
 	}
 	if c.Readers < 0 || c.ReadRate < 0 {
 		errs = append(errs, errors.New("want --readers >= 0 and --read-rate >= 0"))
@@ -129,6 +139,7 @@ func Run(ctx context.Context, c Config, progress io.Writer) (Result, error) {
 		}
 		res.Wirings = append(res.Wirings, wr)
 	}
+	relateBaselines(res.Wirings)
 	return res, ctx.Err()
 }
 
@@ -184,14 +195,21 @@ func (r runner) childDefaults() []string {
 	return out
 }
 
-// startSimulator starts the deterministic simulator on the run's pks.
-func (r runner) startSimulator(ctx context.Context, name string) (*child, string, error) {
+// simulatorEnv is the simulator's environment: the children's, without
+// MOCKSTAGRAM_CAPACITY (simulate's --capacity), which would limit every
+// wiring's simulator; the capacity comes from simulatorArgs only.
+func (r runner) simulatorEnv() []string {
+	return r.env(append(r.childDefaults(), "MOCKSTAGRAM_CAPACITY")...)
+}
+
+// startSimulator starts the deterministic simulator on pks; capacity > 0
+// limits the requests it serves per second.
+func (r runner) startSimulator(ctx context.Context, name string, pks influencer.Range, capacity float64) (*child, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	sim, err := startChild(ctx, r.c.WorkDir, name, r.c.Binary, r.env(r.childDefaults()...),
-		"simulate", "--mode", "deterministic", "--addr", addr, "--range", r.c.pks().String())
+	sim, err := startChild(ctx, r.c.WorkDir, name, r.c.Binary, r.simulatorEnv(), simulatorArgs(addr, pks, capacity)...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -207,7 +225,7 @@ func (r runner) startSimulator(ctx context.Context, name string) (*child, string
 func (r runner) limits(ctx context.Context) (Limits, error) {
 	d := r.c.LimitDuration
 	l := Limits{Duration: Dur(d)}
-	sim, base, err := r.startSimulator(ctx, "limits-simulator")
+	sim, base, err := r.startSimulator(ctx, "limits-simulator", r.c.pks(), 0)
 	if err != nil {
 		return l, err
 	}

@@ -31,9 +31,15 @@ type MinuteRow struct {
 	Missed    int64            `json:"missed"`
 	ByClass   map[string]int64 `json:"missed_by_class"`
 	NotStored int64            `json:"not_stored"` // neither stored nor missed
+	// StoredShare is Stored of the wiring's influencers.
+	StoredShare float64 `json:"stored_share"`
 	// CompleteAfter is when every influencer was stored or missed, after the
 	// end of the minute; nil: never.
 	CompleteAfter *Dur `json:"complete_after_s"`
+	// Freshness of the minute's samples (commit time − end of the minute);
+	// 0 when none was committed.
+	FreshnessP50 Dur `json:"freshness_p50_s"`
+	FreshnessP99 Dur `json:"freshness_p99_s"`
 }
 
 // Latency summarises the requests to one endpoint.
@@ -106,6 +112,78 @@ type WiringReport struct {
 	// Rates relative to the limits (0: limit not measured).
 	OfSimulatorLimit float64 `json:"of_simulator_limit"`
 	OfStoreLimit     float64 `json:"of_store_limit"`
+	// Capacity is a capacity scenario's outcome; nil for the other wirings.
+	Capacity *CapacityReport `json:"capacity,omitempty"`
+}
+
+// CapacityReport is how a capacity scenario did against the simulator's
+// capacity and, for the overload, against the sustainable scenario.
+type CapacityReport struct {
+	Capacity    float64 `json:"capacity_per_s"` // the simulator's requests per second (simulate --capacity)
+	Load        float64 `json:"load"`           // influencers per minute / (capacity × 60 s)
+	SamplesPerS float64 `json:"samples_per_s"`  // stored samples per second over the measured minutes
+	OfCapacity  float64 `json:"of_capacity"`    // SamplesPerS / Capacity
+	// Baseline is the scenario this one's rate is compared with; "" = none.
+	Baseline string `json:"baseline,omitempty"`
+	// BaselineSamplesPerS is the baseline's stored rate in the same run, and
+	// OfBaseline SamplesPerS / BaselineSamplesPerS; both 0 when the baseline
+	// did not run or stored nothing.
+	BaselineSamplesPerS float64 `json:"baseline_samples_per_s,omitempty"`
+	OfBaseline          float64 `json:"of_baseline,omitempty"`
+	// Target is the least OfBaseline of graceful degradation (0: no target).
+	Target float64 `json:"target,omitempty"`
+}
+
+// Verdict is "OK" when the scenario's rate is at least Target of its
+// baseline's, "BELOW TARGET" when it is not, "-" without a target and "no
+// baseline" when the baseline did not run.
+func (c CapacityReport) Verdict() string {
+	switch {
+	case c.Baseline == "" || c.Target == 0:
+		return "-"
+	case c.BaselineSamplesPerS == 0:
+		return "no baseline"
+	case c.OfBaseline >= c.Target:
+		return "OK"
+	}
+	return "BELOW TARGET"
+}
+
+// capacityReport is the capacity outcome of scenario w's report wr against
+// a simulator of capacity requests per second (the baseline filled in later
+// by relateBaselines).
+func capacityReport(wr WiringReport, w Wiring, capacity float64) *CapacityReport {
+	c := &CapacityReport{Capacity: capacity, SamplesPerS: wr.SamplesPerSecond(), Baseline: w.Baseline}
+	if capacity > 0 {
+		c.Load = float64(wr.Influencers) / (capacity * 60)
+		c.OfCapacity = c.SamplesPerS / capacity
+	}
+	if w.Baseline != "" {
+		c.Target = GracefulTarget
+	}
+	return c
+}
+
+// relateBaselines sets each capacity report's baseline rate and ratio from
+// the report of its baseline scenario among ws (none that failed without
+// a measured minute).
+func relateBaselines(ws []WiringReport) {
+	rates := map[string]float64{}
+	for _, wr := range ws {
+		if wr.Capacity != nil && len(wr.Minutes) > 0 {
+			rates[wr.Name] = wr.Capacity.SamplesPerS
+		}
+	}
+	for _, wr := range ws {
+		c := wr.Capacity
+		if c == nil || c.Baseline == "" {
+			continue
+		}
+		c.BaselineSamplesPerS, c.OfBaseline = 0, 0
+		if base := rates[c.Baseline]; base > 0 {
+			c.BaselineSamplesPerS, c.OfBaseline = base, c.SamplesPerS/base
+		}
+	}
 }
 
 // Stored is the samples stored for the measured minutes.
@@ -189,15 +267,19 @@ func (r Result) WriteText(w io.Writer) error {
 	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "wiring\tminute\tstored\tmissed\tnot stored\tcomplete at\tmissed by class")
+	fmt.Fprintln(tw, "wiring\tminute\tstored\tstored %\tmissed\tnot stored\tcomplete at\tfresh p50/p99\tmissed by class")
 	for _, wr := range r.Wirings {
 		for _, m := range wr.Minutes {
 			done := "never"
 			if m.CompleteAfter != nil {
 				done = fmt.Sprintf("%+.1fs", m.CompleteAfter.D().Seconds())
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", wr.Name, m.Minute.Format("15:04"), m.Stored, m.Missed, m.NotStored, done,
-				strings.Join(ClassList(m.ByClass), " "))
+			fresh := "-"
+			if m.Stored > 0 {
+				fresh = fmt.Sprintf("%+.1fs/%+.1fs", m.FreshnessP50.D().Seconds(), m.FreshnessP99.D().Seconds())
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.3f%%\t%d\t%d\t%s\t%s\t%s\n", wr.Name, m.Minute.Format("15:04"), m.Stored, 100*m.StoredShare,
+				m.Missed, m.NotStored, done, fresh, strings.Join(ClassList(m.ByClass), " "))
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -228,6 +310,10 @@ func (r Result) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 
+	if err := writeCapacity(w, r.Wirings); err != nil {
+		return err
+	}
+
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "wiring\tprocess\trole\tCPU/sample\tcores\tpeak RSS")
 	for _, wr := range r.Wirings {
@@ -236,6 +322,37 @@ func (r Result) WriteText(w io.Writer) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// writeCapacity writes the table of the capacity scenarios among ws, if
+// any, and a blank line after it.
+func writeCapacity(w io.Writer, ws []WiringReport) error {
+	if !slices.ContainsFunc(ws, func(wr WiringReport) bool { return wr.Capacity != nil }) {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tcapacity\tload\tinfluencers\tstored\tsamples/s\tof capacity\tof baseline\tgraceful (target)")
+	for _, wr := range ws {
+		c := wr.Capacity
+		if c == nil {
+			continue
+		}
+		base := "-"
+		if c.BaselineSamplesPerS > 0 {
+			base = fmt.Sprintf("%.1f%% of %s (%.0f/s)", 100*c.OfBaseline, c.Baseline, c.BaselineSamplesPerS)
+		}
+		verdict := c.Verdict()
+		if c.Target > 0 {
+			verdict += fmt.Sprintf(" (>= %.0f%%)", 100*c.Target)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f/s\t%.2f\t%d\t%.3f%%\t%.0f\t%.1f%%\t%s\t%s\n", wr.Name, c.Capacity, c.Load, wr.Influencers,
+			100*wr.StoredShare(), c.SamplesPerS, 100*c.OfCapacity, base, verdict)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w)
+	return err
 }
 
 func checkText(wr WiringReport) string {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/store/postgres"
 )
 
@@ -90,15 +92,35 @@ func wiringEnv(w Wiring, simURL, kafka, db, bootstrap string) []string {
 		"MOCKSTAGRAM_DATABASE_URL=" + db,
 		"MOCKSTAGRAM_REGISTRY_BOOTSTRAP=" + bootstrap, // empty: none
 	}
+	if w.Scenario() {
+		// The scenarios measure the adaptive limit, whatever the environment says.
+		env = append(env, "MOCKSTAGRAM_FETCH_ADAPTIVE=true")
+	}
 	if kafka != "" {
 		return append(env, "MOCKSTAGRAM_KAFKA_BROKERS="+kafka)
 	}
 	return append(env, "MOCKSTAGRAM_KAFKA_BROKERS")
 }
 
+// simulatorArgs are the arguments of the deterministic simulator on pks at
+// addr; capacity > 0 limits it to that many requests per second.
+func simulatorArgs(addr string, pks influencer.Range, capacity float64) []string {
+	args := []string{"simulate", "--mode", "deterministic", "--addr", addr, "--range", pks.String()}
+	if capacity > 0 {
+		args = append(args, "--capacity", strconv.FormatFloat(capacity, 'g', -1, 64))
+	}
+	return args
+}
+
 // wiring runs one wiring and reports it; a failure is the report's Error.
 func (r runner) wiring(ctx context.Context, w Wiring, limits Limits) (wr WiringReport) {
-	wr = WiringReport{Name: w.Name, Description: w.Describe(), Influencers: r.c.Influencers}
+	n := w.Influencers(r.c.Influencers, r.c.Capacity)
+	pks := influencer.Range{From: FirstPK, To: FirstPK + int64(n) - 1}
+	capacity := 0.0 // the simulator's: unlimited
+	if w.Scenario() {
+		capacity = r.c.Capacity
+	}
+	wr = WiringReport{Name: w.Name, Description: w.Describe(), Influencers: n}
 	fail := func(err error) WiringReport {
 		wr.Error = err.Error()
 		return wr
@@ -121,7 +143,7 @@ func (r runner) wiring(ctx context.Context, w Wiring, limits Limits) (wr WiringR
 		roles[c.name] = role
 	}
 
-	db, bootstrap := "", r.c.pks().String()
+	db, bootstrap := "", pks.String()
 	if w.Postgres {
 		var drop func()
 		var err error
@@ -129,14 +151,14 @@ func (r runner) wiring(ctx context.Context, w Wiring, limits Limits) (wr WiringR
 			return fail(err)
 		}
 		defer drop()
-		if err := prepareDB(ctx, db, r); err != nil {
+		if err := prepareDB(ctx, db, pks); err != nil {
 			return fail(err)
 		}
 		bootstrap = ""
 		groups = append(groups, r.postgresGroup(db))
 		roles[RolePostgres] = RolePostgres
 	}
-	sim, simURL, err := r.startSimulator(ctx, w.Name+"-simulator")
+	sim, simURL, err := r.startSimulator(ctx, w.Name+"-simulator", pks, capacity)
 	if err != nil {
 		return fail(err)
 	}
@@ -155,7 +177,7 @@ func (r runner) wiring(ctx context.Context, w Wiring, limits Limits) (wr WiringR
 			return fail(err)
 		}
 	}
-	procs, err := planPipeline(w, r.c.Influencers, freeAddr)
+	procs, err := planPipeline(w, n, freeAddr)
 	if err != nil {
 		return fail(err)
 	}
@@ -190,12 +212,12 @@ func (r runner) wiring(ctx context.Context, w Wiring, limits Limits) (wr WiringR
 	first := time.Now().Add(WarmUp).Truncate(time.Minute).Add(time.Minute)
 	last := first.Add(time.Duration(r.c.Minutes-1) * time.Minute)
 	end := last.Add(time.Minute)
-	r.logf("%s: running; measuring minutes %s..%s", w.Name, first.Format("15:04"), last.Format("15:04"))
+	r.logf("%s: running %d influencers; measuring minutes %s..%s", w.Name, n, first.Format("15:04"), last.Format("15:04"))
 	readsDone := make(chan *Reads, 1)
 	readCtx, stopReaders := context.WithCancel(ctx)
 	defer stopReaders()
 	go func() {
-		readsDone <- readLoad(readCtx, apiURL, r.c.Readers, r.c.ReadRate, r.c.pks(), first, end)
+		readsDone <- readLoad(readCtx, apiURL, r.c.Readers, r.c.ReadRate, pks, first, end)
 	}()
 
 	var mark0, mark1 map[string]procUsage
@@ -222,7 +244,7 @@ func (r runner) wiring(ctx context.Context, w Wiring, limits Limits) (wr WiringR
 			if meter, err = fetchMeter(ctx, meterURL); err != nil {
 				return fail(err)
 			}
-			complete = meterComplete(meter, last, r.c.Influencers)
+			complete = meterComplete(meter, last, n)
 		}
 		if !now.Before(nextProgress) {
 			nextProgress = nextProgress.Add(r.c.Progress)
@@ -249,7 +271,7 @@ func (r runner) wiring(ctx context.Context, w Wiring, limits Limits) (wr WiringR
 	var check *DBCheck
 	if w.Postgres {
 		r.logf("%s: checking the database", w.Name)
-		c, err := CheckDB(ctx, db, r.c.pks(), first, end)
+		c, err := CheckDB(ctx, db, pks, first, end)
 		if err != nil {
 			return fail(err)
 		}
@@ -263,18 +285,22 @@ func (r runner) wiring(ctx context.Context, w Wiring, limits Limits) (wr WiringR
 	for _, g := range groups {
 		procRows = append(procRows, procRow{name: g.Name, role: roles[g.Name], usage: usage[g.Name]})
 	}
-	return buildReport(wr, first, r.c.Minutes, meter, check, procRows, markAt1.Sub(markAt0), limits, w.Postgres)
+	wr = buildReport(wr, first, r.c.Minutes, meter, check, procRows, markAt1.Sub(markAt0), limits, w.Postgres)
+	if w.Scenario() {
+		wr.Capacity = capacityReport(wr, w, capacity)
+	}
+	return wr
 }
 
 // prepareDB migrates db and tracks the run's pks, so the stages start on a
 // ready registry (none of them bootstraps it).
-func prepareDB(ctx context.Context, db string, r runner) error {
+func prepareDB(ctx context.Context, db string, pks influencer.Range) error {
 	s, err := postgres.New(ctx, db, slog.New(slog.DiscardHandler), clockwork.NewRealClock())
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	_, err = s.Track(ctx, r.c.pks().PKs())
+	_, err = s.Track(ctx, pks.PKs())
 	return err
 }
 
@@ -344,6 +370,7 @@ func buildReport(wr WiringReport, first time.Time, minutes int, meter []MeterMin
 		mi := first.Add(time.Duration(i) * time.Minute).UTC()
 		mm := byMinute[mi.Unix()]
 		row := MinuteRow{Minute: mi, Stored: int64(mm.Stored), Missed: int64(mm.Missed), ByClass: map[string]int64{}}
+		var minuteCommits []weighted
 		for k, v := range mm.ByClass {
 			row.ByClass[k] = int64(v)
 		}
@@ -352,12 +379,18 @@ func buildReport(wr WiringReport, first time.Time, minutes int, meter []MeterMin
 			row.Stored, row.Missed, row.ByClass = dm.Stored, dm.Missed(), dm.ByClass
 		}
 		row.NotStored = max(0, n-row.Stored-row.Missed)
+		if n > 0 {
+			row.StoredShare = float64(row.Stored) / float64(n)
+		}
 		if mm.Completed != nil {
 			row.CompleteAfter = new(Dur(mm.Completed.Sub(mi.Add(time.Minute))))
 		}
 		for _, c := range mm.Commits {
-			commits = append(commits, weighted{v: time.Duration(c[0]), w: int(c[1])})
+			minuteCommits = append(minuteCommits, weighted{v: time.Duration(c[0]), w: int(c[1])})
 		}
+		commits = append(commits, minuteCommits...)
+		row.FreshnessP50 = Dur(weightedQuantile(minuteCommits, 0.50))
+		row.FreshnessP99 = Dur(weightedQuantile(minuteCommits, 0.99))
 		wr.Minutes = append(wr.Minutes, row)
 	}
 	wr.FreshnessP50 = Dur(weightedQuantile(commits, 0.50))

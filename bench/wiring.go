@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -16,15 +17,52 @@ type Wiring struct {
 	// Staged runs separate scheduler, fetcher, recorder and api processes;
 	// otherwise one 'run' process holds every stage.
 	Staged bool
+
+	// Load, when set, makes the wiring a capacity scenario: the simulator
+	// serves only Config.Capacity requests per second, queueing the rest
+	// like the single-process server (simulate --capacity), the fetcher's
+	// adaptive limit is on, and the registry is not Config.Influencers but
+	// Load × Capacity × 60 influencers, so that each minute asks for Load
+	// times what the simulator can serve in it.
+	Load float64
+	// Baseline names the scenario whose stored rate this one's is compared
+	// with (CapacityReport.OfBaseline); "" = none.
+	Baseline string
 }
 
-// Wirings are every wiring, in the order they run.
+// The capacity scenarios' loads: SustainableLoad of the capacity is what
+// the pipeline must store in full; the overload asks OverloadFactor times
+// that, and should still store GracefulTarget of the sustainable rate
+// (graceful degradation: the API serves its capacity, the rest is missed).
+const (
+	SustainableLoad = 0.9
+	OverloadFactor  = 2
+	GracefulTarget  = 0.9
+)
+
+// Wirings are every wiring, in the order they run: the deployments users
+// run, then the capacity scenarios (the memory wiring against a
+// capacity-limited simulator, at the sustainable load and overloaded).
 var Wirings = []Wiring{
 	{Name: "memory", Broker: config.BrokerGoChannel},
 	{Name: "gochannel-pg", Broker: config.BrokerGoChannel, Postgres: true},
 	{Name: "kafka-pg", Broker: config.BrokerKafka, Postgres: true},
 	{Name: "pg-pg", Broker: config.BrokerPostgres, Postgres: true},
 	{Name: "staged-kafka-pg", Broker: config.BrokerKafka, Postgres: true, Staged: true},
+	{Name: "capacity-90", Broker: config.BrokerGoChannel, Load: SustainableLoad},
+	{Name: "overload-2x", Broker: config.BrokerGoChannel, Load: OverloadFactor * SustainableLoad, Baseline: "capacity-90"},
+}
+
+// Scenario reports whether w is a capacity scenario (Load set).
+func (w Wiring) Scenario() bool { return w.Load > 0 }
+
+// Influencers is the registry size of w: n, or for a capacity scenario
+// Load × capacity × 60 (rounded).
+func (w Wiring) Influencers(n int, capacity float64) int {
+	if !w.Scenario() {
+		return n
+	}
+	return int(math.Round(w.Load * capacity * 60))
 }
 
 // Kafka reports whether the wiring needs a Kafka broker (kafka-dev).
@@ -39,6 +77,9 @@ func (w Wiring) Describe() string {
 	broker := map[string]string{config.BrokerGoChannel: "gochannel", config.BrokerKafka: "Kafka (kfake)", config.BrokerPostgres: "Postgres broker"}[w.Broker]
 	if w.Staged {
 		return "scheduler+fetcher+recorder+api processes, " + broker + ", " + store
+	}
+	if w.Scenario() {
+		return fmt.Sprintf("run, %s, %s, adaptive limit; simulator --capacity C, %.0f%% of C × 60 influencers", broker, store, 100*w.Load)
 	}
 	return "run, " + broker + ", " + store
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/influencer"
 )
 
 func names(ws []Wiring) []string {
@@ -21,7 +22,7 @@ func names(ws []Wiring) []string {
 
 func TestParseWirings(t *testing.T) {
 	t.Parallel()
-	all := []string{"memory", "gochannel-pg", "kafka-pg", "pg-pg", "staged-kafka-pg"}
+	all := []string{"memory", "gochannel-pg", "kafka-pg", "pg-pg", "staged-kafka-pg", "capacity-90", "overload-2x"}
 	for _, tc := range []struct {
 		in   string
 		want []string
@@ -30,6 +31,7 @@ func TestParseWirings(t *testing.T) {
 		{"", all, false},
 		{"all", all, false},
 		{"kafka-pg,memory", []string{"memory", "kafka-pg"}, false},
+		{"overload-2x,capacity-90", []string{"capacity-90", "overload-2x"}, false},
 		{" pg-pg , pg-pg ", []string{"pg-pg"}, false},
 		{"memory,redis", nil, true},
 	} {
@@ -53,19 +55,25 @@ func TestWiringTable(t *testing.T) {
 		broker       string
 		pg, staged   bool
 		kafka        bool
+		load         float64
+		baseline     string
 		describe     string
 		pipelineArgs [][]string
 	}{
-		{"memory", config.BrokerGoChannel, false, false, false, "run, gochannel, memory store",
+		{"memory", config.BrokerGoChannel, false, false, false, 0, "", "run, gochannel, memory store",
 			[][]string{{"bench-node", "--stage", "run", "--influencers", "7", "--meter-addr", "127.0.0.1:2"}}},
-		{"gochannel-pg", config.BrokerGoChannel, true, false, false, "run, gochannel, Postgres store",
+		{"gochannel-pg", config.BrokerGoChannel, true, false, false, 0, "", "run, gochannel, Postgres store",
 			[][]string{{"bench-node", "--stage", "run", "--influencers", "7", "--meter-addr", "127.0.0.1:2"}}},
-		{"kafka-pg", config.BrokerKafka, true, false, true, "run, Kafka (kfake), Postgres store",
+		{"kafka-pg", config.BrokerKafka, true, false, true, 0, "", "run, Kafka (kfake), Postgres store",
 			[][]string{{"bench-node", "--stage", "run", "--influencers", "7", "--meter-addr", "127.0.0.1:2"}}},
-		{"pg-pg", config.BrokerPostgres, true, false, false, "run, Postgres broker, Postgres store",
+		{"pg-pg", config.BrokerPostgres, true, false, false, 0, "", "run, Postgres broker, Postgres store",
 			[][]string{{"bench-node", "--stage", "run", "--influencers", "7", "--meter-addr", "127.0.0.1:2"}}},
-		{"staged-kafka-pg", config.BrokerKafka, true, true, true, "scheduler+fetcher+recorder+api processes, Kafka (kfake), Postgres store",
+		{"staged-kafka-pg", config.BrokerKafka, true, true, true, 0, "", "scheduler+fetcher+recorder+api processes, Kafka (kfake), Postgres store",
 			[][]string{{"bench-node", "--stage", "recorder", "--influencers", "7", "--meter-addr", "127.0.0.1:2"}, {"api"}, {"fetcher"}, {"scheduler"}}},
+		{"capacity-90", config.BrokerGoChannel, false, false, false, 0.9, "",
+			"run, gochannel, memory store, adaptive limit; simulator --capacity C, 90% of C × 60 influencers", [][]string{{"bench-node", "--stage", "run", "--influencers", "7", "--meter-addr", "127.0.0.1:2"}}},
+		{"overload-2x", config.BrokerGoChannel, false, false, false, 1.8, "capacity-90",
+			"run, gochannel, memory store, adaptive limit; simulator --capacity C, 180% of C × 60 influencers", [][]string{{"bench-node", "--stage", "run", "--influencers", "7", "--meter-addr", "127.0.0.1:2"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -78,6 +86,9 @@ func TestWiringTable(t *testing.T) {
 			assert.Equal(t, tc.staged, w.Staged)
 			assert.Equal(t, tc.kafka, w.Kafka())
 			assert.Equal(t, tc.describe, w.Describe())
+			assert.InDelta(t, tc.load, w.Load, 1e-12)
+			assert.Equal(t, tc.load > 0, w.Scenario())
+			assert.Equal(t, tc.baseline, w.Baseline)
 
 			port := 0
 			procs, err := planPipeline(w, 7, func() (string, error) { port++; return fmt.Sprintf("127.0.0.1:%d", port), nil })
@@ -133,8 +144,9 @@ func TestBuildReport(t *testing.T) {
 	wr := buildReport(WiringReport{Name: "memory", Influencers: 10}, m1, 2, meter, nil, procs, 2*time.Minute, limits, false)
 
 	assert.Equal(t, []MinuteRow{
-		{Minute: m1, Stored: 9, Missed: 1, ByClass: map[string]int64{"timeout": 1}, NotStored: 0, CompleteAfter: new(Dur(2 * time.Second))},
-		{Minute: m2, Stored: 8, ByClass: map[string]int64{}, NotStored: 2},
+		{Minute: m1, Stored: 9, Missed: 1, ByClass: map[string]int64{"timeout": 1}, NotStored: 0, StoredShare: 0.9, CompleteAfter: new(Dur(2 * time.Second)),
+			FreshnessP50: Dur(time.Second), FreshnessP99: Dur(2 * time.Second)},
+		{Minute: m2, Stored: 8, ByClass: map[string]int64{}, NotStored: 2, StoredShare: 0.8, FreshnessP50: Dur(-time.Second), FreshnessP99: Dur(-time.Second)},
 	}, wr.Minutes)
 	// 17 samples: 8 at -1 s, 6 at +1 s, 3 at +2 s; the partial minute's are not counted.
 	assert.Equal(t, Dur(time.Second), wr.FreshnessP50)
@@ -155,6 +167,7 @@ func TestBuildReport(t *testing.T) {
 	}}
 	wr = buildReport(WiringReport{Name: "pg-pg", Influencers: 10}, m1, 2, meter, check, procs, 2*time.Minute, limits, true)
 	assert.Equal(t, []int64{10, 7}, []int64{wr.Minutes[0].Stored, wr.Minutes[1].Stored})
+	assert.Equal(t, []float64{1, 0.7}, []float64{wr.Minutes[0].StoredShare, wr.Minutes[1].StoredShare}, "the database's counts")
 	assert.Equal(t, map[string]int64{"expired": 2}, wr.Minutes[1].ByClass)
 	assert.Equal(t, int64(1), wr.Minutes[1].NotStored)
 	assert.Equal(t, &Check{Source: "database", Checked: 30, Duplicates: 1, Unaccounted: 1}, wr.Check)
@@ -169,4 +182,99 @@ func TestProgressLine(t *testing.T) {
 		progressLine("w", m2.Add(30*time.Second).Local(), m1, 3, ms))
 	assert.Contains(t, progressLine("w", m1.Add(-time.Second), m1, 3, nil), "w warm-up")
 	assert.Contains(t, progressLine("w", m1.Add(3*time.Minute), m1, 3, nil), "waiting for the last minute")
+}
+
+func wiring(t *testing.T, name string) Wiring {
+	t.Helper()
+	ws, err := ParseWirings(name)
+	require.NoError(t, err)
+	require.Len(t, ws, 1)
+	return ws[0]
+}
+
+func TestScenarioInfluencers(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		wiring   string
+		capacity float64
+		want     int
+	}{
+		{"memory", 4800, 1000}, // the run's --influencers
+		{"capacity-90", 4800, 259_200},
+		{"overload-2x", 4800, 518_400}, // twice the sustainable load
+		{"capacity-90", 1000, 54_000},
+		{"overload-2x", 1000, 108_000},
+		{"capacity-90", 0.01, 1}, // rounded
+	} {
+		t.Run(fmt.Sprintf("%s at %g", tc.wiring, tc.capacity), func(t *testing.T) {
+			t.Parallel()
+			assert.Equal(t, tc.want, wiring(t, tc.wiring).Influencers(1000, tc.capacity))
+		})
+	}
+}
+
+func TestSimulatorArgs(t *testing.T) {
+	t.Parallel()
+	pks := influencer.Range{From: FirstPK, To: FirstPK + 53_999}
+	assert.Equal(t, []string{"simulate", "--mode", "deterministic", "--addr", "127.0.0.1:7", "--range", "1000000-1053999"},
+		simulatorArgs("127.0.0.1:7", pks, 0), "unlimited")
+	assert.Equal(t, []string{"simulate", "--mode", "deterministic", "--addr", "127.0.0.1:7", "--range", "1000000-1053999", "--capacity", "4800"},
+		simulatorArgs("127.0.0.1:7", pks, 4800))
+	assert.Equal(t, []string{"simulate", "--mode", "deterministic", "--addr", "a", "--range", "1000000-1053999", "--capacity", "1234.5"},
+		simulatorArgs("a", pks, 1234.5))
+}
+
+func TestSimulatorEnvironment(t *testing.T) {
+	t.Parallel()
+	r := runner{c: Config{Env: []string{"PATH=/bin", "MOCKSTAGRAM_CAPACITY=40", "MOCKSTAGRAM_LOG_LEVEL=debug"}}}
+	assert.ElementsMatch(t, []string{"PATH=/bin", "MOCKSTAGRAM_LOG_LEVEL=debug", "MOCKSTAGRAM_LOG_FORMAT=text", "MOCKSTAGRAM_SHUTDOWN_TIMEOUT=10s"},
+		r.simulatorEnv(), "the capacity comes from the arguments only")
+}
+
+func TestScenarioEnvironment(t *testing.T) {
+	t.Parallel()
+	base := []string{"PATH=/bin", "MOCKSTAGRAM_FETCH_ADAPTIVE=false", "MOCKSTAGRAM_FETCH_CONCURRENCY=64"}
+	got := applyEnv(base, wiringEnv(wiring(t, "overload-2x"), "http://127.0.0.1:5", "", "", "1000000-1107999")...)
+	assert.ElementsMatch(t, []string{
+		"PATH=/bin", "MOCKSTAGRAM_FETCH_CONCURRENCY=64",
+		"MOCKSTAGRAM_API_URL=http://127.0.0.1:5", "MOCKSTAGRAM_BROKER=gochannel", "MOCKSTAGRAM_DATABASE_URL=",
+		"MOCKSTAGRAM_REGISTRY_BOOTSTRAP=1000000-1107999",
+		"MOCKSTAGRAM_FETCH_ADAPTIVE=true", // the scenarios measure the adaptive limit
+	}, got)
+	got = applyEnv(base, wiringEnv(wiring(t, "memory"), "http://127.0.0.1:5", "", "", "")...)
+	assert.Contains(t, got, "MOCKSTAGRAM_FETCH_ADAPTIVE=false", "the other wirings take the environment's")
+}
+
+func TestValidateCapacity(t *testing.T) {
+	t.Parallel()
+	c := func(names string, capacity float64) Config {
+		ws, err := ParseWirings(names)
+		require.NoError(t, err)
+		return Config{Influencers: 1000, Minutes: 1, Wirings: ws, Capacity: capacity, LimitDuration: time.Second}
+	}
+	require.NoError(t, c("capacity-90,overload-2x", 4800).Validate())
+	require.NoError(t, c("memory", 0).Validate(), "no scenario: the capacity is not used")
+	require.ErrorContains(t, c("capacity-90", 0).Validate(), "capacity-90: --capacity 0 makes 0 influencers")
+	require.ErrorContains(t, c("overload-2x", 50_000).Validate(), "overload-2x: --capacity 50000 makes 5400000 influencers (180% of capacity × 60 s): want 1..5000000")
+	require.NoError(t, c("capacity-90", 50_000).Validate(), "2,700,000 influencers")
+}
+
+func TestScenarioReport(t *testing.T) {
+	t.Parallel()
+	// 90 influencers at capacity 2/s: load 0.75. 2 minutes, 150 stored: 1.25/s.
+	meter := []MeterMinute{
+		{Minute: m1, Stored: 90, Checked: 90, Commits: [][2]int64{{int64(-time.Second), 90}}},
+		{Minute: m2, Stored: 60, Missed: 30, ByClass: map[string]int{"expired": 30}, Checked: 60, Commits: [][2]int64{{int64(-2 * time.Second), 60}}},
+	}
+	over := wiring(t, "overload-2x")
+	wr := buildReport(WiringReport{Name: over.Name, Influencers: 90}, m1, 2, meter, nil, nil, 2*time.Minute, Limits{}, false)
+	c := capacityReport(wr, over, 2)
+	assert.Equal(t, &CapacityReport{Capacity: 2, Load: 0.75, SamplesPerS: 1.25, OfCapacity: 0.625, Baseline: "capacity-90", Target: GracefulTarget}, c)
+	assert.Equal(t, "no baseline", c.Verdict(), "not related yet")
+	assert.Equal(t, map[string]int64{"expired": 30}, wr.Minutes[1].ByClass)
+	assert.InDelta(t, 2.0/3, wr.Minutes[1].StoredShare, 1e-12)
+
+	base := capacityReport(WiringReport{Influencers: 10}, wiring(t, "capacity-90"), 0)
+	assert.Equal(t, &CapacityReport{}, base, "no capacity, no minutes: zeros, no division by zero")
+	assert.Equal(t, "-", base.Verdict(), "the sustainable scenario has no target")
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/mockstagram/pipeline/bench"
@@ -17,7 +18,8 @@ import (
 type BenchCmd struct {
 	Influencers   int           `default:"1000000" help:"Number of influencers (pks 1000000..)."`
 	Minutes       int           `default:"3" help:"Whole minutes to measure per wiring (the partial first minute is not counted)."`
-	Wirings       string        `default:"all" help:"Comma-separated wirings: all, or some of memory,gochannel-pg,kafka-pg,pg-pg,staged-kafka-pg."`
+	Wirings       string        `default:"all" help:"Comma-separated wirings: all, or some of memory,gochannel-pg,kafka-pg,pg-pg,staged-kafka-pg and the capacity scenarios capacity-90,overload-2x."`
+	Capacity      float64       `default:"4800" env:"-" help:"The capacity scenarios' simulator capacity, requests per second (simulate --capacity); capacity-90 tracks 0.9 × capacity × 60 influencers, overload-2x twice as many (--influencers does not apply to them)."`
 	Readers       int           `default:"4" help:"Concurrent API readers during the measured minutes (GET /api/v1/influencers/{pk}, one in ten GET /api/v1/stats); 0 = none."`
 	ReadRate      float64       `default:"20" help:"Total read requests per second."`
 	LimitDuration time.Duration `default:"10s" help:"Duration of each limit measurement."`
@@ -42,7 +44,7 @@ func (c BenchCmd) Run(e env, cfg config.Config) error {
 		admin = bench.DefaultAdminURL
 	}
 	bc := bench.Config{
-		Influencers: c.Influencers, Minutes: c.Minutes, Wirings: wirings, AdminURL: admin,
+		Influencers: c.Influencers, Minutes: c.Minutes, Wirings: wirings, Capacity: c.Capacity, AdminURL: admin,
 		Readers: c.Readers, ReadRate: c.ReadRate, LimitDuration: c.LimitDuration,
 		Binary: bin, Env: os.Environ(), Progress: 10 * time.Second,
 	}
@@ -71,8 +73,12 @@ func (c BenchCmd) Run(e env, cfg config.Config) error {
 	if len(res.Wirings) == 0 && runErr != nil {
 		return runErr
 	}
-	fmt.Fprintf(e.stdout, "bench: %d influencers, %d measured minutes per wiring, %d CPUs, %s\n",
-		res.Influencers, res.Minutes, res.Machine.CPUs, res.Machine.GoVersion)
+	scenarios := ""
+	if slices.ContainsFunc(wirings, bench.Wiring.Scenario) {
+		scenarios = fmt.Sprintf(" (capacity scenarios: simulator --capacity %g)", c.Capacity)
+	}
+	fmt.Fprintf(e.stdout, "bench: %d influencers%s, %d measured minutes per wiring, %d CPUs, %s\n",
+		res.Influencers, scenarios, res.Minutes, res.Machine.CPUs, res.Machine.GoVersion)
 	if err := res.WriteText(e.stdout); err != nil {
 		return err
 	}
