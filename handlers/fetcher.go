@@ -266,7 +266,9 @@ func (f *Fetcher) collect(r *shardRun, unstarted string) influencer.Batch {
 			j.fail(class, reason+"; gave up at the minute's deadline")
 		case j.state == stateBackoff:
 			j.fail(j.last.Class, j.last.Reason+"; gave up at the minute's deadline")
-		default: // queued
+		case j.state == stateWaiting && j.last != nil:
+			j.fail(j.last.Class, j.last.Reason+"; gave up at the minute's deadline")
+		default: // queued, or waiting for a slot: never sent
 			j.fail(ClassExpired, "deadline passed while waiting for a fetch slot")
 		}
 		batch.Failures = append(batch.Failures, j.failure)
@@ -308,6 +310,7 @@ const (
 	stateQueued  = iota // waiting for a worker
 	stateRequest        // a worker is asking the API
 	stateBackoff        // waiting to be retried
+	stateWaiting        // a worker holds it, but it queues for a slot (the adaptive limit, the rate limit): not sent
 )
 
 // pkJob is one pk of a run.
@@ -324,6 +327,22 @@ type pkJob struct {
 	ok       bool
 	sample   influencer.Sample
 	failure  influencer.Failure
+}
+
+// Waiting is told (mockstagramapi.Progress) that j's request queues for a
+// slot: it has not been sent.
+func (j *pkJob) Waiting() { j.setState(stateWaiting) }
+
+// Sending is told that j's request leaves for the API.
+func (j *pkJob) Sending() { j.setState(stateRequest) }
+
+func (j *pkJob) setState(state int) {
+	r := j.run
+	r.mu.Lock()
+	if !r.closed && !j.finished {
+		j.state = state
+	}
+	r.mu.Unlock()
 }
 
 // fail sets the job's failure (run.mu held).
@@ -468,7 +487,7 @@ func (f *Fetcher) attempt(j *pkJob) {
 	j.state = stateRequest
 	r.mu.Unlock()
 
-	s, err := f.api.Influencer(r.ctx, j.pk, r.deadline)
+	s, err := f.api.Influencer(mockstagramapi.WithProgress(r.ctx, j), j.pk, r.deadline)
 
 	r.mu.Lock()
 	defer r.mu.Unlock()

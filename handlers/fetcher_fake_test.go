@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -123,4 +124,45 @@ func TestFetcherRetriesAnUnclassifiedError(t *testing.T) {
 	assert.Empty(t, got.Failures)
 	assert.Equal(t, 2, api.calls)
 	assert.Equal(t, 1.0, testutil.ToFloat64(e.m.FetchRetries))
+}
+
+// blockingAPI tells the request's Progress it queues for a slot (as the
+// adaptive limit does), then blocks until ctx is done.
+type blockingAPI struct{ arrived chan struct{} }
+
+func (a blockingAPI) Influencer(ctx context.Context, _ int64, _ time.Time) (influencer.Sample, error) {
+	mockstagramapi.Waiting(ctx)
+	a.arrived <- struct{}{}
+	<-ctx.Done()
+	return influencer.Sample{}, fmt.Errorf("%w: %w", mockstagramapi.ErrRateLimitDeadline, ctx.Err())
+}
+
+// A pk still waiting for a slot of the adaptive limit at the deadline was
+// never sent: it is expired work, not an API timeout.
+func TestFetcherWaitingForASlotAtTheDeadlineIsExpired(t *testing.T) {
+	t.Parallel()
+	ctx := waitCtx(t)
+	api := blockingAPI{arrived: make(chan struct{}, 1)}
+	e := newFakeFetchEnv(t, api)
+
+	done := make(chan handled, 1)
+	handle := e.handleFunc(t, task(7))
+	go func() { done <- handle() }()
+	select {
+	case <-api.arrived:
+	case <-ctx.Done():
+		t.Fatal("no request")
+	}
+	e.clock.Advance(fetchDeadline.Sub(fetchStart))
+
+	var got influencer.Batch
+	select {
+	case h := <-done:
+		got = result(t, h)
+	case <-ctx.Done():
+		t.Fatal("fetch did not end at the deadline")
+	}
+	want := influencer.Failure{PK: 7, Minute: minute0, Class: handlers.ClassExpired,
+		Reason: "deadline passed while waiting for a fetch slot"}
+	assert.Equal(t, influencer.Batch{Minute: minute0, Shard: fetchShard, Failures: []influencer.Failure{want}}, got)
 }

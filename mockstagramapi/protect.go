@@ -92,11 +92,13 @@ func (c *Client) waitToken(ctx context.Context, deadline time.Time) bool {
 		r.CancelAt(now)
 		return false
 	}
+	Waiting(ctx)
 	select {
 	case <-ctx.Done():
 		r.CancelAt(c.clock.Now())
 		return false
 	case <-c.clock.After(delay):
+		Sending(ctx)
 		return true
 	}
 }

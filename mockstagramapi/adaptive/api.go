@@ -20,6 +20,8 @@ type InfluencerAPI interface {
 // (Classify) when it returns. A request that gets no slot in time is not
 // sent; its error is mockstagramapi.ErrRateLimitDeadline, so the fetcher
 // counts the pk as expired, as for a rate-limit token that comes too late.
+// A mockstagramapi.Progress in the context hears Waiting before the wait
+// and Sending once the slot is granted.
 func Wrap(api InfluencerAPI, l *Limit) InfluencerAPI {
 	return &limited{api: api, limit: l}
 }
@@ -30,10 +32,12 @@ type limited struct {
 }
 
 func (a *limited) Influencer(ctx context.Context, pk int64, deadline time.Time) (influencer.Sample, error) {
+	mockstagramapi.Waiting(ctx)
 	tok, err := a.limit.Acquire(ctx, deadline)
 	if err != nil {
 		return influencer.Sample{}, fmt.Errorf("%w: %w", mockstagramapi.ErrRateLimitDeadline, err)
 	}
+	mockstagramapi.Sending(ctx)
 	s, err := a.api.Influencer(ctx, pk, deadline)
 	tok.Release(Classify(ctx, err))
 	return s, err

@@ -82,7 +82,7 @@ func run(ctx context.Context, log *slog.Logger, listen, target, control string) 
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return nil //nolint:nilerr // the listener was closed on shutdown
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
