@@ -26,8 +26,9 @@ var RouterModule = fx.Module("router",
 // NewRouter creates the router and ties it to the lifecycle. Handlers are
 // added by HandlersModule before start; a router without handlers (an
 // api-only or scheduler-only process) is not run. It takes the broker so
-// that the broker is created first and therefore closed after the router.
-func NewRouter(lc fx.Lifecycle, cfg config.Config, _ *broker.Broker, reg *prometheus.Registry, tp trace.TracerProvider, logger *slog.Logger) (*message.Router, error) {
+// that the broker is created first and therefore closed after the router,
+// and its start waits until every handler's subscription receives.
+func NewRouter(lc fx.Lifecycle, cfg config.Config, b *broker.Broker, reg *prometheus.Registry, tp trace.TracerProvider, logger *slog.Logger) (*message.Router, error) {
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, watermill.NewSlogLogger(logger))
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -54,10 +55,18 @@ func NewRouter(lc fx.Lifecycle, cfg config.Config, _ *broker.Broker, reg *promet
 			}()
 			select {
 			case <-router.Running():
-				return nil
 			case <-ctx.Done():
 				return fmt.Errorf("router did not start: %w", ctx.Err())
 			}
+			// Every handler has subscribed; on kafka each subscription
+			// still has to join its consumer group. The start ends (and
+			// the scheduler, which starts after the router, publishes
+			// its first minute) only once they all receive: tasks
+			// published during a slow join would wait for it and expire.
+			if err := b.WaitSubscribed(ctx); err != nil {
+				return fmt.Errorf("router subscriptions: %w", err)
+			}
+			return nil
 		},
 		OnStop: func(ctx context.Context) error {
 			err := router.Close()

@@ -104,6 +104,7 @@ type Broker struct {
 	pub        message.Publisher
 	newSub     func(consumerGroup string) (message.Subscriber, error)
 	closePub   func() error
+	joined     func(ctx context.Context) error // nil: subscriptions receive at once
 	logger     watermill.LoggerAdapter
 	brokerName string
 
@@ -136,6 +137,7 @@ func New(ctx context.Context, cfg config.Config, deps Deps) (*Broker, error) {
 		b.pub = k.publisher
 		b.closePub = k.publisher.Close
 		b.newSub = k.subscriber
+		b.joined = k.sessions.wait
 	case config.BrokerPostgres:
 		if deps.Pool == nil {
 			return nil, errors.New("postgres broker: no database pool (the store's pool is required)")
@@ -181,6 +183,20 @@ func (b *Broker) Subscriber(consumerGroup string) (message.Subscriber, error) {
 	}
 	b.subs = append(b.subs, sub)
 	return sub, nil
+}
+
+// WaitSubscribed returns once every subscription made so far on the
+// broker's subscribers receives messages, or with an error when ctx ends
+// first. On kafka a subscription receives nothing until its consumer group
+// has been joined and has assigned it its partitions, which watermill-kafka
+// does after Subscribe returned (seconds; more while other members of the
+// group finish the messages they hold). On gochannel and postgres a
+// subscription receives from the moment Subscribe returns.
+func (b *Broker) WaitSubscribed(ctx context.Context) error {
+	if b.joined == nil {
+		return nil
+	}
+	return b.joined(ctx)
 }
 
 // Close closes every subscriber, then the publisher. Closing twice is a no-op.
