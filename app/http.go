@@ -46,6 +46,8 @@ func NewHTTPServer(lc fx.Lifecycle, cfg config.Config, roles Roles, s store.Stor
 		Registry:   registry.New(s),
 		AdminToken: cfg.AdminToken,
 		Dashboard:  web.Handler(),
+		// The stats change once a minute; the dashboard and clients poll them.
+		StatsCacheTTL: httpapi.DefaultStatsCacheTTL,
 	})
 	h := api.Handler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), roles.API)
 	srv := httpapi.NewServer(cfg.HTTPAddr, h)

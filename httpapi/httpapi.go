@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -56,6 +57,21 @@ type API struct {
 	logger     *slog.Logger
 	ready      Ready
 	dashboard  http.Handler
+	statsCache *statsCache // nil: no caching
+}
+
+// DefaultStatsCacheTTL is a sensible Options.StatsCacheTTL: the stats
+// change once a minute (a minute completes, the counts move), while a
+// dashboard or many clients poll them.
+const DefaultStatsCacheTTL = 2 * time.Second
+
+// statsCache keeps the store's last Stats answer for ttl; concurrent
+// requests after it expired wait for one store read.
+type statsCache struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	st  store.Stats
+	at  time.Time // when st was read; zero: nothing cached
 }
 
 // Options are the API's optional parts.
@@ -63,11 +79,18 @@ type Options struct {
 	Registry   RegistryEditor // nil: admin endpoints answer 403
 	AdminToken string         // empty: admin endpoints are disabled (403)
 	Dashboard  http.Handler
+	// StatsCacheTTL is how long GET /api/v1/stats answers from the last
+	// store read (e.g. DefaultStatsCacheTTL); 0 reads the store every time.
+	StatsCacheTTL time.Duration
 }
 
 // New creates the API.
 func New(store Reader, clock clockwork.Clock, logger *slog.Logger, ready Ready, opts Options) *API {
-	return &API{store: store, registry: opts.Registry, adminToken: opts.AdminToken, clock: clock, logger: logger, ready: ready, dashboard: opts.Dashboard}
+	a := &API{store: store, registry: opts.Registry, adminToken: opts.AdminToken, clock: clock, logger: logger, ready: ready, dashboard: opts.Dashboard}
+	if opts.StatsCacheTTL > 0 {
+		a.statsCache = &statsCache{ttl: opts.StatsCacheTTL}
+	}
+	return a
 }
 
 // Handler returns the routes; withAPI false serves only health and metrics
@@ -304,9 +327,29 @@ type StatsResponse struct {
 	MissedLastHour       int64    `json:"missedLastHour"`
 }
 
+// readStats returns the store's stats as of now, or the cached ones when
+// they were read less than the cache's ttl ago.
+func (a *API) readStats(ctx context.Context, now time.Time) (store.Stats, error) {
+	c := a.statsCache
+	if c == nil {
+		return a.store.Stats(ctx, now)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && !now.Before(c.at) && now.Sub(c.at) < c.ttl {
+		return c.st, nil
+	}
+	st, err := a.store.Stats(ctx, now)
+	if err != nil {
+		return store.Stats{}, err
+	}
+	c.st, c.at = st, now
+	return st, nil
+}
+
 func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 	now := a.clock.Now()
-	st, err := a.store.Stats(r.Context(), now)
+	st, err := a.readStats(r.Context(), now)
 	if err != nil {
 		a.internal(w, r, err)
 		return

@@ -1,13 +1,15 @@
 // Package memory is an in-memory store with the same behaviour as the
 // Postgres store, for the zero-setup demo and fast unit tests. It keeps every
-// sample it is given until Prune drops old days, so it suits demos and tests,
-// not days of one million influencers.
+// sample it is given (16 bytes each, plus about 260 bytes per pk: see
+// BenchmarkFootprint) until Prune drops old days, so it suits demos, tests
+// and runs of hours, not days of one million influencers.
 package memory
 
 import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,12 +20,6 @@ import (
 )
 
 var _ store.Store = (*Store)(nil)
-
-// point is one stored minute; minute is Unix seconds.
-type point struct {
-	minute              int64
-	follower, following int64
-}
 
 // missedKey locates the missed groups of a minute's bucket (see
 // store.MissedBucket): a (pk, minute) is missed in at most one group of
@@ -41,23 +37,21 @@ type missedGroup struct {
 	pks           []int64 // ascending
 }
 
-type registryEntry struct {
-	active    bool
-	updatedAt time.Time
-}
-
 // Store is the in-memory store. The zero value is not usable; call New.
+//
+// Its footprint is one fixed-size record per pk (pkState: registry entry,
+// summary, rank membership, suspicion answer) plus 16 bytes per stored
+// minute (sample), and an index entry per pk. Rollups are computed on read
+// from the timeline; only the buckets of days Prune dropped are kept.
 type Store struct {
 	clock clockwork.Clock
 
-	mu       sync.RWMutex
-	timeline map[int64][]point // per pk, sorted by minute
-	summary  map[int64]*influencer.Summary
-	missed   map[missedKey][]*missedGroup
+	mu     sync.RWMutex
+	pks    *pkTable
+	missed map[missedKey][]*missedGroup
 	// missedPerMinute counts missed pks per minute so MissedSince does not
 	// walk every group.
 	missedPerMinute map[int64]int64
-	registry        map[int64]*registryEntry
 	registryPKs     []int64 // every registry pk, ascending
 	version         int64
 	bootstrapped    bool
@@ -67,12 +61,10 @@ type Store struct {
 	rank     *rankIndex          // active influencers with data
 	progress map[int64]*progress // per minute (Unix seconds)
 	history  []historyEntry      // tracked count after each registry change
-	hourly   map[int64][]rollup  // per pk, sorted by start
-	daily    map[int64][]rollup
-
-	// suspicion is the latest is_suspicious answer per pk (UTC, whole
-	// microseconds, as Postgres stores it).
-	suspicion map[int64]influencer.Suspicion
+	// hourly and daily hold, per pk index, the buckets of pruned minutes,
+	// sorted by start.
+	hourly map[int32][]rollup
+	daily  map[int32][]rollup
 
 	leaseMu sync.Mutex
 	leases  map[string]*lease
@@ -84,18 +76,16 @@ type Store struct {
 // New returns an empty store that takes registry and missed timestamps from
 // clock.
 func New(clock clockwork.Clock) *Store {
+	pks := newPKTable()
 	return &Store{
 		clock:           clock,
-		timeline:        make(map[int64][]point),
-		summary:         make(map[int64]*influencer.Summary),
+		pks:             pks,
 		missed:          make(map[missedKey][]*missedGroup),
 		missedPerMinute: make(map[int64]int64),
-		registry:        make(map[int64]*registryEntry),
-		rank:            newRankIndex(),
+		rank:            newRankIndex(pks),
 		progress:        make(map[int64]*progress),
-		hourly:          make(map[int64][]rollup),
-		daily:           make(map[int64][]rollup),
-		suspicion:       make(map[int64]influencer.Suspicion),
+		hourly:          make(map[int32][]rollup),
+		daily:           make(map[int32][]rollup),
 		leases:          make(map[string]*lease),
 		deadLetters:     make(map[string]store.DeadLetter),
 	}
@@ -109,6 +99,11 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 	if err := store.ValidateBatch(b); err != nil {
 		return store.RecordResult{}, err
 	}
+	for _, smp := range b.Samples {
+		if m := smp.Minute.Unix() / 60; m < minMinute || m > maxMinute {
+			return store.RecordResult{}, fmt.Errorf("%w: pk %d: minute %s out of range", store.ErrInvalid, smp.PK, smp.Minute)
+		}
+	}
 	now := s.clock.Now()
 
 	s.mu.Lock()
@@ -116,41 +111,37 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 
 	var res store.RecordResult
 	for _, smp := range b.Samples {
-		m := smp.Minute.Unix()
-		tl := s.timeline[smp.PK]
-		i, found := slices.BinarySearchFunc(tl, m, comparePoint)
+		m := smp.Minute.Unix() / 60
+		i, st := s.pks.get(smp.PK)
+		pos, found := st.find(m)
 		if found {
 			res.Duplicates++
 			continue
 		}
-		s.timeline[smp.PK] = slices.Insert(tl, i, point{minute: m, follower: smp.FollowerCount, following: smp.FollowingCount})
+		st.timeline = slices.Insert(st.timeline, pos, packSample(m, smp.FollowerCount, smp.FollowingCount))
 		res.Inserted++
 
-		sum, ok := s.summary[smp.PK]
-		if !ok {
-			sum = &influencer.Summary{PK: smp.PK}
-			s.summary[smp.PK] = sum
-		}
-		old := sum.FollowerCount
-		sum.Samples++
-		sum.FollowerSum += smp.FollowerCount
-		if !ok || m > sum.LastMinute.Unix() {
-			sum.Username = smp.Username
-			sum.FollowerCount = smp.FollowerCount
-			sum.FollowingCount = smp.FollowingCount
-			sum.LastMinute = time.Unix(m, 0).UTC()
-		}
-		if s.isActive(smp.PK) && (!ok || old != sum.FollowerCount) {
-			if ok {
-				s.rank.remove(smp.PK, old)
+		first := !st.hasData
+		st.hasData = true
+		st.samples++
+		st.followerSum += smp.FollowerCount
+		if first || m > st.lastMinute {
+			if st.username != smp.Username {
+				// A copy: the sample's string may share a large decoded
+				// response.
+				st.username = strings.Clone(smp.Username)
 			}
-			s.rank.add(smp.PK, sum.FollowerCount)
+			s.rank.setCount(i, smp.FollowerCount)
+			st.following = smp.FollowingCount
+			st.lastMinute = m
 		}
-		s.hourly[smp.PK] = addRollup(s.hourly[smp.PK], store.Hourly, m, smp.FollowerCount, smp.FollowingCount)
-		s.daily[smp.PK] = addRollup(s.daily[smp.PK], store.Daily, m, smp.FollowerCount, smp.FollowingCount)
-		s.addProgress(m, 1, 0)
-		if s.removeMissed(smp.PK, m) {
-			s.addProgress(m, 0, -1)
+		if st.active && !st.inRank {
+			s.rank.add(i)
+		}
+		sec := m * 60
+		s.addProgress(sec, 1, 0)
+		if s.removeMissed(smp.PK, sec) {
+			s.addProgress(sec, 0, -1)
 		}
 	}
 	for _, g := range store.GroupFailures(b.Failures) {
@@ -158,7 +149,7 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 		k := missedKey{minute: m, bucket: g.Bucket}
 		pks := make([]int64, 0, len(g.PKs))
 		for _, pk := range g.PKs {
-			if _, found := slices.BinarySearchFunc(s.timeline[pk], m, comparePoint); found {
+			if s.hasSample(pk, m) {
 				continue
 			}
 			if s.isMissed(k, pk) {
@@ -178,6 +169,26 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 	return res, nil
 }
 
+// hasSample reports whether a sample is stored for pk at minute (Unix
+// seconds, minute-aligned).
+func (s *Store) hasSample(pk, minute int64) bool {
+	st, ok := s.pks.lookup(pk)
+	if !ok {
+		return false
+	}
+	_, found := st.find(floorDiv(minute, 60))
+	return found
+}
+
+// floorDiv is a/b rounded down (b > 0).
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
+}
+
 // isMissed reports whether pk is missed in one of k's groups.
 func (s *Store) isMissed(k missedKey, pk int64) bool {
 	for _, g := range s.missed[k] {
@@ -186,16 +197,6 @@ func (s *Store) isMissed(k missedKey, pk int64) bool {
 		}
 	}
 	return false
-}
-
-func comparePoint(p point, minute int64) int {
-	switch {
-	case p.minute < minute:
-		return -1
-	case p.minute > minute:
-		return 1
-	}
-	return 0
 }
 
 // removeMissed takes pk out of minute's missed groups and reports whether
@@ -229,13 +230,20 @@ func (s *Store) removeMissed(pk, minute int64) bool {
 func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	sum, ok := s.summary[pk]
-	if !ok {
+	st, ok := s.pks.lookup(pk)
+	if !ok || !st.hasData {
 		return influencer.Summary{}, fmt.Errorf("summary of pk %d: %w", pk, store.ErrNotFound)
 	}
-	out := *sum
-	out.Suspicion = s.suspicionOf(pk)
-	return out, nil
+	return influencer.Summary{
+		PK:             pk,
+		Username:       st.username,
+		FollowerCount:  st.follower,
+		FollowingCount: st.following,
+		LastMinute:     minuteTime(st.lastMinute),
+		Samples:        st.samples,
+		FollowerSum:    st.followerSum,
+		Suspicion:      st.suspicion(),
+	}, nil
 }
 
 // Timeline implements store.Store.
@@ -245,20 +253,16 @@ func (s *Store) Timeline(ctx context.Context, pk int64, from, to time.Time, limi
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	tl := s.timeline[pk]
-	// First point with minute >= from (rounded up to a whole second, like
-	// the minute-aligned keys themselves).
-	lo := ceilUnix(from)
-	i, _ := slices.BinarySearchFunc(tl, lo, comparePoint)
-	hi := ceilUnix(to)
+	st, ok := s.pks.lookup(pk)
+	if !ok {
+		return []influencer.Point{}, nil
+	}
+	tl := st.timeline
+	i, _ := st.find(ceilMinute(from))
+	hi := ceilMinute(to)
 	out := make([]influencer.Point, 0, min(limit, len(tl)-i))
-	for ; i < len(tl) && tl[i].minute < hi && len(out) < limit; i++ {
-		p := tl[i]
-		out = append(out, influencer.Point{
-			Minute:         time.Unix(p.minute, 0).UTC(),
-			FollowerCount:  p.follower,
-			FollowingCount: p.following,
-		})
+	for ; i < len(tl) && tl[i].minute() < hi && len(out) < limit; i++ {
+		out = append(out, tl[i].point())
 	}
 	return out, nil
 }
@@ -299,21 +303,22 @@ func (s *Store) Track(ctx context.Context, pks []int64) (int, error) {
 }
 
 func (s *Store) trackLocked(pks []int64, now time.Time) int {
+	s.pks.reserve(len(pks))
+	at := now.UnixMicro()
 	changed := 0
 	var added []int64
 	for _, pk := range pks {
-		e, ok := s.registry[pk]
+		i, st := s.pks.get(pk)
 		switch {
-		case !ok:
-			s.registry[pk] = &registryEntry{active: true, updatedAt: now}
+		case !st.registered:
+			st.registered = true
 			added = append(added, pk)
-		case !e.active:
-			e.active, e.updatedAt = true, now
-		default:
+		case st.active:
 			continue
 		}
-		if sum, ok := s.summary[pk]; ok {
-			s.rank.add(pk, sum.FollowerCount)
+		st.active, st.updatedAt = true, at
+		if st.hasData && !st.inRank {
+			s.rank.add(i)
 		}
 		changed++
 	}
@@ -364,13 +369,16 @@ func (s *Store) Untrack(ctx context.Context, pks []int64) (int, error) {
 	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	at := now.UnixMicro()
 	changed := 0
 	for _, pk := range pks {
-		if e, ok := s.registry[pk]; ok && e.active {
-			e.active, e.updatedAt = false, now
-			if sum, ok := s.summary[pk]; ok {
-				s.rank.remove(pk, sum.FollowerCount)
-			}
+		i, ok := s.pks.index[pk]
+		if !ok {
+			continue
+		}
+		if st := s.pks.at(i); st.registered && st.active {
+			st.active, st.updatedAt = false, at
+			s.rank.remove(i)
 			changed++
 		}
 	}
@@ -407,13 +415,13 @@ func (s *Store) Tracked(ctx context.Context, after int64, limit int) ([]influenc
 	}
 	out := make([]influencer.Tracked, 0, min(limit, len(s.registryPKs)-i))
 	for ; i < len(s.registryPKs) && len(out) < limit; i++ {
-		pk := s.registryPKs[i]
-		e := s.registry[pk]
-		t := influencer.Tracked{PK: pk, Active: e.active, UpdatedAt: e.updatedAt}
-		if sum, ok := s.summary[pk]; ok {
-			t.Username = sum.Username
-		}
-		out = append(out, t)
+		st, _ := s.pks.lookup(s.registryPKs[i])
+		out = append(out, influencer.Tracked{
+			PK:        st.pk,
+			Username:  st.username,
+			Active:    st.active,
+			UpdatedAt: time.UnixMicro(st.updatedAt).UTC(),
+		})
 	}
 	return out, nil
 }
@@ -422,9 +430,9 @@ func (s *Store) Tracked(ctx context.Context, after int64, limit int) ([]influenc
 func (s *Store) ActivePKs(ctx context.Context) ([]int64, int64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]int64, 0, len(s.registryPKs))
+	out := make([]int64, 0, s.tracked)
 	for _, pk := range s.registryPKs {
-		if s.registry[pk].active {
+		if st, _ := s.pks.lookup(pk); st.active {
 			out = append(out, pk)
 		}
 	}

@@ -15,19 +15,23 @@ import (
 // the Postgres store's buckets (store.RankBucket): a Fenwick tree of
 // member counts per bucket gives the number above a bucket in O(log
 // buckets), and the members of one bucket (at most ~0.1 % of counts wide)
-// are scanned for the rest. It also keeps the count and the follower total
-// for the global average.
+// are scanned for the rest. Members are pk table indexes (4 bytes each);
+// a member's count is its record's follower count, and its record knows
+// its position in the bucket's list. It also keeps the count and the
+// follower total for the global average. Everything but the member lists
+// is sized once.
 type rankIndex struct {
-	tree    []int64                 // Fenwick tree over buckets 1..len(tree)-1
-	members map[int]map[int64]int64 // bucket -> pk -> follower count
-	n       int64                   // members
-	total   int64                   // sum of members' follower counts
-	top     int                     // highest bucket
+	pks     *pkTable
+	tree    []int64   // Fenwick tree over buckets 1..len(tree)-1
+	members [][]int32 // per bucket, unordered
+	n       int64     // members
+	total   int64     // sum of members' follower counts
+	top     int       // highest bucket
 }
 
-func newRankIndex() *rankIndex {
+func newRankIndex(pks *pkTable) *rankIndex {
 	top := store.RankBucket(influencer.MaxCount)
-	return &rankIndex{tree: make([]int64, top+1), members: make(map[int]map[int64]int64), top: top}
+	return &rankIndex{pks: pks, tree: make([]int64, top+1), members: make([][]int32, top+1), top: top}
 }
 
 func (r *rankIndex) addTree(b int, d int64) {
@@ -45,40 +49,67 @@ func (r *rankIndex) atMost(b int) int64 {
 	return n
 }
 
-func (r *rankIndex) add(pk, count int64) {
-	b := store.RankBucket(count)
-	m := r.members[b]
-	if m == nil {
-		m = make(map[int64]int64)
-		r.members[b] = m
-	}
-	m[pk] = count
-	r.addTree(b, 1)
+// add makes record i (not a member) a member with its follower count.
+func (r *rankIndex) add(i int32) {
+	st := r.pks.at(i)
+	r.insert(i, st)
 	r.n++
-	r.total += count
+	r.total += st.follower
 }
 
-func (r *rankIndex) remove(pk, count int64) {
-	b := store.RankBucket(count)
-	m := r.members[b]
-	if _, ok := m[pk]; !ok {
+func (r *rankIndex) insert(i int32, st *pkState) {
+	b := store.RankBucket(st.follower)
+	st.rankPos, st.inRank = int32(len(r.members[b])), true
+	r.members[b] = append(r.members[b], i)
+	r.addTree(b, 1)
+}
+
+// remove takes record i out of the members, if it is one.
+func (r *rankIndex) remove(i int32) {
+	st := r.pks.at(i)
+	if !st.inRank {
 		return
 	}
-	delete(m, pk)
-	if len(m) == 0 {
-		delete(r.members, b)
-	}
-	r.addTree(b, -1)
+	r.delete(st)
 	r.n--
-	r.total -= count
+	r.total -= st.follower
+}
+
+func (r *rankIndex) delete(st *pkState) {
+	b := store.RankBucket(st.follower)
+	m := r.members[b]
+	last := m[len(m)-1]
+	m[st.rankPos] = last
+	r.pks.at(last).rankPos = st.rankPos
+	r.members[b] = m[:len(m)-1]
+	st.inRank = false
+	r.addTree(b, -1)
+}
+
+// setCount changes record i's follower count, moving it between buckets
+// when it is a member.
+func (r *rankIndex) setCount(i int32, count int64) {
+	st := r.pks.at(i)
+	if !st.inRank {
+		st.follower = count
+		return
+	}
+	r.total += count - st.follower
+	if store.RankBucket(count) == store.RankBucket(st.follower) {
+		st.follower = count
+		return
+	}
+	r.delete(st)
+	st.follower = count
+	r.insert(i, st)
 }
 
 // rank is 1 + the number of members with a count greater than count.
 func (r *rankIndex) rank(count int64) int64 {
 	b := store.RankBucket(count)
 	n := r.n - r.atMost(b)
-	for _, c := range r.members[b] {
-		if c > count {
+	for _, i := range r.members[b] {
+		if r.pks.at(i).follower > count {
 			n++
 		}
 	}
@@ -88,40 +119,41 @@ func (r *rankIndex) rank(count int64) int64 {
 // page lists up to limit members after the cursor in the order count DESC,
 // pk ASC, with ranks.
 func (r *rankIndex) page(after *store.Cursor, limit int) []store.Ranked {
-	type member struct{ pk, count int64 }
 	out := make([]store.Ranked, 0, min(int64(limit), r.n))
 	b := r.top
 	if after != nil {
 		b = store.RankBucket(after.FollowerCount)
 	}
-	var bucket []member
+	var bucket []*pkState
 	for ; b > 0 && len(out) < limit; b-- {
 		if len(r.members[b]) == 0 {
 			continue
 		}
 		bucket = bucket[:0]
-		for pk, c := range r.members[b] {
-			if after == nil || c < after.FollowerCount || (c == after.FollowerCount && pk > after.PK) {
-				bucket = append(bucket, member{pk, c})
+		for _, i := range r.members[b] {
+			st := r.pks.at(i)
+			if c := st.follower; after == nil || c < after.FollowerCount || (c == after.FollowerCount && st.pk > after.PK) {
+				bucket = append(bucket, st)
 			}
 		}
-		slices.SortFunc(bucket, func(x, y member) int {
-			if c := cmp.Compare(y.count, x.count); c != 0 {
+		slices.SortFunc(bucket, func(x, y *pkState) int {
+			if c := cmp.Compare(y.follower, x.follower); c != 0 {
 				return c
 			}
 			return cmp.Compare(x.pk, y.pk)
 		})
-		for _, m := range bucket {
+		for _, st := range bucket {
 			if len(out) == limit {
 				break
 			}
 			rank := int64(0)
-			if len(out) > 0 && out[len(out)-1].FollowerCount == m.count {
+			if len(out) > 0 && out[len(out)-1].FollowerCount == st.follower {
 				rank = out[len(out)-1].Rank
 			} else {
-				rank = r.rank(m.count)
+				rank = r.rank(st.follower)
 			}
-			out = append(out, store.Ranked{Rank: rank, PK: m.pk, FollowerCount: m.count})
+			out = append(out, store.Ranked{Rank: rank, PK: st.pk, Username: st.username,
+				FollowerCount: st.follower, FollowingCount: st.following})
 		}
 	}
 	return out
@@ -177,10 +209,26 @@ func (r *rollup) bucket() store.Bucket {
 	}
 }
 
-// addRollup folds one stored minute into the pk's buckets of step
+// merge folds bucket o (same start) into r.
+func (r *rollup) merge(o rollup) {
+	if r.n == 0 {
+		*r = o
+		return
+	}
+	r.n += o.n
+	r.fSum += o.fSum
+	r.gSum += o.gSum
+	r.fMin, r.fMax = min(r.fMin, o.fMin), max(r.fMax, o.fMax)
+	r.gMin, r.gMax = min(r.gMin, o.gMin), max(r.gMax, o.gMax)
+	if o.last > r.last {
+		r.last, r.followerL, r.followingL = o.last, o.followerL, o.followingL
+	}
+}
+
+// addRollup folds one minute (Unix seconds) into the buckets of step
 // (sorted by start).
 func addRollup(buckets []rollup, step time.Duration, minute, follower, following int64) []rollup {
-	start := store.BucketStart(time.Unix(minute, 0), step).Unix()
+	start := bucketStart(minute, step)
 	i, found := slices.BinarySearchFunc(buckets, start, func(r rollup, s int64) int { return cmp.Compare(r.start, s) })
 	if !found {
 		buckets = slices.Insert(buckets, i, rollup{start: start})
@@ -189,9 +237,62 @@ func addRollup(buckets []rollup, step time.Duration, minute, follower, following
 	return buckets
 }
 
-func (s *Store) isActive(pk int64) bool {
-	e, ok := s.registry[pk]
-	return ok && e.active
+// bucketStart is the start (Unix seconds) of the step's bucket containing
+// the Unix second sec.
+func bucketStart(sec int64, step time.Duration) int64 {
+	return store.BucketStart(time.Unix(sec, 0), step).Unix()
+}
+
+// timelineRollups computes the buckets of step with lo <= start < hi
+// (Unix seconds) from a timeline, oldest first, at most limit of them.
+func timelineRollups(tl []sample, step time.Duration, lo, hi int64, limit int) []rollup {
+	var out []rollup
+	i := 0
+	for i < len(tl) && tl[i].minute()*60 < lo {
+		i++
+	}
+	for ; i < len(tl); i++ {
+		sec := tl[i].minute() * 60
+		start := bucketStart(sec, step)
+		if start < lo {
+			continue
+		}
+		if start >= hi {
+			break
+		}
+		if len(out) == 0 || out[len(out)-1].start != start {
+			if len(out) == limit {
+				break
+			}
+			out = append(out, rollup{start: start})
+		}
+		out[len(out)-1].add(sec, tl[i].followerCount(), tl[i].followingCount())
+	}
+	return out
+}
+
+// mergeRollups merges two lists sorted by start, folding buckets with the
+// same start, and keeps the first limit.
+func mergeRollups(a, b []rollup, limit int) []rollup {
+	out := make([]rollup, 0, min(limit, len(a)+len(b)))
+	i, j := 0, 0
+	for len(out) < limit && (i < len(a) || j < len(b)) {
+		switch {
+		case j == len(b) || (i < len(a) && a[i].start < b[j].start):
+			out = append(out, a[i])
+			i++
+		case i == len(a) || b[j].start < a[i].start:
+			out = append(out, b[j])
+			j++
+		default:
+			r := a[i]
+			r.merge(b[j])
+			out = append(out, r)
+			i++
+			j++
+		}
+	}
+	return out
 }
 
 func (s *Store) addProgress(minute, stored, missed int64) {
@@ -219,11 +320,11 @@ func (s *Store) trackedAt(t time.Time) int64 {
 func (s *Store) Rank(ctx context.Context, pk int64) (int64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	sum, ok := s.summary[pk]
-	if !ok || !s.isActive(pk) {
+	st, ok := s.pks.lookup(pk)
+	if !ok || !st.hasData || !st.active {
 		return 0, fmt.Errorf("rank of pk %d: %w", pk, store.ErrNotFound)
 	}
-	return s.rank.rank(sum.FollowerCount), nil
+	return s.rank.rank(st.follower), nil
 }
 
 // Leaderboard implements store.Store.
@@ -236,12 +337,7 @@ func (s *Store) Leaderboard(ctx context.Context, after *store.Cursor, limit int)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := s.rank.page(after, limit)
-	for i := range out {
-		sum := s.summary[out[i].PK]
-		out[i].Username, out[i].FollowingCount = sum.Username, sum.FollowingCount
-	}
-	return out, nil
+	return s.rank.page(after, limit), nil
 }
 
 // Stats implements store.Store.
@@ -265,30 +361,41 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 	return st, nil
 }
 
-// Rollup implements store.Store.
+// Rollup implements store.Store: the buckets of pruned days merged with
+// those computed from the stored minutes.
 func (s *Store) Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]store.Bucket, error) {
 	if err := store.ValidateRollup(step, limit); err != nil {
 		return nil, fmt.Errorf("rollup of pk %d: %w", pk, err)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	buckets := s.hourly[pk]
+	i, ok := s.pks.index[pk]
+	if !ok {
+		return []store.Bucket{}, nil
+	}
+	pruned := s.hourly[i]
 	if step == store.Daily {
-		buckets = s.daily[pk]
+		pruned = s.daily[i]
 	}
 	lo, hi := ceilUnix(from), ceilUnix(to)
-	i, _ := slices.BinarySearchFunc(buckets, lo, func(r rollup, s int64) int { return cmp.Compare(r.start, s) })
-	out := make([]store.Bucket, 0, min(limit, len(buckets)-i))
-	for ; i < len(buckets) && buckets[i].start < hi && len(out) < limit; i++ {
-		out = append(out, buckets[i].bucket())
+	j, _ := slices.BinarySearchFunc(pruned, lo, func(r rollup, s int64) int { return cmp.Compare(r.start, s) })
+	k := j
+	for k < len(pruned) && pruned[k].start < hi {
+		k++
+	}
+	buckets := mergeRollups(pruned[j:k], timelineRollups(s.pks.at(i).timeline, step, lo, hi, limit), limit)
+	out := make([]store.Bucket, len(buckets))
+	for n, r := range buckets {
+		out[n] = r.bucket()
 	}
 	return out, nil
 }
 
 // Prune implements store.Store with the Postgres store's semantics:
 // minute points and missed entries of the UTC days before
-// store.RetentionCutoff(now, keep) are dropped, progress counters older
-// than store.ProgressRetention too; rollups, summaries and counters stay.
+// store.RetentionCutoff(now, keep) are dropped (their minutes folded into
+// the kept hourly and daily buckets first), progress counters older than
+// store.ProgressRetention too; rollups, summaries and counters stay.
 func (s *Store) Prune(ctx context.Context, now time.Time, keep time.Duration) error {
 	if keep <= 0 {
 		return fmt.Errorf("prune: %w: keep %s is not positive", store.ErrInvalid, keep)
@@ -297,16 +404,22 @@ func (s *Store) Prune(ctx context.Context, now time.Time, keep time.Duration) er
 	progressCutoff := now.Add(-store.ProgressRetention)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for pk, tl := range s.timeline {
-		i, _ := slices.BinarySearchFunc(tl, cutoff, comparePoint)
-		if i == 0 {
+	for i := range s.pks.len() {
+		st := s.pks.at(i)
+		n, _ := st.find(ceilMinute(time.Unix(cutoff, 0)))
+		if n == 0 {
 			continue
 		}
-		if i == len(tl) {
-			delete(s.timeline, pk)
+		for _, p := range st.timeline[:n] {
+			sec := p.minute() * 60
+			s.hourly[i] = addRollup(s.hourly[i], store.Hourly, sec, p.followerCount(), p.followingCount())
+			s.daily[i] = addRollup(s.daily[i], store.Daily, sec, p.followerCount(), p.followingCount())
+		}
+		if n == len(st.timeline) {
+			st.timeline = nil
 			continue
 		}
-		s.timeline[pk] = slices.Clone(tl[i:])
+		st.timeline = slices.Clone(st.timeline[n:])
 	}
 	for k := range s.missed {
 		if k.minute < cutoff {

@@ -26,18 +26,18 @@ func (s *Store) SuspicionCandidates(ctx context.Context, pks []int64, checkedSin
 			continue
 		}
 		seen[pk] = struct{}{}
-		sum, ok := s.summary[pk]
-		if !ok || !s.isActive(pk) {
+		st, ok := s.pks.lookup(pk)
+		if !ok || !st.hasData || !st.active {
 			continue
 		}
-		if a, ok := s.suspicion[pk]; ok && !a.CheckedAt.Before(since) {
+		if st.checked && st.checkedAt >= since.UnixMicro() {
 			continue
 		}
 		out = append(out, influencer.SuspicionCandidate{
 			PK:             pk,
-			Username:       sum.Username,
-			FollowerCount:  sum.FollowerCount,
-			FollowingCount: sum.FollowingCount,
+			Username:       st.username,
+			FollowerCount:  st.follower,
+			FollowingCount: st.following,
 		})
 	}
 	slices.SortFunc(out, func(a, b influencer.SuspicionCandidate) int { return cmp.Compare(a.PK, b.PK) })
@@ -57,23 +57,22 @@ func (s *Store) SaveSuspicion(ctx context.Context, answers []influencer.Suspicio
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, a := range answers {
-		a.CheckedAt = storedTime(a.CheckedAt)
-		if old, ok := s.suspicion[a.PK]; ok && !old.CheckedAt.Before(a.CheckedAt) {
+		at := a.CheckedAt.UnixMicro()
+		_, st := s.pks.get(a.PK)
+		if st.checked && st.checkedAt >= at {
 			continue
 		}
-		s.suspicion[a.PK] = a
+		st.checked, st.checkedAt, st.suspicious = true, at, a.Suspicious
 	}
 	return nil
 }
 
-// suspicionOf returns a copy of pk's stored answer, or nil. The caller holds
-// s.mu.
-func (s *Store) suspicionOf(pk int64) *influencer.Suspicion {
-	a, ok := s.suspicion[pk]
-	if !ok {
+// suspicion returns the record's stored answer, or nil.
+func (st *pkState) suspicion() *influencer.Suspicion {
+	if !st.checked {
 		return nil
 	}
-	return &a
+	return &influencer.Suspicion{PK: st.pk, Suspicious: st.suspicious, CheckedAt: time.UnixMicro(st.checkedAt).UTC()}
 }
 
 // storedTime is t as Postgres stores a timestamptz: UTC, whole microseconds.

@@ -31,6 +31,10 @@ const DefaultLeaseCheckInterval = 5 * time.Second
 // DefaultMaxConns is the pool size when the URL sets no pool_max_conns.
 const DefaultMaxConns = 20
 
+// DefaultReadConns is the size of the separate pool of the API's reads
+// (see WithReadConns).
+const DefaultReadConns = 4
+
 // DefaultRetention is how long minute points are kept by default.
 const DefaultRetention = 7 * 24 * time.Hour
 
@@ -39,7 +43,13 @@ const partitionDaysAhead = 2
 
 // Store is the Postgres store. It is safe for concurrent use.
 type Store struct {
-	pool               *pgxpool.Pool
+	pool *pgxpool.Pool
+	// readPool serves the API's reads (Summary, Timeline, MissedSince,
+	// Rank, Leaderboard, Stats) so that they never wait for a connection
+	// behind the recorder's batch writes and the broker's subscriptions in
+	// pool.
+	readPool           *pgxpool.Pool
+	readConns          int32
 	logger             *slog.Logger
 	clock              clockwork.Clock
 	leaseCheckInterval time.Duration
@@ -67,6 +77,17 @@ func WithRetention(d time.Duration) Option {
 	return func(s *Store) {
 		if d > 0 {
 			s.retention = d
+		}
+	}
+}
+
+// WithReadConns sets the size of the pool of the API's reads (default
+// DefaultReadConns), kept apart from the pool of writes and of the
+// Postgres broker (pool_max_conns, default DefaultMaxConns).
+func WithReadConns(n int32) Option {
+	return func(s *Store) {
+		if n > 0 {
+			s.readConns = n
 		}
 	}
 }
@@ -99,6 +120,7 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 		clock:              clock,
 		leaseCheckInterval: DefaultLeaseCheckInterval,
 		retention:          DefaultRetention,
+		readConns:          DefaultReadConns,
 	}
 	for _, o := range opts {
 		o(s)
@@ -107,17 +129,24 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 		pcfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(s.tracerProvider),
 			otelpgx.WithDisableAcquireTracer())
 	}
+	rcfg := pcfg.Copy()
+	rcfg.MaxConns = s.readConns
+	rcfg.MinConns = 1 // a warm connection for the first read
 	s.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)
 	}
-	pool := s.pool
+	s.readPool, err = pgxpool.NewWithConfig(ctx, rcfg)
+	if err != nil {
+		s.pool.Close()
+		return nil, fmt.Errorf("connect to postgres (read pool): %w", err)
+	}
 	if err := s.initWatermark(ctx); err != nil {
-		pool.Close()
+		s.Close()
 		return nil, err
 	}
 	if err := s.Maintain(ctx); err != nil {
-		pool.Close()
+		s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -139,13 +168,20 @@ func Migrate(ctx context.Context, dsn string, logger *slog.Logger) error {
 	return nil
 }
 
-// Close closes the pool. Held leases keep their own connections until
+// Close closes the pools. Held leases keep their own connections until
 // released.
-func (s *Store) Close() { s.pool.Close() }
+func (s *Store) Close() {
+	s.readPool.Close()
+	s.pool.Close()
+}
 
-// Pool exposes the connection pool (for the Postgres broker on the same
-// database).
+// Pool exposes the connection pool of writes (for the Postgres broker on
+// the same database).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// ReadPoolStat is the statistics of the pool of the API's reads (acquire
+// counts and waits).
+func (s *Store) ReadPoolStat() *pgxpool.Stat { return s.readPool.Stat() }
 
 // Ping implements store.Store.
 func (s *Store) Ping(ctx context.Context) error {

@@ -37,7 +37,7 @@ func (s *Store) Summary(ctx context.Context, pk int64) (influencer.Summary, erro
 		suspicious *bool
 		checkedAt  *time.Time
 	)
-	err := s.pool.QueryRow(ctx, summarySQL, pk).Scan(
+	err := s.readPool.QueryRow(ctx, summarySQL, pk).Scan(
 		&sum.Username, &sum.FollowerCount, &sum.FollowingCount, &sum.LastMinute, &sum.Samples, &sum.FollowerSum,
 		&suspicious, &checkedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -58,7 +58,7 @@ func (s *Store) Timeline(ctx context.Context, pk int64, from, to time.Time, limi
 	if limit <= 0 {
 		return nil, fmt.Errorf("timeline of pk %d: %w: limit %d is not positive", pk, store.ErrInvalid, limit)
 	}
-	rows, err := s.pool.Query(ctx, timelineSQL, pk, from, to, limit)
+	rows, err := s.readPool.Query(ctx, timelineSQL, pk, from, to, limit)
 	if err != nil {
 		return nil, fmt.Errorf("timeline of pk %d: %w", pk, err)
 	}
@@ -77,7 +77,7 @@ func (s *Store) Timeline(ctx context.Context, pk int64, from, to time.Time, limi
 // MissedSince implements store.Store.
 func (s *Store) MissedSince(ctx context.Context, since time.Time) (int64, error) {
 	var n int64
-	if err := s.pool.QueryRow(ctx, missedSinceSQL, since).Scan(&n); err != nil {
+	if err := s.readPool.QueryRow(ctx, missedSinceSQL, since).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count missed since %s: %w", since.Format(time.RFC3339), err)
 	}
 	return n, nil

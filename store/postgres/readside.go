@@ -90,7 +90,7 @@ FROM (SELECT coalesce(sum(influencers), 0)::bigint AS n, coalesce(sum(follower_t
 // pk has no data or is not tracked.
 func (s *Store) Rank(ctx context.Context, pk int64) (int64, error) {
 	var rank int64
-	err := s.pool.QueryRow(ctx, rankSQL, pk).Scan(&rank)
+	err := s.readPool.QueryRow(ctx, rankSQL, pk).Scan(&rank)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("rank of pk %d: %w", pk, store.ErrNotFound)
 	}
@@ -112,12 +112,12 @@ func (s *Store) Leaderboard(ctx context.Context, after *store.Cursor, limit int)
 		err  error
 	)
 	if after == nil {
-		rows, err = s.pool.Query(ctx, leaderboardFirstSQL, limit)
+		rows, err = s.readPool.Query(ctx, leaderboardFirstSQL, limit)
 	} else {
 		if after.FollowerCount < 0 || after.FollowerCount > influencer.MaxCount {
 			return nil, fmt.Errorf("leaderboard: %w: cursor follower count %d out of range", store.ErrInvalid, after.FollowerCount)
 		}
-		rows, err = s.pool.Query(ctx, leaderboardAfterSQL, limit, after.FollowerCount, after.PK)
+		rows, err = s.readPool.Query(ctx, leaderboardAfterSQL, limit, after.FollowerCount, after.PK)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("leaderboard: %w", err)
@@ -176,7 +176,7 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 		st   store.Stats
 		last *time.Time
 	)
-	err := s.pool.QueryRow(ctx, statsSQL, now.Add(-time.Hour), now).Scan(
+	err := s.readPool.QueryRow(ctx, statsSQL, now.Add(-time.Hour), now).Scan(
 		&st.Tracked, &st.Influencers, &st.FollowerTotal, &last, &st.MissedLastHour)
 	if err != nil {
 		return store.Stats{}, fmt.Errorf("stats: %w", err)
