@@ -109,8 +109,8 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 }
 
 // New connects to dsn (a pgx/pgxpool connection string; pool_* parameters
-// are honoured), applies pending migrations and creates the timeline
-// partitions around the clock's today.
+// are honoured), applies pending migrations and runs Maintain's partition
+// and timeline work (not its Expire).
 func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.Clock, opts ...Option) (*Store, error) {
 	if err := Migrate(ctx, dsn, logger); err != nil {
 		return nil, err
@@ -149,7 +149,9 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 		pool.Close()
 		return nil, err
 	}
-	if err := s.Maintain(ctx); err != nil {
+	// Not Expire: opening a store (say, for 'dlq list') deletes no letter
+	// or miss; the processes' hourly Maintain does.
+	if err := s.maintain(ctx, false); err != nil {
 		pool.Close()
 		return nil, err
 	}
@@ -199,7 +201,9 @@ func (s *Store) Ping(ctx context.Context) error {
 // (Expire).
 // It is cheap when there is nothing to do and safe to call from many
 // processes at once; call it hourly.
-func (s *Store) Maintain(ctx context.Context) error {
+func (s *Store) Maintain(ctx context.Context) error { return s.maintain(ctx, true) }
+
+func (s *Store) maintain(ctx context.Context, expire bool) error {
 	now := s.clock.Now()
 	today := now.UTC().Truncate(24 * time.Hour)
 	first := today.AddDate(0, 0, -1)
@@ -219,6 +223,9 @@ func (s *Store) Maintain(ctx context.Context) error {
 	}
 	if err := s.prune(ctx, now, s.retention, !byPolicy); err != nil {
 		return err
+	}
+	if !expire {
+		return nil
 	}
 	dlBefore, missedBefore := now.Add(-s.deadLetterRetention), now.Add(-s.missedRetention)
 	expired, err := s.Expire(ctx, dlBefore, missedBefore)
