@@ -31,19 +31,31 @@ func NewStore(lc fx.Lifecycle, cfg config.Config, clock clockwork.Clock, tp trac
 		logger.Info("using the in-memory store (nothing survives a restart)")
 		mem := memory.New(clock)
 		hourly(lc, clock, func(ctx context.Context) {
-			if err := mem.Prune(ctx, clock.Now(), cfg.Retention); err != nil {
+			now := clock.Now()
+			if err := mem.Prune(ctx, now, cfg.Retention); err != nil {
 				logger.Error("retention", "err", err)
+			}
+			expired, err := mem.Expire(ctx, now.Add(-cfg.DeadLetterRetention), now.Add(-cfg.MissedRetention))
+			if err != nil {
+				logger.Error("retention", "err", err)
+			} else if expired.DeadLetters > 0 || expired.Missed > 0 {
+				logger.Info("retention: expired dead letters and missed entries",
+					"dead_letters", expired.DeadLetters, "missed", expired.Missed)
 			}
 		})
 		return mem, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pg, err := postgres.New(ctx, cfg.DatabaseURL, logger, clock, postgres.WithRetention(cfg.Retention), postgres.WithTracerProvider(tp))
+	pg, err := postgres.New(ctx, cfg.DatabaseURL, logger, clock, postgres.WithRetention(cfg.Retention),
+		postgres.WithDeadLetterRetention(cfg.DeadLetterRetention), postgres.WithMissedRetention(cfg.MissedRetention),
+		postgres.WithTracerProvider(tp))
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
-	// Partitions ahead, retention behind: whole partitions, hourly.
+	// Partitions ahead, retention behind (whole partitions; dead letters
+	// and missed entries in batches), hourly, in every process with the
+	// store: Maintain is safe to run concurrently.
 	hourly(lc, clock, func(ctx context.Context) {
 		if err := pg.Maintain(ctx); err != nil {
 			logger.Error("partition maintenance", "err", err)

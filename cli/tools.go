@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -110,10 +111,12 @@ type RegistryChange struct {
 }
 
 // Run adds or removes pks, depending on the command; it goes through the
-// same registry.Editor as the admin API.
+// same registry.Editor as the admin API. A change of more than one batch
+// (registry.Batch pks) reports its progress on stderr at each whole percent.
 func (c RegistryChange) Run(e env, cfg config.Config, kctx *kong.Context) error {
 	change := registry.Change{Range: c.Range, PKs: c.PK}
-	if _, err := change.Resolve(); err != nil {
+	size, err := change.Size()
+	if err != nil {
 		return usageError{err}
 	}
 	s, closeStore, err := openStore(e.ctx, cfg)
@@ -121,21 +124,34 @@ func (c RegistryChange) Run(e env, cfg config.Config, kctx *kong.Context) error 
 		return err
 	}
 	defer closeStore()
-	svc := registry.New(s)
+	op, done := registry.OpAdd, "now tracked"
 	if kctx.Command() == "registry remove" {
-		n, err := svc.Remove(e.ctx, change)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "%d influencers no longer tracked\n", n)
-		return nil
+		op, done = registry.OpRemove, "no longer tracked"
 	}
-	n, err := svc.Add(e.ctx, change)
+	var progress func(registry.Progress)
+	if size > registry.Batch {
+		progress = progressPrinter(e.stderr, kctx.Command())
+	}
+	n, err := registry.New(s).Apply(e.ctx, op, change, progress)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%d influencers now tracked\n", n)
+	fmt.Fprintf(e.stdout, "%d influencers %s\n", n, done)
 	return nil
+}
+
+// progressPrinter prints a change's progress to w when it reaches a new
+// whole percent.
+func progressPrinter(w io.Writer, command string) func(registry.Progress) {
+	last := int64(-1)
+	return func(p registry.Progress) {
+		pct := 100 * p.Done / p.Total
+		if pct == last {
+			return
+		}
+		last = pct
+		fmt.Fprintf(w, "%s: %d/%d pks (%d%%), %d changed\n", command, p.Done, p.Total, pct, p.Changed)
+	}
 }
 
 // RegistryList is 'mockstagram registry list'.
@@ -170,7 +186,9 @@ func openStore(ctx context.Context, cfg config.Config) (*postgres.Store, func(),
 	if cfg.DatabaseURL == "" {
 		return nil, nil, usageError{errors.New("registry commands need --database-url (MOCKSTAGRAM_DATABASE_URL): the in-memory store lives only inside 'run'")}
 	}
-	s, err := postgres.New(ctx, cfg.DatabaseURL, slog.New(slog.DiscardHandler), clockwork.NewRealClock())
+	// The configured retention: opening the store prunes the timeline.
+	s, err := postgres.New(ctx, cfg.DatabaseURL, slog.New(slog.DiscardHandler), clockwork.NewRealClock(),
+		postgres.WithRetention(cfg.Retention))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -34,33 +34,35 @@ const (
 // variables by upper-casing and prefixing: --api-url is MOCKSTAGRAM_API_URL.
 // In a config file the keys are the flag names (api-url: ...).
 type Config struct {
-	APIURL            string        `name:"api-url" help:"Base URL of the Mockstagram API. Unset: 'run' starts the built-in simulator, 'fetcher' uses http://127.0.0.1:3000."`
-	DatabaseURL       string        `name:"database-url" help:"PostgreSQL URL (postgres://...). Empty: in-memory store."`
-	Broker            string        `name:"broker" default:"gochannel" help:"Message broker: gochannel, kafka or postgres."`
-	KafkaBrokers      []string      `name:"kafka-brokers" sep:"," help:"Kafka bootstrap brokers (host:port, comma-separated)."`
-	HTTPAddr          string        `name:"http-addr" default:":8080" help:"Listen address of the HTTP API and dashboard."`
-	PprofAddr         string        `name:"pprof-addr" help:"Listen address of Go's pprof endpoints (/debug/pprof/); empty: off. Keep it on a loopback or admin network."`
-	Shards            int           `name:"shards" default:"1024" help:"Number of shards pks are hashed into; one task per shard and minute."`
-	RegistryBootstrap string        `name:"registry-bootstrap" default:"1000000-1000999" help:"pk range tracked at the first start of an empty registry (FROM-TO); empty: none."`
-	AdminToken        string        `name:"admin-token" help:"Bearer token for admin endpoints; empty disables them."`
-	SpreadWindow      time.Duration `name:"spread-window" default:"45s" help:"Shard s is published at s/shards of this window after the minute starts."`
-	DeadlineGrace     time.Duration `name:"deadline-grace" default:"0s" help:"Extra time after the end of minute M during which a fetch still counts for M."`
-	FetchConcurrency  int           `name:"fetch-concurrency" default:"256" help:"Maximum in-flight API requests per fetcher process."`
-	FetchTimeout      time.Duration `name:"fetch-timeout" default:"5s" help:"Timeout of one API request."`
-	FetchRetryInitial time.Duration `name:"fetch-retry-initial" default:"100ms" help:"First backoff interval between fetch retries (exponential, with jitter)."`
-	FetchRetryMax     time.Duration `name:"fetch-retry-max" default:"5s" help:"Largest backoff interval between fetch retries."`
-	FetchRateLimit    float64       `name:"fetch-rate-limit" default:"0" help:"Most API requests per second from this fetcher process (all shards together); 0 = unlimited."`
-	FetchAdaptive     bool          `name:"fetch-adaptive" default:"true" negatable:"" help:"Adapt the in-flight API requests to what the API takes (between fetch-adaptive-min and fetch-concurrency), from their latency and overload answers."`
-	FetchAdaptiveMin  int           `name:"fetch-adaptive-min" default:"4" help:"Smallest adaptive limit of in-flight API requests."`
-	FetchAdaptiveRTT  time.Duration `name:"fetch-adaptive-rtt" default:"25ms" help:"API latency the adaptive limit always accepts; above it (and above twice the no-load latency) the limit shrinks."`
-	BreakerFailures   int           `name:"breaker-failures" default:"50" help:"Consecutive API failures (connection errors, timeouts, 5xx) that open the fetcher's circuit breaker; 0 disables it."`
-	BreakerCooldown   time.Duration `name:"breaker-cooldown" default:"5s" help:"How long the open circuit breaker fails requests fast before it lets a probe through."`
-	RecorderRetries   int           `name:"recorder-retries" default:"8" help:"Attempts to store a result batch before it is nacked for redelivery."`
-	SimulatorMode     string        `name:"simulator-mode" default:"random-walk" help:"Mode of the built-in simulator: random-walk or deterministic."`
-	LogLevel          string        `name:"log-level" default:"info" help:"debug, info, warn or error."`
-	LogFormat         string        `name:"log-format" default:"json" help:"json or text."`
-	ShutdownTimeout   time.Duration `name:"shutdown-timeout" default:"30s" help:"How long a stopping process waits for in-flight work."`
-	Retention         time.Duration `name:"retention" default:"168h" help:"How long minute points are kept (whole days are dropped); hourly and daily rollups are kept."`
+	APIURL              string        `name:"api-url" help:"Base URL of the Mockstagram API. Unset: 'run' starts the built-in simulator, 'fetcher' uses http://127.0.0.1:3000."`
+	DatabaseURL         string        `name:"database-url" help:"PostgreSQL URL (postgres://...). Empty: in-memory store."`
+	Broker              string        `name:"broker" default:"gochannel" help:"Message broker: gochannel, kafka or postgres."`
+	KafkaBrokers        []string      `name:"kafka-brokers" sep:"," help:"Kafka bootstrap brokers (host:port, comma-separated)."`
+	HTTPAddr            string        `name:"http-addr" default:":8080" help:"Listen address of the HTTP API and dashboard."`
+	PprofAddr           string        `name:"pprof-addr" help:"Listen address of Go's pprof endpoints (/debug/pprof/); empty: off. Keep it on a loopback or admin network."`
+	Shards              int           `name:"shards" default:"1024" help:"Number of shards pks are hashed into; one task per shard and minute."`
+	RegistryBootstrap   string        `name:"registry-bootstrap" default:"1000000-1000999" help:"pk range tracked at the first start of an empty registry (FROM-TO); empty: none."`
+	AdminToken          string        `name:"admin-token" help:"Bearer token for admin endpoints; empty disables them."`
+	SpreadWindow        time.Duration `name:"spread-window" default:"45s" help:"Shard s is published at s/shards of this window after the minute starts."`
+	DeadlineGrace       time.Duration `name:"deadline-grace" default:"0s" help:"Extra time after the end of minute M during which a fetch still counts for M."`
+	FetchConcurrency    int           `name:"fetch-concurrency" default:"256" help:"Maximum in-flight API requests per fetcher process."`
+	FetchTimeout        time.Duration `name:"fetch-timeout" default:"5s" help:"Timeout of one API request."`
+	FetchRetryInitial   time.Duration `name:"fetch-retry-initial" default:"100ms" help:"First backoff interval between fetch retries (exponential, with jitter)."`
+	FetchRetryMax       time.Duration `name:"fetch-retry-max" default:"5s" help:"Largest backoff interval between fetch retries."`
+	FetchRateLimit      float64       `name:"fetch-rate-limit" default:"0" help:"Most API requests per second from this fetcher process (all shards together); 0 = unlimited."`
+	FetchAdaptive       bool          `name:"fetch-adaptive" default:"true" negatable:"" help:"Adapt the in-flight API requests to what the API takes (between fetch-adaptive-min and fetch-concurrency), from their latency and overload answers."`
+	FetchAdaptiveMin    int           `name:"fetch-adaptive-min" default:"4" help:"Smallest adaptive limit of in-flight API requests."`
+	FetchAdaptiveRTT    time.Duration `name:"fetch-adaptive-rtt" default:"25ms" help:"API latency the adaptive limit always accepts; above it (and above twice the no-load latency) the limit shrinks."`
+	BreakerFailures     int           `name:"breaker-failures" default:"50" help:"Consecutive API failures (connection errors, timeouts, 5xx) that open the fetcher's circuit breaker; 0 disables it."`
+	BreakerCooldown     time.Duration `name:"breaker-cooldown" default:"5s" help:"How long the open circuit breaker fails requests fast before it lets a probe through."`
+	RecorderRetries     int           `name:"recorder-retries" default:"8" help:"Attempts to store a result batch before it is nacked for redelivery."`
+	SimulatorMode       string        `name:"simulator-mode" default:"random-walk" help:"Mode of the built-in simulator: random-walk or deterministic."`
+	LogLevel            string        `name:"log-level" default:"info" help:"debug, info, warn or error."`
+	LogFormat           string        `name:"log-format" default:"json" help:"json or text."`
+	ShutdownTimeout     time.Duration `name:"shutdown-timeout" default:"30s" help:"How long a stopping process waits for in-flight work."`
+	Retention           time.Duration `name:"retention" default:"168h" help:"How long minute points are kept (whole days are dropped); hourly and daily rollups are kept."`
+	DeadLetterRetention time.Duration `name:"dead-letter-retention" default:"168h" help:"How long archived dead letters are kept (replayed or not), from their receive time; older ones are deleted hourly in batches."`
+	MissedRetention     time.Duration `name:"missed-retention" default:"168h" help:"How long missed (pk, minute) entries are kept, from their minute; older ones are deleted hourly in batches (never kept past the minute points' retention)."`
 
 	// Suspicion checks (SPEC §1.6).
 	SuspicionInterval    time.Duration `name:"suspicion-interval" default:"24h" help:"How often each influencer's is_suspicious answer is refreshed; the checks of a round are spread over it."`
@@ -85,27 +87,29 @@ type Config struct {
 // it equal to the defaults in the struct tags.
 func Default() Config {
 	return Config{
-		Broker:            BrokerGoChannel,
-		HTTPAddr:          ":8080",
-		Shards:            1024,
-		RegistryBootstrap: "1000000-1000999",
-		SpreadWindow:      45 * time.Second,
-		FetchConcurrency:  256,
-		FetchTimeout:      5 * time.Second,
-		FetchRetryInitial: 100 * time.Millisecond,
-		FetchRetryMax:     5 * time.Second,
-		FetchAdaptive:     true,
-		FetchAdaptiveMin:  4,
-		FetchAdaptiveRTT:  25 * time.Millisecond,
-		BreakerFailures:   50,
-		BreakerCooldown:   5 * time.Second,
-		RecorderRetries:   8,
-		SimulatorMode:     SimulatorRandomWalk,
-		LogLevel:          "info",
-		LogFormat:         "json",
-		ShutdownTimeout:   30 * time.Second,
-		Retention:         7 * 24 * time.Hour,
-		TraceSampleRatio:  1,
+		Broker:              BrokerGoChannel,
+		HTTPAddr:            ":8080",
+		Shards:              1024,
+		RegistryBootstrap:   "1000000-1000999",
+		SpreadWindow:        45 * time.Second,
+		FetchConcurrency:    256,
+		FetchTimeout:        5 * time.Second,
+		FetchRetryInitial:   100 * time.Millisecond,
+		FetchRetryMax:       5 * time.Second,
+		FetchAdaptive:       true,
+		FetchAdaptiveMin:    4,
+		FetchAdaptiveRTT:    25 * time.Millisecond,
+		BreakerFailures:     50,
+		BreakerCooldown:     5 * time.Second,
+		RecorderRetries:     8,
+		SimulatorMode:       SimulatorRandomWalk,
+		LogLevel:            "info",
+		LogFormat:           "json",
+		ShutdownTimeout:     30 * time.Second,
+		Retention:           7 * 24 * time.Hour,
+		DeadLetterRetention: 7 * 24 * time.Hour,
+		MissedRetention:     7 * 24 * time.Hour,
+		TraceSampleRatio:    1,
 
 		SuspicionInterval:    24 * time.Hour,
 		SuspicionConcurrency: 128,
@@ -252,6 +256,12 @@ func (c Config) Validate() error {
 	}
 	if c.Retention < 24*time.Hour {
 		bad("retention: %s is less than a day (minute points are dropped by whole days)", c.Retention)
+	}
+	if c.DeadLetterRetention < time.Hour {
+		bad("dead-letter-retention: %s is less than an hour (a pk's permanent failure is dead-lettered once an hour)", c.DeadLetterRetention)
+	}
+	if c.MissedRetention < 24*time.Hour {
+		bad("missed-retention: %s is less than a day (the last complete minute and the dashboard read the recent misses)", c.MissedRetention)
 	}
 	return errors.Join(errs...)
 }

@@ -51,6 +51,12 @@ func TestGoodFixtureValues(t *testing.T) {
 	assert.Equal(t, 16, k.FetchAdaptiveMin)
 	assert.Equal(t, 50*time.Millisecond, k.FetchAdaptiveRTT)
 
+	ret, err := config.Load([]string{"--config", "testdata/retention.good.yml"})
+	require.NoError(t, err)
+	assert.Equal(t, 14*24*time.Hour, ret.Retention)
+	assert.Equal(t, 72*time.Hour, ret.DeadLetterRetention)
+	assert.Equal(t, 48*time.Hour, ret.MissedRetention)
+
 	off, err := config.Load([]string{"--config", "testdata/adaptive-off.good.yml"})
 	require.NoError(t, err)
 	assert.False(t, off.FetchAdaptive)

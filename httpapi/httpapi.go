@@ -489,6 +489,11 @@ func (a *API) registryAdd(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body: trailing data after the JSON object")
 		return
 	}
+	// Larger changes take many batches: the CLI applies them with progress.
+	if err := change.CheckAPI("registry add"); err != nil {
+		a.registryResult(w, r, 0, err)
+		return
+	}
 	n, err := a.registry.Add(r.Context(), change)
 	a.registryResult(w, r, n, err)
 }

@@ -65,6 +65,13 @@ type Store interface {
 	// store.ProgressRetention; rollups, summaries, ranks and averages are
 	// kept. keep must be positive (else store.ErrInvalid).
 	Prune(ctx context.Context, now time.Time, keep time.Duration) error
+	// Expire deletes the dead letters received before deadLettersBefore
+	// and the missed entries of the minutes before missedBefore (a zero
+	// time deletes none of its kind), a bounded batch at a time
+	// (store.ExpireBatch) so that no statement holds locks for long, and
+	// reports how many went. Replayed or not, a letter goes; samples,
+	// summaries and rollups are Prune's.
+	Expire(ctx context.Context, deadLettersBefore, missedBefore time.Time) (Expired, error)
 
 	// Track adds pks to the registry (or re-activates them) and returns how
 	// many changed. Untrack deactivates them. Influencers with data enter

@@ -41,6 +41,14 @@ const DefaultRetention = 7 * 24 * time.Hour
 // Partitions kept ahead: Maintain ensures yesterday through today+partitionDaysAhead.
 const partitionDaysAhead = 2
 
+// DefaultDeadLetterRetention is how long Maintain keeps dead letters by
+// default.
+const DefaultDeadLetterRetention = 7 * 24 * time.Hour
+
+// DefaultMissedRetention is how long Maintain keeps missed entries by
+// default (never longer than the minute points' whole days).
+const DefaultMissedRetention = 7 * 24 * time.Hour
+
 // Store is the Postgres store. It is safe for concurrent use.
 type Store struct {
 	pool *pgxpool.Pool
@@ -48,13 +56,15 @@ type Store struct {
 	// Rank, Leaderboard, Stats) so that they never wait for a connection
 	// behind the recorder's batch writes and the broker's subscriptions in
 	// pool.
-	readPool           *pgxpool.Pool
-	readConns          int32
-	logger             *slog.Logger
-	clock              clockwork.Clock
-	leaseCheckInterval time.Duration
-	retention          time.Duration
-	tracerProvider     trace.TracerProvider
+	readPool            *pgxpool.Pool
+	readConns           int32
+	logger              *slog.Logger
+	clock               clockwork.Clock
+	leaseCheckInterval  time.Duration
+	retention           time.Duration
+	deadLetterRetention time.Duration
+	missedRetention     time.Duration
+	tracerProvider      trace.TracerProvider
 }
 
 // Option configures a Store.
@@ -92,6 +102,27 @@ func WithReadConns(n int32) Option {
 	}
 }
 
+// WithDeadLetterRetention sets how long Maintain keeps dead letters
+// (default DefaultDeadLetterRetention), counted from their receive time.
+func WithDeadLetterRetention(d time.Duration) Option {
+	return func(s *Store) {
+		if d > 0 {
+			s.deadLetterRetention = d
+		}
+	}
+}
+
+// WithMissedRetention sets how long Maintain keeps missed entries (default
+// DefaultMissedRetention), counted from their minute; the whole days that
+// WithRetention drops take their missed entries along in any case.
+func WithMissedRetention(d time.Duration) Option {
+	return func(s *Store) {
+		if d > 0 {
+			s.missedRetention = d
+		}
+	}
+}
+
 // WithTracerProvider makes every query run under a traced context (the
 // recorder's handler span) a child span of it (otelpgx).
 func WithTracerProvider(tp trace.TracerProvider) Option {
@@ -99,8 +130,8 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 }
 
 // New connects to dsn (a pgx/pgxpool connection string; pool_* parameters
-// are honoured), applies pending migrations and creates the timeline
-// partitions around the clock's today.
+// are honoured), applies pending migrations and runs Maintain's partition
+// and timeline work (not its Expire).
 func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.Clock, opts ...Option) (*Store, error) {
 	if err := Migrate(ctx, dsn, logger); err != nil {
 		return nil, err
@@ -116,11 +147,13 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 		pcfg.MaxConns = DefaultMaxConns
 	}
 	s := &Store{
-		logger:             logger,
-		clock:              clock,
-		leaseCheckInterval: DefaultLeaseCheckInterval,
-		retention:          DefaultRetention,
-		readConns:          DefaultReadConns,
+		logger:              logger,
+		clock:               clock,
+		leaseCheckInterval:  DefaultLeaseCheckInterval,
+		retention:           DefaultRetention,
+		readConns:           DefaultReadConns,
+		deadLetterRetention: DefaultDeadLetterRetention,
+		missedRetention:     DefaultMissedRetention,
 	}
 	for _, o := range opts {
 		o(s)
@@ -145,7 +178,9 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 		s.Close()
 		return nil, err
 	}
-	if err := s.Maintain(ctx); err != nil {
+	// Not Expire: opening a store (say, for 'dlq list') deletes no letter
+	// or miss; the processes' hourly Maintain does.
+	if err := s.maintain(ctx, false); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -196,10 +231,15 @@ func (s *Store) Ping(ctx context.Context) error {
 // (FoldRollups) and applies retention: minute points older
 // than the retention window go by whole days (see Prune), or, on a
 // TimescaleDB hypertable, by a retention policy it registers instead;
-// per-minute progress counters and old missed entries are pruned too.
+// per-minute progress counters are pruned too, and missed entries older
+// than the missed retention (at most the retention's whole days) and dead
+// letters older than the dead-letter retention are deleted in batches
+// (Expire).
 // It is cheap when there is nothing to do and safe to call from many
 // processes at once; call it hourly.
-func (s *Store) Maintain(ctx context.Context) error {
+func (s *Store) Maintain(ctx context.Context) error { return s.maintain(ctx, true) }
+
+func (s *Store) maintain(ctx context.Context, expire bool) error {
 	now := s.clock.Now()
 	today := now.UTC().Truncate(24 * time.Hour)
 	first := today.AddDate(0, 0, -1)
@@ -217,7 +257,23 @@ func (s *Store) Maintain(ctx context.Context) error {
 	if err := s.pool.QueryRow(ctx, `SELECT ensure_sample_retention($1::interval)`, s.retention).Scan(&byPolicy); err != nil {
 		return fmt.Errorf("timeline retention policy: %w", err)
 	}
-	return s.prune(ctx, now, s.retention, !byPolicy)
+	if err := s.prune(ctx, now, s.retention, !byPolicy); err != nil {
+		return err
+	}
+	if !expire {
+		return nil
+	}
+	dlBefore, missedBefore := now.Add(-s.deadLetterRetention), now.Add(-s.missedRetention)
+	expired, err := s.Expire(ctx, dlBefore, missedBefore)
+	if err != nil {
+		return err
+	}
+	if expired.DeadLetters > 0 || expired.Missed > 0 {
+		s.logger.InfoContext(ctx, "retention: expired dead letters and missed entries",
+			slog.Int64("dead_letters", expired.DeadLetters), slog.Time("dead_letters_before", dlBefore),
+			slog.Int64("missed", expired.Missed), slog.Time("missed_before", missedBefore))
+	}
+	return nil
 }
 
 // Prune applies retention as of now, keeping keep of minute data: it folds
@@ -235,23 +291,20 @@ func (s *Store) Prune(ctx context.Context, now time.Time, keep time.Duration) er
 	return s.prune(ctx, now, keep, true)
 }
 
-// pruneSQL deletes what Prune deletes row by row: missed entries before $1
-// (index range on minute; a row holds a group of a shard-minute's misses,
-// so there are few), progress rows before $2, and registry_history
-// rows before $2 except the newest of them (the tracked count in effect
-// then).
+// pruneSQL deletes what Prune deletes row by row besides the missed
+// entries (expireMissed): progress rows before $1, and registry_history
+// rows before $1 except the newest of them (the tracked count in effect
+// then). Both are small (a row per stripe and minute, per registry change).
 const pruneSQL = `
-WITH m AS (
-    DELETE FROM missed_batches WHERE minute < $1 RETURNING 1
-), p AS (
-    DELETE FROM minute_progress WHERE minute < $2 RETURNING 1
+WITH p AS (
+    DELETE FROM minute_progress WHERE minute < $1 RETURNING 1
 ), h AS (
-    DELETE FROM registry_history WHERE at < $2
-      AND (at, version) < (SELECT at, version FROM registry_history WHERE at < $2
+    DELETE FROM registry_history WHERE at < $1
+      AND (at, version) < (SELECT at, version FROM registry_history WHERE at < $1
                            ORDER BY at DESC, version DESC LIMIT 1)
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM p)`
+SELECT count(*) FROM p`
 
 func (s *Store) prune(ctx context.Context, now time.Time, keep time.Duration, dropSamples bool) error {
 	cutoff := store.RetentionCutoff(now, keep)
@@ -278,9 +331,17 @@ func (s *Store) prune(ctx context.Context, now time.Time, keep time.Duration, dr
 				slog.String("before", dropCutoff.Format(time.DateOnly)), slog.Int("dropped", dropped))
 		}
 	}
-	var missed, progress int64
-	if err := s.pool.QueryRow(ctx, pruneSQL, cutoff, now.Add(-store.ProgressRetention)).Scan(&missed, &progress); err != nil {
+	var progress int64
+	if err := s.pool.QueryRow(ctx, pruneSQL, now.Add(-store.ProgressRetention)).Scan(&progress); err != nil {
 		return fmt.Errorf("prune before %s: %w", cutoff.Format(time.DateOnly), err)
+	}
+	missed, err := s.expireMissed(ctx, cutoff)
+	if err != nil {
+		return err
+	}
+	if missed > 0 {
+		s.logger.InfoContext(ctx, "missed entries of dropped days deleted",
+			slog.String("before", cutoff.Format(time.DateOnly)), slog.Int64("missed", missed))
 	}
 	return nil
 }
