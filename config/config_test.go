@@ -70,6 +70,9 @@ func TestBadFixtures(t *testing.T) {
 			for _, w := range want {
 				assert.Contains(t, err.Error(), w)
 			}
+			for _, secret := range []string{"s3cret", "hunter2"} {
+				assert.NotContains(t, err.Error(), secret, "errors never show credentials")
+			}
 		})
 	}
 }
