@@ -149,15 +149,23 @@ func basicAuth(user *url.Userinfo) string {
 }
 
 // WithoutUserinfo is raw without its user and password, to be printed or
-// logged; a raw URL that does not parse is replaced by a placeholder, as
-// it might hold them in a shape url.Parse does not know.
+// logged. From a raw URL that does not parse, what lies between "//" and
+// the last "@" is cut.
 func WithoutUserinfo(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
+	if err == nil {
+		if u.User == nil {
+			return raw
+		}
+		u.User = nil
+		return u.String()
 	}
-	u.User = nil
-	return u.String()
+	if i := strings.Index(raw, "//"); i >= 0 {
+		if j := strings.LastIndex(raw, "@"); j > i {
+			return raw[:i+2] + raw[j+1:]
+		}
+	}
+	return raw
 }
 
 // newHTTPClient returns a keep-alive client for concurrency requests in

@@ -381,7 +381,8 @@ func TestWithoutUserinfo(t *testing.T) {
 		"http://alice:s3cret@api:3000/mock": "http://api:3000/mock",
 		"https://token@api":                 "https://api",
 		"http://api:3000":                   "http://api:3000",
-		"http://a:b@[::1":                   "(unparsable URL)",
+		"http://a:b@[::1":                   "http://[::1",
+		"http://":                           "http://",
 	} {
 		assert.Equal(t, want, mockstagramapi.WithoutUserinfo(raw), raw)
 	}
