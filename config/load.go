@@ -197,8 +197,8 @@ func (c *Config) preset(kctx *kong.Context, f *kong.Flag, file map[string]any) e
 		}
 	}
 	if scan == nil {
-		if v, ok := file[f.Name]; ok {
-			v, _ = fileResolver{keys: file}.Resolve(kctx, nil, f) // joins lists like kong's resolver gets them
+		if _, ok := file[f.Name]; ok {
+			v, _ := fileResolver{keys: file}.Resolve(kctx, nil, f) // joins lists as kong's resolver gets them
 			scan, from = kong.Scan().PushTyped(v, kong.FlagValueToken), "the config file"
 		}
 	}
