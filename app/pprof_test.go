@@ -50,3 +50,18 @@ func TestPprofOnItsOwnAddressOnly(t *testing.T) {
 	code, _ = get("http://" + p.HTTPAddr + "/debug/pprof/")
 	assert.Equal(t, http.StatusNotFound, code, "pprof is not on the API's address")
 }
+
+// The API URL's user and password are the fetcher's basic auth; the process
+// reports (and the banner prints) the URL without them (issue 10).
+func TestProcessAPIBaseURLHasNoCredentials(t *testing.T) {
+	cfg := config.Default()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.RegistryBootstrap = ""
+	cfg.APIURL = "http://alice:s3cret@mockstagram.invalid:3000/mock"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := app.Start(ctx, cfg, app.Roles{API: true}, app.Quiet())
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, p.Stop(context.Background())) }()
+	assert.Equal(t, "http://mockstagram.invalid:3000/mock", p.APIBaseURL)
+}

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/mockstagramapi"
 	"github.com/mockstagram/pipeline/store"
 )
 
@@ -49,7 +50,8 @@ type Process struct {
 	// API role; health and metrics always).
 	HTTPAddr string
 	// APIBaseURL is the Mockstagram API the fetcher calls (the built-in
-	// simulator's when 'run' starts it).
+	// simulator's when 'run' starts it), without the user and password the
+	// fetcher sends as basic auth: it is printed.
 	APIBaseURL string
 }
 
@@ -67,7 +69,7 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, opts ...Option) 
 	if err := a.Start(ctx); err != nil {
 		return nil, err
 	}
-	return &Process{app: a, HTTPAddr: srv.Addr, APIBaseURL: string(base)}, nil
+	return &Process{app: a, HTTPAddr: srv.Addr, APIBaseURL: mockstagramapi.WithoutUserinfo(string(base))}, nil
 }
 
 // Stop stops the process; ctx bounds the stop.

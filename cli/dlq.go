@@ -32,10 +32,14 @@ type dlqSelect struct {
 	Topic  string `env:"-" help:"Only this dead-letter topic: fetcher_dlq, result_handler_dlq or suspicion_dlq."`
 	Reason string `env:"-" help:"Only letters whose reason contains this text (case-sensitive)."`
 	Since  string `env:"-" help:"Only letters received since this time: RFC 3339 (2026-11-25T12:00:00Z) or a duration ago (90m, 2h)."`
+	PK     int64  `env:"-" name:"pk" help:"Only the letters of this pk (pk failures; a poisoned task or result, of many pks, has none)."`
 }
 
 func (s dlqSelect) filter(now time.Time) (store.DeadLetterFilter, error) {
-	f := store.DeadLetterFilter{Topic: s.Topic, Reason: s.Reason}
+	f := store.DeadLetterFilter{Topic: s.Topic, Reason: s.Reason, PK: s.PK}
+	if s.PK < 0 {
+		return f, fmt.Errorf("--pk %d is not positive", s.PK)
+	}
 	switch s.Topic {
 	case "", messages.TopicFetcherDLQ, messages.TopicResultDLQ, messages.TopicSuspicionDLQ:
 	default:
@@ -101,9 +105,12 @@ func (c DLQList) Run(e env, cfg config.Config) error {
 // printDeadLetters writes the table of 'dlq list'.
 func printDeadLetters(w io.Writer, letters []store.DeadLetter) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRECEIVED\tTOPIC\tCLASS\tREASON\tSHARD\tMINUTE\tREPLAYED")
+	fmt.Fprintln(tw, "ID\tRECEIVED\tTOPIC\tPK\tCLASS\tREASON\tSHARD\tMINUTE\tREPLAYED")
 	for _, d := range letters {
-		shard, minute, replayed := "-", "-", "-"
+		pk, shard, minute, replayed := "-", "-", "-", "-"
+		if d.PK != 0 {
+			pk = strconv.FormatInt(d.PK, 10)
+		}
 		if d.Shard != nil {
 			shard = strconv.Itoa(*d.Shard)
 		}
@@ -113,7 +120,7 @@ func printDeadLetters(w io.Writer, letters []store.DeadLetter) error {
 		if d.ReplayedAt != nil {
 			replayed = d.ReplayedAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.ReceivedAt.UTC().Format(time.RFC3339), d.Topic,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.ReceivedAt.UTC().Format(time.RFC3339), d.Topic, pk,
 			tableCell(d.Class, 40), tableCell(d.Reason, 80), shard, minute, replayed)
 	}
 	return tw.Flush()

@@ -62,7 +62,7 @@ func seedDeadLetters(t *testing.T, dsn string) *postgres.Store {
 		{
 			ID: "9e2a7d3f-fetch", Topic: messages.TopicFetcherDLQ, OriginalTopic: messages.TopicFetchTasks,
 			Reason: "HTTP 503; gave up at the minute's deadline", Class: "http_5xx", Stage: messages.HandlerFetcher,
-			Attempts: 4, Shard: &shard3, Minute: minute, Payload: fetchPayload,
+			Attempts: 4, Shard: &shard3, PK: 1000042, Minute: minute, Payload: fetchPayload,
 			Metadata: map[string]string{
 				messages.MetaShard: "3", messages.MetaMinute: "2026-01-02T03:04:00Z", "traceparent": traceparent,
 				messages.MetaReason: "HTTP 503; gave up at the minute's deadline", messages.MetaClass: "http_5xx",
@@ -101,17 +101,17 @@ func TestDLQListAndReplay(t *testing.T) {
 	ctx := context.Background()
 
 	const (
-		all = `ID               RECEIVED              TOPIC               CLASS     REASON                                                            SHARD  MINUTE                REPLAYED
-9e2a7d3f-fetch   2026-01-02T03:05:01Z  fetcher_dlq         http_5xx  HTTP 503; gave up at the minute's deadline                        3      2026-01-02T03:04:00Z  -
-5b1f0c1e-result  2026-01-02T03:05:10Z  result_handler_dlq  panic     record shard 7 minute 2026-01-02T03:04:00Z: constraint violation  7      2026-01-02T03:04:00Z  -
+		all = `ID               RECEIVED              TOPIC               PK       CLASS     REASON                                                            SHARD  MINUTE                REPLAYED
+9e2a7d3f-fetch   2026-01-02T03:05:01Z  fetcher_dlq         1000042  http_5xx  HTTP 503; gave up at the minute's deadline                        3      2026-01-02T03:04:00Z  -
+5b1f0c1e-result  2026-01-02T03:05:10Z  result_handler_dlq  -        panic     record shard 7 minute 2026-01-02T03:04:00Z: constraint violation  7      2026-01-02T03:04:00Z  -
 `
-		resultOnly = `ID               RECEIVED              TOPIC               CLASS  REASON                                                            SHARD  MINUTE                REPLAYED
-5b1f0c1e-result  2026-01-02T03:05:10Z  result_handler_dlq  panic  record shard 7 minute 2026-01-02T03:04:00Z: constraint violation  7      2026-01-02T03:04:00Z  -
+		resultOnly = `ID               RECEIVED              TOPIC               PK  CLASS  REASON                                                            SHARD  MINUTE                REPLAYED
+5b1f0c1e-result  2026-01-02T03:05:10Z  result_handler_dlq  -   panic  record shard 7 minute 2026-01-02T03:04:00Z: constraint violation  7      2026-01-02T03:04:00Z  -
 `
-		fetchOnly = `ID              RECEIVED              TOPIC        CLASS     REASON                                      SHARD  MINUTE                REPLAYED
-9e2a7d3f-fetch  2026-01-02T03:05:01Z  fetcher_dlq  http_5xx  HTTP 503; gave up at the minute's deadline  3      2026-01-02T03:04:00Z  -
+		fetchOnly = `ID              RECEIVED              TOPIC        PK       CLASS     REASON                                      SHARD  MINUTE                REPLAYED
+9e2a7d3f-fetch  2026-01-02T03:05:01Z  fetcher_dlq  1000042  http_5xx  HTTP 503; gave up at the minute's deadline  3      2026-01-02T03:04:00Z  -
 `
-		none = "ID  RECEIVED  TOPIC  CLASS  REASON  SHARD  MINUTE  REPLAYED\n"
+		none = "ID  RECEIVED  TOPIC  PK  CLASS  REASON  SHARD  MINUTE  REPLAYED\n"
 	)
 	for _, tc := range []struct {
 		name string
@@ -124,6 +124,8 @@ func TestDLQListAndReplay(t *testing.T) {
 		{"since a time", []string{"--since", "2026-01-02T03:05:05Z"}, resultOnly},
 		{"since a duration ago", []string{"--since", "1h"}, none},
 		{"limit", []string{"--limit", "1"}, fetchOnly},
+		{"by pk", []string{"--pk", "1000042"}, fetchOnly},
+		{"by a pk without letters", []string{"--pk", "1000001"}, none},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := run(t, append([]string{"dlq", "list", "--database-url", dsn}, tc.args...)...)
@@ -195,6 +197,7 @@ func TestDLQUsageErrors(t *testing.T) {
 		{"bad topic", []string{"dlq", "list", "--topic", "fetcher_results", "--database-url", "postgres://h/db"}, `--topic "fetcher_results": want fetcher_dlq, result_handler_dlq or suspicion_dlq`},
 		{"bad since", []string{"dlq", "list", "--since", "yesterday", "--database-url", "postgres://h/db"}, `--since "yesterday": want an RFC 3339 time or a duration like 1h`},
 		{"bad limit", []string{"dlq", "list", "--limit", "0", "--database-url", "postgres://h/db"}, "--limit must be in [1, 10000]"},
+		{"bad pk", []string{"dlq", "list", "--pk=-3", "--database-url", "postgres://h/db"}, "--pk -3 is not positive"},
 		{"replay on gochannel", []string{"dlq", "replay", "--database-url", "postgres://h/db"}, "dlq replay needs a shared broker"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -221,7 +224,7 @@ func TestDLQReplaySuspicion(t *testing.T) {
 	shard := 5
 	require.NoError(t, s.SaveDeadLetter(ctx, store.DeadLetter{
 		ID: "c0ffee-suspicion", Topic: messages.TopicSuspicionDLQ, OriginalTopic: messages.TopicSuspicionTasks,
-		Reason: "HTTP 503", Class: "http_5xx", Stage: messages.HandlerSuspicion, Attempts: 3, Shard: &shard, Minute: round,
+		Reason: "HTTP 503", Class: "http_5xx", Stage: messages.HandlerSuspicion, Attempts: 3, Shard: &shard, PK: 1000077, Minute: round,
 		Payload: []byte(`{"pk":1000077,"minute":"2026-01-02T00:00:00Z","class":"http_5xx","reason":"HTTP 503","attempts":3,"shard":5}`),
 		Metadata: map[string]string{
 			messages.MetaShard: "5", messages.MetaMinute: "2026-01-02T00:00:00Z", "traceparent": traceparent,
@@ -232,7 +235,7 @@ func TestDLQReplaySuspicion(t *testing.T) {
 
 	r := run(t, "dlq", "list", "--topic", "suspicion_dlq", "--database-url", dsn)
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.Contains(t, r.stdout, "c0ffee-suspicion  2026-01-02T01:00:00Z  suspicion_dlq  http_5xx  HTTP 503  5      2026-01-02T00:00:00Z  -")
+	assert.Contains(t, r.stdout, "c0ffee-suspicion  2026-01-02T01:00:00Z  suspicion_dlq  1000077  http_5xx  HTTP 503  5      2026-01-02T00:00:00Z  -")
 
 	tasks, subCtx := subscribe(t, dsn, s, messages.TopicSuspicionTasks)
 
@@ -325,9 +328,9 @@ func TestDLQReplayPoisonedTasks(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
 	require.Len(t, lines, 4, r.stdout)
-	assert.Regexp(t, `^a1-past\s+2026-01-02T03:05:00Z\s+fetcher_dlq\s+panic\s+panic occurred: "boom", stacktrace: .*\.\.\.\s+6\s+2026-01-02T03:04:00Z\s+-$`, lines[1])
-	assert.Regexp(t, `^b2-current\s+2026-01-02T03:05:00Z\s+fetcher_dlq\s+panic\s+panic occurred: "boom", stacktrace: .*\.\.\.\s+6\s+`+now.Format(time.RFC3339)+`\s+-$`, lines[2])
-	assert.Regexp(t, `^c3-malformed\s+2026-01-02T03:05:00Z\s+fetcher_dlq\s+malformed\s+malformed message: task minute missing or not minute-aligned\s+-\s+-\s+-$`, lines[3])
+	assert.Regexp(t, `^a1-past\s+2026-01-02T03:05:00Z\s+fetcher_dlq\s+-\s+panic\s+panic occurred: "boom", stacktrace: .*\.\.\.\s+6\s+2026-01-02T03:04:00Z\s+-$`, lines[1])
+	assert.Regexp(t, `^b2-current\s+2026-01-02T03:05:00Z\s+fetcher_dlq\s+-\s+panic\s+panic occurred: "boom", stacktrace: .*\.\.\.\s+6\s+`+now.Format(time.RFC3339)+`\s+-$`, lines[2])
+	assert.Regexp(t, `^c3-malformed\s+2026-01-02T03:05:00Z\s+fetcher_dlq\s+-\s+malformed\s+malformed message: task minute missing or not minute-aligned\s+-\s+-\s+-$`, lines[3])
 
 	tasks, subCtx := subscribe(t, dsn, s, messages.TopicFetchTasks)
 	r = run(t, "dlq", "replay", "--database-url", dsn, "--broker", "postgres", "--deadline-grace", grace.String())

@@ -287,16 +287,24 @@ func (c Config) BootstrapRange() (influencer.Range, bool) {
 // the version is checked when the broker is built.
 var kafkaVersionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
 
+// validateHTTPURL checks an http(s) base URL; its errors show the URL
+// without a user and password (api-url may carry them for basic auth).
 func validateHTTPURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%q: %w", raw, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL
+		}
+		return fmt.Errorf("not a URL: %w", err)
 	}
+	shown := *u
+	shown.User = nil
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q: want http(s)://host[:port]", raw)
+		return fmt.Errorf("%q: want http(s)://host[:port]", shown.String())
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%q: must not have a query or fragment", raw)
+		return fmt.Errorf("%q: must not have a query or fragment", shown.String())
 	}
 	return nil
 }

@@ -76,6 +76,9 @@ func TestBadFixtures(t *testing.T) {
 			for _, w := range want {
 				assert.Contains(t, err.Error(), w)
 			}
+			for _, secret := range []string{"s3cret", "hunter2"} {
+				assert.NotContains(t, err.Error(), secret, "errors never show credentials")
+			}
 		})
 	}
 }
@@ -149,4 +152,34 @@ func TestValidateReportsEverything(t *testing.T) {
 	for _, w := range []string{"broker:", "shards:", "fetch-timeout:"} {
 		assert.Contains(t, err.Error(), w)
 	}
+}
+
+// Mistyped values of the environment and the config file are all reported,
+// with the validation errors of the other values (issue 10).
+func TestTypeErrorsAreAllReported(t *testing.T) {
+	t.Setenv("MOCKSTAGRAM_SHARDS", "abc")
+	t.Setenv("MOCKSTAGRAM_BROKER", "redis")
+	t.Setenv("MOCKSTAGRAM_FETCH_TIMEOUT", "xyz")
+	t.Setenv("MOCKSTAGRAM_KAFKA_PARTITIONS", "many")
+	_, err := config.Load([]string{"--config", "testdata/minimal.good.yml"})
+	require.Error(t, err)
+	for _, w := range []string{
+		`shards: expected a valid 64 bit int but got "abc" (from MOCKSTAGRAM_SHARDS)`,
+		`fetch-timeout: expected duration but got "xyz": time: invalid duration "xyz" (from MOCKSTAGRAM_FETCH_TIMEOUT)`,
+		`kafka-partitions: expected a valid 64 bit int but got "many" (from MOCKSTAGRAM_KAFKA_PARTITIONS)`,
+		`broker: "redis" is not one of gochannel, kafka, postgres`,
+	} {
+		assert.Contains(t, err.Error(), w)
+	}
+	assert.NotContains(t, err.Error(), "fetch-adaptive-rtt", "a mistyped value is validated as its default, not as zero")
+}
+
+// The environment and flags override mistyped file values, which then are
+// no error.
+func TestTypeErrorsFollowPrecedence(t *testing.T) {
+	t.Setenv("MOCKSTAGRAM_SHARDS", "64")
+	c, err := config.Load([]string{"--config", "testdata/types.bad.yml", "--broker", "gochannel", "--fetch-timeout", "2s", "--trace-sample-ratio", "0.5"})
+	require.NoError(t, err)
+	assert.Equal(t, 64, c.Shards)
+	assert.Equal(t, 2*time.Second, c.FetchTimeout)
 }

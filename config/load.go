@@ -1,9 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -134,4 +136,115 @@ func EnvNames() ([]string, error) {
 	})
 	sort.Strings(names)
 	return names, nil
+}
+
+// BeforeReset is a kong hook: it checks every value the environment and
+// the config file give the command's flags before kong decodes them, so a
+// command line with several mistyped values (MOCKSTAGRAM_SHARDS=abc and
+// MOCKSTAGRAM_FETCH_TIMEOUT=xyz) reports them all, with the validation
+// errors of the other values, instead of kong's first one. Values given as
+// flags on the command line are decoded by kong before any hook, so a
+// mistyped flag is still reported alone.
+func (c *Config) BeforeReset(kctx *kong.Context) error {
+	for _, trace := range kctx.Path {
+		if trace.Flag != nil && trace.Flag.Name == "help" {
+			return nil // --help answers whatever the environment holds
+		}
+	}
+	file := configFileKeys(kctx)
+	var typeErrs []error
+	for _, f := range kctx.Flags() {
+		if err := c.preset(kctx, f, file); err != nil {
+			typeErrs = append(typeErrs, err)
+		}
+	}
+	if len(typeErrs) == 0 {
+		return nil // kong decodes and validates as usual
+	}
+	// Each mistyped value was replaced by its default; the rest of the
+	// configuration is validated as it will be once the values are fixed.
+	errs := typeErrs
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("invalid config:\n%w", errors.Join(errs...))
+}
+
+// preset decodes flag f's value from its source as kong would (a value
+// parsed from the command line, else the environment, else the config
+// file, else the default) into its target, which kong resets afterwards.
+// A value that does not decode is reported, and the default used instead.
+func (c *Config) preset(kctx *kong.Context, f *kong.Flag, file map[string]any) error {
+	if !f.Target.IsValid() || !f.Target.CanSet() {
+		return nil
+	}
+	for _, trace := range kctx.Path {
+		if trace.Flag == f { // from the command line: kong decoded it
+			if v := reflect.ValueOf(kctx.FlagValue(f)); v.IsValid() && v.Type().AssignableTo(f.Target.Type()) {
+				f.Target.Set(v)
+			}
+			return nil
+		}
+	}
+	var (
+		scan *kong.Scanner
+		from string
+	)
+	for _, env := range f.Tag.Envs {
+		if raw, ok := os.LookupEnv(env); ok {
+			scan, from = kong.ScanFromTokens(kong.Token{Type: kong.FlagValueToken, Value: raw}), env
+			break
+		}
+	}
+	if scan == nil {
+		if _, ok := file[f.Name]; ok {
+			v, _ := fileResolver{keys: file}.Resolve(kctx, nil, f) // joins lists as kong's resolver gets them
+			scan, from = kong.Scan().PushTyped(v, kong.FlagValueToken), "the config file"
+		}
+	}
+	var err error
+	if scan != nil {
+		f.Target.Set(reflect.Zero(f.Target.Type()))
+		if err = f.Mapper.Decode(&kong.DecodeContext{Value: f.Value, Scan: scan}, f.Target); err == nil {
+			return nil
+		}
+		err = fmt.Errorf("%s: %w (from %s)", f.Name, err, from)
+	}
+	f.Target.Set(reflect.Zero(f.Target.Type()))
+	if f.HasDefault {
+		_ = f.Mapper.Decode(&kong.DecodeContext{Value: f.Value, Scan: kong.ScanFromTokens(kong.Token{Type: kong.FlagValueToken, Value: f.Default})}, f.Target)
+	}
+	return err
+}
+
+// configFileKeys reads the config file the command line or the environment
+// names, if any; a file that cannot be read is left to kong to report.
+func configFileKeys(kctx *kong.Context) map[string]any {
+	var path string
+	for _, f := range kctx.Flags() {
+		if _, ok := f.Target.Interface().(kong.ConfigFlag); !ok {
+			continue
+		}
+		if p, ok := kctx.FlagValue(f).(kong.ConfigFlag); ok && p != "" {
+			path = string(p)
+		}
+		for _, env := range f.Tag.Envs {
+			if p, ok := os.LookupEnv(env); ok && path == "" {
+				path = p
+			}
+		}
+	}
+	if path == "" {
+		return nil
+	}
+	fh, err := os.Open(kong.ExpandPath(path))
+	if err != nil {
+		return nil
+	}
+	defer fh.Close()
+	r, err := YAMLLoader(fh)
+	if err != nil {
+		return nil
+	}
+	return r.(fileResolver).keys
 }

@@ -121,6 +121,9 @@ func DeadLetterOf(topic string, msg *message.Message, now time.Time) store.DeadL
 	for k, v := range maps.All(meta) {
 		d.Metadata[cleanText(k, maxLabelLength)] = cleanText(v, maxReasonLength)
 	}
+	if fd, ok := pkFailure(d.Payload); ok && DeadLetterKind(d) == messages.DeadLetterPKFailure {
+		d.PK = fd.PK
+	}
 	return d
 }
 

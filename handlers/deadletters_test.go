@@ -90,6 +90,7 @@ func TestArchiverStoresAFetcherDeadLetter(t *testing.T) {
 		Stage:         messages.HandlerFetcher,
 		Attempts:      1,
 		Shard:         &shard,
+		PK:            500, // listed and found by 'dlq list --pk'
 		Minute:        minute0,
 		Payload:       []byte(`{"pk":500,"minute":"2025-03-14T09:26:00Z","class":"not_found","reason":"InfluencerNotFoundError","attempts":1,"shard":3}`),
 		Metadata: map[string]string{

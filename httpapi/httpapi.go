@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -132,7 +134,14 @@ func (a *API) Handler(metrics http.Handler, withAPI bool) http.Handler {
 
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	if err := a.store.Ping(r.Context()); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "store: "+err.Error())
+		// The error names the database's host, user and name: it is
+		// logged, and the unauthenticated answer only says what is wrong.
+		if r.Context().Err() != nil {
+			a.logger.Debug("readyz: request ended before the store answered", "err", err)
+			return
+		}
+		a.logger.Warn("readyz: store unreachable", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "store unreachable")
 		return
 	}
 	if a.ready != nil {
@@ -479,9 +488,14 @@ type RegistryResult struct {
 
 func (a *API) registryAdd(w http.ResponseWriter, r *http.Request) {
 	var change registry.Change
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxAdminBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&change); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", tooLarge.Limit))
+			return
+		}
 		writeError(w, http.StatusBadRequest, "body: want {\"range\": \"FROM-TO\"} and/or {\"pks\": [...]}: "+err.Error())
 		return
 	}
@@ -544,9 +558,51 @@ func ratio(follower, following int64) *float64 {
 	return &r
 }
 
+// internal answers a request whose store call failed with err: nothing
+// when the request ended first (the client went away, logged at debug; or
+// its time ran out, which chi's Timeout answers with 504), 503 with
+// Retry-After when the store is unreachable, else 500. The details are
+// logged, never answered.
 func (a *API) internal(w http.ResponseWriter, r *http.Request, err error) {
-	a.logger.Error("http request", "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusInternalServerError, "internal error")
+	switch ctxErr := r.Context().Err(); {
+	case errors.Is(ctxErr, context.Canceled):
+		a.logger.Debug("http request canceled by the client", "path", r.URL.Path, "err", err)
+	case ctxErr != nil:
+		a.logger.Warn("http request timed out waiting for the store", "path", r.URL.Path, "err", err)
+	case storeUnreachable(err):
+		a.logger.Warn("http request: store unreachable", "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+		writeError(w, http.StatusServiceUnavailable, "store unreachable, retry later")
+	default:
+		a.logger.Error("http request", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error")
+	}
+}
+
+// RetryAfterSeconds is the Retry-After of an answer 503 (store unreachable).
+const RetryAfterSeconds = 5
+
+// MaxAdminBody bounds an admin request's body; a larger one is answered 413.
+const MaxAdminBody = 1 << 20
+
+// storeUnreachable tells an error of a store that cannot be reached from
+// one it gave: a network error (refused, reset, DNS, i/o timeout), a
+// connection cut mid-answer, a timeout of the store's own (its request's
+// time had not run out), or a PostgreSQL error of class 08 (connection
+// exception), 53 (insufficient resources: too many connections) or 57P
+// (shutting down, starting up). PostgreSQL errors are matched by their
+// SQLState method, so this package needs no driver.
+func storeUnreachable(err error) bool {
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var coded interface{ SQLState() string }
+	if errors.As(err, &coded) {
+		state := coded.SQLState()
+		return strings.HasPrefix(state, "08") || strings.HasPrefix(state, "53") || strings.HasPrefix(state, "57P")
+	}
+	return false
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -300,7 +300,7 @@ func TestStoreErrors(t *testing.T) {
 		{"/api/v1/influencers/1/timeline?step=1d", http.StatusInternalServerError, `{"error": "internal error"}`},
 		{"/api/v1/influencers", http.StatusInternalServerError, `{"error": "internal error"}`},
 		{"/api/v1/stats", http.StatusInternalServerError, `{"error": "internal error"}`},
-		{"/readyz", http.StatusServiceUnavailable, `{"error": "store: connection refused"}`},
+		{"/readyz", http.StatusServiceUnavailable, `{"error": "store unreachable"}`},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			t.Parallel()

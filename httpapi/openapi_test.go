@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -118,6 +120,9 @@ func TestOpenAPIResponses(t *testing.T) {
 	broken := httpapi.New(failing{errors.New("connection refused")}, clock, discard(), nil,
 		httpapi.Options{Registry: registry.New(s), AdminToken: adminToken}).Handler(nil, true)
 	brokenRegistry := httpapi.New(s, clock, discard(), nil, httpapi.Options{Registry: failingRegistry{}, AdminToken: adminToken}).Handler(nil, true)
+	unreachableErr := fmt.Errorf("read: %w", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")})
+	unreachable := httpapi.New(failing{unreachableErr}, clock, discard(), nil,
+		httpapi.Options{Registry: registryFailing{unreachableErr}, AdminToken: adminToken}).Handler(nil, true)
 	disabled := httpapi.New(s, clock, discard(), nil, httpapi.Options{}).Handler(nil, true)
 	notReady := httpapi.New(s, clock, discard(), func(context.Context) error { return errors.New("router not running") },
 		httpapi.Options{}).Handler(nil, true)
@@ -142,6 +147,7 @@ func TestOpenAPIResponses(t *testing.T) {
 		{"influencer, bad pk", api, "GET", inf + "/abc", "", "", 400},
 		{"influencer, no data", api, "GET", inf + "/12345", "", "", 404},
 		{"influencer, store down", broken, "GET", inf + "/1", "", "", 500},
+		{"influencer, store unreachable", unreachable, "GET", inf + "/1", "", "", 503},
 		{"timeline 1m", api, "GET", inf + "/1/timeline?from=2026-11-25T00:00:00Z&to=2026-11-25T02:00:00Z", "", "", 200},
 		{"timeline 1m, ratio null", api, "GET", inf + "/2/timeline", "", "", 200},
 		{"timeline 1m, empty", api, "GET", inf + "/12345/timeline", "", "", 200},
@@ -152,14 +158,17 @@ func TestOpenAPIResponses(t *testing.T) {
 		{"timeline, from after to", api, "GET", inf + "/1/timeline?from=2026-11-25T02:00:00Z&to=2026-11-25T01:00:00Z", "", "", 400},
 		{"timeline, bad pk", api, "GET", inf + "/0/timeline", "", "", 400},
 		{"timeline, store down", broken, "GET", inf + "/1/timeline?step=1h", "", "", 500},
+		{"timeline, store unreachable", unreachable, "GET", inf + "/1/timeline", "", "", 503},
 		{"leaderboard", api, "GET", inf + "?limit=2", "", "", 200},
 		{"leaderboard, last page", api, "GET", inf + "?limit=1000", "", "", 200},
 		{"leaderboard, after", api, "GET", inf + "?limit=2&after=900.1", "", "", 200},
 		{"leaderboard, bad limit", api, "GET", inf + "?limit=0", "", "", 400},
 		{"leaderboard, bad cursor", api, "GET", inf + "?after=x", "", "", 400},
 		{"leaderboard, store down", broken, "GET", inf, "", "", 500},
+		{"leaderboard, store unreachable", unreachable, "GET", inf, "", "", 503},
 		{"stats", api, "GET", "/api/v1/stats", "", "", 200},
 		{"stats, store down", broken, "GET", "/api/v1/stats", "", "", 500},
+		{"stats, store unreachable", unreachable, "GET", "/api/v1/stats", "", "", 503},
 		{"registry add", api, "POST", reg, admin, `{"range": "100-104", "pks": [200]}`, 200},
 		{"registry add, bad body", api, "POST", reg, admin, `{"range": "5-1"}`, 400},
 		{"registry add, unknown field", api, "POST", reg, admin, `{"x": 1}`, 400},
@@ -168,6 +177,9 @@ func TestOpenAPIResponses(t *testing.T) {
 		{"registry add, disabled", disabled, "POST", reg, admin, `{"pks": [1]}`, 403},
 		{"registry add, store down", brokenRegistry, "POST", reg, admin, `{"pks": [1]}`, 500},
 		{"registry remove, store down", brokenRegistry, "DELETE", reg + "/1", admin, "", 500},
+		{"registry add, store unreachable", unreachable, "POST", reg, admin, `{"pks": [1]}`, 503},
+		{"registry add, body too large", api, "POST", reg, admin, `{"pks": [` + strings.Repeat("1,", httpapi.MaxAdminBody/2) + `1]}`, 413},
+		{"registry remove, store unreachable", unreachable, "DELETE", reg + "/1", admin, "", 503},
 		{"registry remove", api, "DELETE", reg + "/100", admin, "", 200},
 		{"registry remove, bad pk", api, "DELETE", reg + "/abc", admin, "", 400},
 		{"registry remove, no token", api, "DELETE", reg + "/100", "", "", 401},

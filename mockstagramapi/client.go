@@ -8,6 +8,7 @@ package mockstagramapi
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,7 +48,10 @@ const (
 
 // Config configures a client.
 type Config struct {
-	BaseURL     string        // http(s)://host[:port][/path]; the only host ever called
+	// BaseURL is http(s)://[user[:password]@]host[:port][/path], the only
+	// host ever called; a user and password are sent as basic auth with
+	// every request and are in no error message.
+	BaseURL     string
 	Concurrency int           // requests in flight at most; sizes the connection pool
 	Timeout     time.Duration // per request
 	MaxBody     int64         // largest accepted influencer body (0: DefaultMaxBody)
@@ -76,6 +80,7 @@ type Client struct {
 	http      *http.Client
 	fast      *fasthttp.HostClient
 	prefix    string // scheme://host/path/api/v1/influencers/ : the pk follows
+	auth      string // the Authorization header of the base URL's user, or empty
 	clock     clockwork.Clock
 	metrics   *metrics.Pipeline
 	limiter   *rate.Limiter                              // nil: unlimited
@@ -101,7 +106,7 @@ const userAgent = "mockstagram-pipeline"
 func New(cfg Config, clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) (*Client, error) {
 	u, err := url.Parse(cfg.BaseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("mockstagram API base URL %q: want http(s)://host[:port]", cfg.BaseURL)
+		return nil, fmt.Errorf("mockstagram API base URL %q: want http(s)://host[:port]", WithoutUserinfo(cfg.BaseURL))
 	}
 	if cfg.Concurrency < 1 {
 		return nil, fmt.Errorf("mockstagram API concurrency %d < 1", cfg.Concurrency)
@@ -121,7 +126,7 @@ func New(cfg Config, clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipe
 	base := u.Scheme + "://" + u.Host + strings.TrimRight(u.Path, "/") + "/api/v1/influencers/"
 	c := &Client{cfg: cfg, suspicion: base + "is_suspicious", prefix: base,
 		http: newHTTPClient(cfg.Concurrency), fast: newHostClient(u, cfg),
-		clock: clock, metrics: m,
+		auth: basicAuth(u.User), clock: clock, metrics: m,
 		bufs:  sync.Pool{New: func() any { return new(bytes.Buffer) }},
 		calls: sync.Pool{New: func() any { return new(getCall) }}}
 	if cfg.RateLimit > 0 {
@@ -131,6 +136,36 @@ func New(cfg Config, clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipe
 		c.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, logger, m)
 	}
 	return c, nil
+}
+
+// basicAuth is the Authorization header value of a URL's user and
+// password (RFC 7617), or empty without a user.
+func basicAuth(user *url.Userinfo) string {
+	if user == nil {
+		return ""
+	}
+	pass, _ := user.Password()
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user.Username()+":"+pass))
+}
+
+// WithoutUserinfo is raw without its user and password, to be printed or
+// logged. From a raw URL that does not parse, what lies between "//" and
+// the last "@" is cut.
+func WithoutUserinfo(raw string) string {
+	u, err := url.Parse(raw)
+	if err == nil {
+		if u.User == nil {
+			return raw
+		}
+		u.User = nil
+		return u.String()
+	}
+	if i := strings.Index(raw, "//"); i >= 0 {
+		if j := strings.LastIndex(raw, "@"); j > i {
+			return raw[:i+2] + raw[j+1:]
+		}
+	}
+	return raw
 }
 
 // newHTTPClient returns a keep-alive client for concurrency requests in
@@ -268,6 +303,9 @@ func (c *Client) getInfluencer(ctx context.Context, pk int64, start time.Time) (
 	call.uri = strconv.AppendInt(append(call.uri[:0], c.prefix...), pk, 10)
 	call.req.Reset()
 	call.req.SetRequestURIBytes(call.uri)
+	if c.auth != "" {
+		call.req.Header.Set("Authorization", c.auth)
+	}
 	err := c.fast.DoDeadline(&call.req, &call.resp, end)
 	status := call.resp.StatusCode()
 	if err != nil {
@@ -326,6 +364,9 @@ func (c *Client) postSuspicion(ctx context.Context, cand influencer.SuspicionCan
 		return false, &Error{Class: ClassClient, Reason: err.Error()}
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if c.auth != "" {
+		req.Header.Set("Authorization", c.auth)
+	}
 	buf := c.bufs.Get().(*bytes.Buffer)
 	defer c.bufs.Put(buf)
 	status, header, e := c.roundTrip(req, buf, maxSuspicionBody)

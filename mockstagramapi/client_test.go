@@ -329,3 +329,61 @@ func TestAsError(t *testing.T) {
 	assert.Equal(t, mockstagramapi.Error{Class: mockstagramapi.ClassConnection, Reason: "unexpected EOF", Retryable: true},
 		*mockstagramapi.AsError(io.ErrUnexpectedEOF), "an unclassified error is a transient connection error")
 }
+
+// A user and password in the base URL are sent as basic auth with both
+// requests, and no error message shows them (issue 10).
+func TestBaseURLCredentialsAreSentAsBasicAuth(t *testing.T) {
+	t.Parallel()
+	var gets, posts sync.Map // Authorization header -> true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, pass, ok := r.BasicAuth()
+		if !ok || user != "alice" || pass != "s3cr:et" {
+			http.Error(w, "who are you", http.StatusUnauthorized)
+			return
+		}
+		if r.Method == http.MethodPost {
+			posts.Store(r.Header.Get("Authorization"), true)
+			_, _ = w.Write([]byte(`{"pk":5,"suspicious":false}`))
+			return
+		}
+		gets.Store(r.Header.Get("Authorization"), true)
+		_, _ = w.Write([]byte(sampleJSON(5)))
+	}))
+	t.Cleanup(srv.Close)
+	withCreds := strings.Replace(srv.URL, "http://", "http://alice:s3cr%3Aet@", 1)
+	c := newClient(t, withCreds, clockwork.NewFakeClock(), newMetrics(), nil)
+
+	s, err := c.Influencer(context.Background(), 5, time.Time{})
+	require.NoError(t, err)
+	assert.Equal(t, int64(5), s.PK)
+	_, err = c.IsSuspicious(context.Background(), influencer.SuspicionCandidate{PK: 5, Username: "five"})
+	require.NoError(t, err)
+	const want = "Basic YWxpY2U6czNjcjpldA==" // alice:s3cr:et
+	_, ok := gets.Load(want)
+	assert.True(t, ok, "GET sent basic auth")
+	_, ok = posts.Load(want)
+	assert.True(t, ok, "POST sent basic auth")
+
+	noCreds := newClient(t, srv.URL, clockwork.NewFakeClock(), newMetrics(), nil)
+	_, err = noCreds.Influencer(context.Background(), 5, time.Time{})
+	assert.Equal(t, mockstagramapi.ClassClient, apiError(t, err).Class, "the server wants the credentials")
+
+	_, err = mockstagramapi.New(mockstagramapi.Config{BaseURL: "ftp://alice:s3cret@host", Concurrency: 1, Timeout: time.Second},
+		clockwork.NewFakeClock(), discardLogger(), newMetrics())
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "s3cret")
+	assert.NotContains(t, err.Error(), "alice")
+}
+
+func TestWithoutUserinfo(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]string{
+		"http://alice:s3cret@api:3000/mock": "http://api:3000/mock",
+		"https://token@api":                 "https://api",
+		"http://api:3000":                   "http://api:3000",
+		"http://a:b@[::1":                   "http://[::1",
+		"http://":                           "http://",
+	} {
+		assert.Equal(t, want, mockstagramapi.WithoutUserinfo(raw), raw)
+	}
+}

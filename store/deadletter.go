@@ -20,6 +20,8 @@ func ValidateDeadLetter(d DeadLetter) error {
 		return fmt.Errorf("%w: dead letter %s: no receive time", ErrInvalid, d.ID)
 	case d.Attempts < 0:
 		return fmt.Errorf("%w: dead letter %s: attempts %d negative", ErrInvalid, d.ID, d.Attempts)
+	case d.PK < 0:
+		return fmt.Errorf("%w: dead letter %s: pk %d negative", ErrInvalid, d.ID, d.PK)
 	}
 	texts := []string{d.ID, d.Topic, d.OriginalTopic, d.Reason, d.Class, d.Stage}
 	for k, v := range d.Metadata {
@@ -38,10 +40,14 @@ func CleanText(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
-// ValidateDeadLetterFilter checks the page size. Errors wrap ErrInvalid.
+// ValidateDeadLetterFilter checks the page size and the pk. Errors wrap
+// ErrInvalid.
 func ValidateDeadLetterFilter(f DeadLetterFilter) error {
 	if f.Limit < 1 || f.Limit > MaxDeadLetterLimit {
 		return fmt.Errorf("%w: dead letter limit %d not in [1, %d]", ErrInvalid, f.Limit, MaxDeadLetterLimit)
+	}
+	if f.PK < 0 {
+		return fmt.Errorf("%w: dead letter pk %d negative", ErrInvalid, f.PK)
 	}
 	return nil
 }
@@ -62,6 +68,7 @@ type DeadLetter struct {
 	Stage         string            // the stage that dead-lettered it
 	Attempts      int               // attempts made before giving up
 	Shard         *int              // the shard, when known
+	PK            int64             // the one pk of a pk failure; 0 for a message of many pks (or none)
 	Minute        time.Time         // the minute it was for; zero when unknown
 	Payload       []byte            // the message payload, as received
 	Metadata      map[string]string // every metadata entry, as received (trace context included)
@@ -74,6 +81,7 @@ type DeadLetterFilter struct {
 	IDs         []string  // only these ids
 	Topic       string    // dead-letter topic, exact
 	Reason      string    // substring of the reason (case-sensitive)
+	PK          int64     // only letters of this one pk (pk failures: DeadLetter.PK)
 	Since       time.Time // received at or after
 	Until       time.Time // received before
 	NotReplayed bool      // only letters never replayed

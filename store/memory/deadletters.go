@@ -53,6 +53,7 @@ func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]st
 		case len(f.IDs) > 0 && !slices.Contains(f.IDs, d.ID),
 			f.Topic != "" && d.Topic != f.Topic,
 			f.Reason != "" && !strings.Contains(d.Reason, f.Reason),
+			f.PK != 0 && d.PK != f.PK,
 			!f.Since.IsZero() && d.ReceivedAt.Before(f.Since),
 			!f.Until.IsZero() && !d.ReceivedAt.Before(f.Until),
 			f.NotReplayed && d.ReplayedAt != nil,

@@ -14,14 +14,14 @@ import (
 const (
 	saveDeadLetterSQL = `
 INSERT INTO dead_letters (id, topic, original_topic, reason, class, stage, attempts, shard, minute,
-                          payload, metadata, received_at, replayed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                          payload, metadata, received_at, replayed_at, pk)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (id) DO NOTHING`
 	// deadLettersSQL filters with nullable parameters; the keyset cursor is
 	// the (received_at, id) of the letter whose id is $7 (none: no rows).
 	deadLettersSQL = `
 SELECT id, topic, original_topic, reason, class, stage, attempts, shard, minute,
-       payload, metadata, received_at, replayed_at
+       payload, metadata, received_at, replayed_at, coalesce(pk, 0)
 FROM dead_letters
 WHERE ($1::text[] IS NULL OR id = ANY($1::text[]))
   AND ($2::text = '' OR topic = $2::text)
@@ -30,6 +30,7 @@ WHERE ($1::text[] IS NULL OR id = ANY($1::text[]))
   AND ($5::timestamptz IS NULL OR received_at < $5::timestamptz)
   AND (NOT $6::boolean OR replayed_at IS NULL)
   AND ($7::text = '' OR (received_at, id) > (SELECT received_at, id FROM dead_letters WHERE id = $7::text))
+  AND ($9::bigint IS NULL OR pk = $9::bigint)
 ORDER BY received_at, id
 LIMIT $8`
 	markReplayedSQL = `UPDATE dead_letters SET replayed_at = $2 WHERE id = $1`
@@ -53,7 +54,7 @@ func (s *Store) SaveDeadLetter(ctx context.Context, d store.DeadLetter) error {
 		payload = []byte{}
 	}
 	_, err = s.pool.Exec(ctx, saveDeadLetterSQL, d.ID, d.Topic, d.OriginalTopic, d.Reason, d.Class, d.Stage,
-		d.Attempts, d.Shard, nullTime(d.Minute), payload, metaJSON, d.ReceivedAt, d.ReplayedAt)
+		d.Attempts, d.Shard, nullTime(d.Minute), payload, metaJSON, d.ReceivedAt, d.ReplayedAt, nullPK(d.PK))
 	if err != nil {
 		return fmt.Errorf("save dead letter %s: %w", d.ID, err)
 	}
@@ -70,7 +71,7 @@ func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]st
 		ids = f.IDs
 	}
 	rows, err := s.pool.Query(ctx, deadLettersSQL, ids, f.Topic, f.Reason, nullTime(f.Since), nullTime(f.Until),
-		f.NotReplayed, f.After, f.Limit)
+		f.NotReplayed, f.After, f.Limit, nullPK(f.PK))
 	if err != nil {
 		return nil, fmt.Errorf("dead letters: %w", err)
 	}
@@ -82,7 +83,7 @@ func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]st
 			metaJSON []byte
 		)
 		if err := row.Scan(&d.ID, &d.Topic, &d.OriginalTopic, &d.Reason, &d.Class, &d.Stage, &d.Attempts,
-			&shard, &minute, &d.Payload, &metaJSON, &d.ReceivedAt, &d.ReplayedAt); err != nil {
+			&shard, &minute, &d.Payload, &metaJSON, &d.ReceivedAt, &d.ReplayedAt, &d.PK); err != nil {
 			return d, err
 		}
 		if shard != nil {
@@ -122,6 +123,14 @@ func (s *Store) MarkReplayed(ctx context.Context, id string, at time.Time) error
 		return fmt.Errorf("mark dead letter %s replayed: %w", id, store.ErrNotFound)
 	}
 	return nil
+}
+
+// nullPK is a dead letter's pk column: NULL for none (0).
+func nullPK(pk int64) *int64 {
+	if pk == 0 {
+		return nil
+	}
+	return &pk
 }
 
 func nullTime(t time.Time) *time.Time {

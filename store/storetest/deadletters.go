@@ -27,7 +27,7 @@ func deadLetter(id, topic, reason string, received int) store.DeadLetter {
 	return store.DeadLetter{
 		ID: id, Topic: topic, OriginalTopic: "original-" + topic,
 		Reason: reason, Class: "http_5xx", Stage: "fetcher", Attempts: 3,
-		Shard: &shard, Minute: minute(0),
+		Shard: &shard, PK: 1000001, Minute: minute(0),
 		Payload:    []byte(`{"pk":1000001}`),
 		Metadata:   map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "reason": reason},
 		ReceivedAt: minute(received).Add(5 * time.Second),
@@ -93,8 +93,12 @@ func testDeadLetterIdempotent(t *testing.T, s store.Store) {
 
 func testDeadLetterFilters(t *testing.T, s store.Store) {
 	saveDeadLetter(t, s, deadLetter("f1", "fetcher_dlq", "HTTP 503; gave up at the minute's deadline", 1))
-	saveDeadLetter(t, s, deadLetter("f2", "fetcher_dlq", "InfluencerNotFoundError", 2))
-	saveDeadLetter(t, s, deadLetter("r1", "result_handler_dlq", "malformed message: bad json", 3))
+	f2 := deadLetter("f2", "fetcher_dlq", "InfluencerNotFoundError", 2)
+	f2.PK = 1000002
+	saveDeadLetter(t, s, f2)
+	r1 := deadLetter("r1", "result_handler_dlq", "malformed message: bad json", 3)
+	r1.PK = 0 // a poisoned result: many pks
+	saveDeadLetter(t, s, r1)
 	saveDeadLetter(t, s, deadLetter("f3", "fetcher_dlq", "request timed out; gave up at the minute's deadline", 4))
 	require.NoError(t, s.MarkReplayed(context.Background(), "f3", minute(9)))
 
@@ -114,6 +118,9 @@ func testDeadLetterFilters(t *testing.T, s store.Store) {
 		{"since and until", store.DeadLetterFilter{Since: minute(2), Until: minute(4)}, []string{"f2", "r1"}},
 		{"ids", store.DeadLetterFilter{IDs: []string{"f3", "r1", "unknown"}}, []string{"r1", "f3"}},
 		{"not replayed", store.DeadLetterFilter{NotReplayed: true}, []string{"f1", "f2", "r1"}},
+		{"pk", store.DeadLetterFilter{PK: 1000001}, []string{"f1", "f3"}},
+		{"other pk", store.DeadLetterFilter{PK: 1000002}, []string{"f2"}},
+		{"pk without letters", store.DeadLetterFilter{PK: 5}, []string{}},
 		{"everything at once", store.DeadLetterFilter{Topic: "fetcher_dlq", Reason: "gave up", Since: minute(1), NotReplayed: true}, []string{"f1"}},
 		{"limit", store.DeadLetterFilter{Limit: 2}, []string{"f1", "f2"}},
 	}
@@ -152,6 +159,8 @@ func testDeadLetterPaging(t *testing.T, s store.Store) {
 		_, err := s.DeadLetters(context.Background(), store.DeadLetterFilter{Limit: limit})
 		assert.ErrorIs(t, err, store.ErrInvalid, "limit %d", limit)
 	}
+	_, err := s.DeadLetters(context.Background(), store.DeadLetterFilter{Limit: 1, PK: -1})
+	assert.ErrorIs(t, err, store.ErrInvalid, "negative pk")
 }
 
 func testDeadLetterMarkReplayed(t *testing.T, s store.Store) {
@@ -186,6 +195,7 @@ func testDeadLetterInvalid(t *testing.T, s store.Store) {
 		{"no original topic", func(d *store.DeadLetter) { d.OriginalTopic = "" }},
 		{"no receive time", func(d *store.DeadLetter) { d.ReceivedAt = time.Time{} }},
 		{"negative attempts", func(d *store.DeadLetter) { d.Attempts = -1 }},
+		{"negative pk", func(d *store.DeadLetter) { d.PK = -1 }},
 		{"NUL in reason", func(d *store.DeadLetter) { d.Reason = "a\x00b" }},
 		{"invalid UTF-8 in metadata", func(d *store.DeadLetter) { d.Metadata = map[string]string{"k": "\xff"} }},
 	}
