@@ -61,18 +61,28 @@ func NewStore(lc fx.Lifecycle, cfg config.Config, clock clockwork.Clock, tp trac
 			logger.Error("partition maintenance", "err", err)
 		}
 	})
+	every(lc, clock, time.Minute, func(ctx context.Context) {
+		if err := pg.VacuumCounters(ctx); err != nil && ctx.Err() == nil {
+			logger.Warn("vacuum of the counter tables", "err", err)
+		}
+	})
 	lc.Append(fx.StopHook(pg.Close))
 	return pg, nil
 }
 
 // hourly runs fn every hour from start to stop.
 func hourly(lc fx.Lifecycle, clock clockwork.Clock, fn func(ctx context.Context)) {
+	every(lc, clock, time.Hour, fn)
+}
+
+// every runs fn every d from start to stop.
+func every(lc fx.Lifecycle, clock clockwork.Clock, d time.Duration, fn func(ctx context.Context)) {
 	background(lc, func(ctx context.Context) {
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-clock.After(time.Hour):
+			case <-clock.After(d):
 			}
 			fn(ctx)
 		}
