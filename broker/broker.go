@@ -20,6 +20,7 @@ import (
 
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/metrics"
 )
 
 // ConsumerGroupPrefix prefixes a handler's name to make its consumer group:
@@ -62,11 +63,6 @@ func Supports(name string, c Capability) error {
 	switch {
 	case name == config.BrokerGoChannel && c == CrossProcess:
 		return errors.New("the gochannel broker lives inside one process")
-	case name == config.BrokerPostgres && c == LongHandlers:
-		// watermill-sql keeps its read transaction open while a handler
-		// runs, and a message becomes visible only when no older
-		// transaction is open on the server.
-		return errors.New("on the postgres broker a handler that runs for seconds would hold back every delivery on the database server")
 	}
 	return nil
 }
@@ -91,11 +87,10 @@ func With(cs ...Capability) []string {
 type Deps struct {
 	Logger *slog.Logger
 	// Pool is the store's pool; required for the postgres broker, whose
-	// topic tables live in the store's database. Each running subscription
-	// holds one connection while its handler works on a message (the read
-	// transaction stays open until the ack) and a waiting member of a busy
-	// consumer group holds one blocked on the group's lock, so size the pool
-	// for the subscriptions plus the store's own use.
+	// topic tables live in the store's database. The publisher uses it;
+	// each subscriber opens a pool of its own with the same settings and at
+	// most PostgresInFlight connections (one per message in flight: the read
+	// transaction stays open until the ack).
 	Pool *pgxpool.Pool
 }
 
@@ -106,6 +101,7 @@ type Broker struct {
 	closePub   func() error
 	logger     watermill.LoggerAdapter
 	brokerName string
+	queueStats func(context.Context) ([]metrics.QueueStat, error)
 
 	mu     sync.Mutex
 	closed bool
@@ -147,6 +143,7 @@ func New(ctx context.Context, cfg config.Config, deps Deps) (*Broker, error) {
 		b.pub = p.publisher
 		b.closePub = p.publisher.Close
 		b.newSub = p.subscriber
+		b.queueStats = p.queueStats
 	default:
 		return nil, fmt.Errorf("broker %q is not one of gochannel, kafka, postgres", cfg.Broker)
 	}
@@ -162,8 +159,8 @@ func (b *Broker) Publisher() message.Publisher { return sharedPublisher{b.pub} }
 // Subscriber returns a new subscriber in consumerGroup (use ConsumerGroup of
 // the handler's name); create one per handler. Subscribers of one group share
 // the topic's messages: on kafka they split the partitions between them, on
-// postgres one of them works at a time and the others take over when it stops
-// (failover, not throughput). gochannel has no groups: every subscriber of a
+// postgres each takes the next message no other holds (PostgresInFlight at
+// once per subscription). gochannel has no groups: every subscriber of a
 // topic gets every message. Closing the subscriber (the router does) stops its
 // subscriptions only; Broker.Close closes the ones still open.
 func (b *Broker) Subscriber(consumerGroup string) (message.Subscriber, error) {
@@ -181,6 +178,16 @@ func (b *Broker) Subscriber(consumerGroup string) (message.Subscriber, error) {
 	}
 	b.subs = append(b.subs, sub)
 	return sub, nil
+}
+
+// QueueStats reports the backlog of every consumer group on every topic
+// (metrics.QueueSource). Only the postgres broker keeps its queues where they
+// can be counted; the others report none.
+func (b *Broker) QueueStats(ctx context.Context) ([]metrics.QueueStat, error) {
+	if b.queueStats == nil {
+		return nil, nil
+	}
+	return b.queueStats(ctx)
 }
 
 // Close closes every subscriber, then the publisher. Closing twice is a no-op.
