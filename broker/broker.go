@@ -63,6 +63,13 @@ func Supports(name string, c Capability) error {
 	switch {
 	case name == config.BrokerGoChannel && c == CrossProcess:
 		return errors.New("the gochannel broker lives inside one process")
+	case name == config.BrokerPostgres && c == LongHandlers:
+		// The work queue no longer holds back other deliveries while a
+		// handler runs (rows locked with SKIP LOCKED, no wait for the oldest
+		// transaction), but each message in flight holds a read transaction
+		// and a connection for the handler's whole run. Returning nil here
+		// switches the suspicion checks on for postgres: a step of its own.
+		return errors.New("on the postgres broker a handler that runs for seconds holds a read transaction and a connection all along; the suspicion checks are not switched to it yet")
 	}
 	return nil
 }
