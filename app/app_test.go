@@ -63,7 +63,7 @@ func TestStage(t *testing.T) {
 		{"api", config.Config{DatabaseURL: "postgres://h/db", Broker: config.BrokerGoChannel}, Roles{API: true}, ""},
 		{"fetcher", config.Default(), Roles{}, "fetcher alone needs a shared broker (--broker kafka or postgres): the gochannel broker lives inside one process"},
 		{"suspicion", config.Default(), Roles{}, "suspicion alone needs a shared broker (--broker kafka): the gochannel broker lives inside one process"},
-		{"suspicion", pg, Roles{}, "suspicion needs --broker kafka: on the postgres broker a handler that runs for seconds would hold back every delivery on the database server"},
+		{"suspicion", pg, Roles{}, "suspicion needs --broker kafka: on the postgres broker a handler that runs for seconds holds a read transaction and a connection all along; the suspicion checks are not switched to it yet"},
 		{"recorder", mem, Roles{}, "recorder alone needs --database-url (MOCKSTAGRAM_DATABASE_URL): the in-memory store lives only inside 'run'"},
 		{"bench", kafka, Roles{}, `unknown stage "bench"`},
 	} {

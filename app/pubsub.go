@@ -8,16 +8,22 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 
 	"github.com/mockstagram/pipeline/broker"
 	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/store"
 )
 
-// PubSubModule provides the configured broker and its shared publisher.
+// PubSubModule provides the configured broker and its shared publisher, and
+// exports the broker's queue depths (postgres) as metrics.
 var PubSubModule = fx.Module("pubsub",
 	fx.Provide(NewBroker, func(b *broker.Broker) message.Publisher { return b.Publisher() }),
+	fx.Invoke(func(reg *prometheus.Registry, b *broker.Broker) {
+		reg.MustRegister(metrics.NewQueueCollector(b, 5*time.Second))
+	}),
 )
 
 // pooler is a store that can lend its connection pool to the Postgres broker.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/metrics"
 )
 
 // ConsumerGroupPrefix prefixes a handler's name to make its consumer group:
@@ -63,10 +64,12 @@ func Supports(name string, c Capability) error {
 	case name == config.BrokerGoChannel && c == CrossProcess:
 		return errors.New("the gochannel broker lives inside one process")
 	case name == config.BrokerPostgres && c == LongHandlers:
-		// watermill-sql keeps its read transaction open while a handler
-		// runs, and a message becomes visible only when no older
-		// transaction is open on the server.
-		return errors.New("on the postgres broker a handler that runs for seconds would hold back every delivery on the database server")
+		// The work queue no longer holds back other deliveries while a
+		// handler runs (rows locked with SKIP LOCKED, no wait for the oldest
+		// transaction), but each message in flight holds a read transaction
+		// and a connection for the handler's whole run. Returning nil here
+		// switches the suspicion checks on for postgres: a step of its own.
+		return errors.New("on the postgres broker a handler that runs for seconds holds a read transaction and a connection all along; the suspicion checks are not switched to it yet")
 	}
 	return nil
 }
@@ -91,11 +94,10 @@ func With(cs ...Capability) []string {
 type Deps struct {
 	Logger *slog.Logger
 	// Pool is the store's pool; required for the postgres broker, whose
-	// topic tables live in the store's database. Each running subscription
-	// holds one connection while its handler works on a message (the read
-	// transaction stays open until the ack) and a waiting member of a busy
-	// consumer group holds one blocked on the group's lock, so size the pool
-	// for the subscriptions plus the store's own use.
+	// topic tables live in the store's database. The publisher uses it;
+	// each subscriber opens a pool of its own with the same settings and at
+	// most PostgresInFlight connections (one per message in flight: the read
+	// transaction stays open until the ack).
 	Pool *pgxpool.Pool
 }
 
@@ -107,6 +109,7 @@ type Broker struct {
 	joined     func(ctx context.Context) error // nil: subscriptions receive at once
 	logger     watermill.LoggerAdapter
 	brokerName string
+	queueStats func(context.Context) ([]metrics.QueueStat, error)
 
 	mu     sync.Mutex
 	closed bool
@@ -149,6 +152,7 @@ func New(ctx context.Context, cfg config.Config, deps Deps) (*Broker, error) {
 		b.pub = p.publisher
 		b.closePub = p.publisher.Close
 		b.newSub = p.subscriber
+		b.queueStats = p.queueStats
 	default:
 		return nil, fmt.Errorf("broker %q is not one of gochannel, kafka, postgres", cfg.Broker)
 	}
@@ -164,8 +168,8 @@ func (b *Broker) Publisher() message.Publisher { return sharedPublisher{b.pub} }
 // Subscriber returns a new subscriber in consumerGroup (use ConsumerGroup of
 // the handler's name); create one per handler. Subscribers of one group share
 // the topic's messages: on kafka they split the partitions between them, on
-// postgres one of them works at a time and the others take over when it stops
-// (failover, not throughput). gochannel has no groups: every subscriber of a
+// postgres each takes the next message no other holds (PostgresInFlight at
+// once per subscription). gochannel has no groups: every subscriber of a
 // topic gets every message. Closing the subscriber (the router does) stops its
 // subscriptions only; Broker.Close closes the ones still open.
 func (b *Broker) Subscriber(consumerGroup string) (message.Subscriber, error) {
@@ -197,6 +201,16 @@ func (b *Broker) WaitSubscribed(ctx context.Context) error {
 		return nil
 	}
 	return b.joined(ctx)
+}
+
+// QueueStats reports the backlog of every consumer group on every topic
+// (metrics.QueueSource). Only the postgres broker keeps its queues where they
+// can be counted; the others report none.
+func (b *Broker) QueueStats(ctx context.Context) ([]metrics.QueueStat, error) {
+	if b.queueStats == nil {
+		return nil, nil
+	}
+	return b.queueStats(ctx)
 }
 
 // Close closes every subscriber, then the publisher. Closing twice is a no-op.

@@ -8,13 +8,16 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -25,6 +28,7 @@ import (
 	"github.com/mockstagram/pipeline/broker/kafkatest"
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/messages"
+	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/store/postgres/pgtest"
 )
 
@@ -104,9 +108,30 @@ func TestPostgres(t *testing.T) {
 		cfg, deps := postgresConfig(t)
 		return newBroker(t, cfg, deps)
 	}, brokertest.Features{
-		Durable:             true,
-		ConsumerGroups:      true,
-		RedeliversLastAcked: true,
+		Durable:                  true,
+		ConsumerGroups:           true,
+		ParallelConsumers:        true,
+		RedeliversLastAcked:      true,
+		InFlight:                 broker.PostgresInFlight,
+		NackDelays:               true,
+		OpenTransactionElsewhere: openTransactionElsewhere,
+	})
+}
+
+// openTransactionElsewhere opens a transaction in another database of the
+// same server that has a transaction id and a snapshot (what the former
+// schema waited for) and keeps it open until the test ends.
+func openTransactionElsewhere(t *testing.T) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgtest.NewDatabase(t))
+	require.NoError(t, err)
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	var xid string
+	require.NoError(t, tx.QueryRow(ctx, `SELECT pg_current_xact_id()::text`).Scan(&xid))
+	t.Cleanup(func() {
+		assert.NoError(t, tx.Rollback(ctx))
+		assert.NoError(t, conn.Close(ctx))
 	})
 }
 
@@ -209,13 +234,10 @@ func TestSubscriberAfterClose(t *testing.T) {
 }
 
 // On postgres a subscriber reads inside a transaction that stays open while
-// its handler works on the message, and the schema delivers only rows of
-// transactions older than every open one. So a message published while
-// another subscriber holds an un-acked message is delivered only after that
-// ack: the recorder sees a fetcher's results when the fetcher acks its task.
-// This documents the delay; it is why the broker reads one message per
-// transaction.
-func TestPostgresDeliveryWaitsForOpenReads(t *testing.T) {
+// its handler works on the message; a message published meanwhile, on
+// another topic or the same one, is delivered at once all the same (the
+// former schema waited for the oldest open transaction of the server).
+func TestPostgresDeliveryDoesNotWaitForOpenReads(t *testing.T) {
 	cfg, deps := postgresConfig(t)
 	b := newBroker(t, cfg, deps)
 	defer func() { require.NoError(t, b.Close()) }()
@@ -231,26 +253,169 @@ func TestPostgresDeliveryWaitsForOpenReads(t *testing.T) {
 	resultCh, err := results.Subscribe(ctx, messages.TopicFetcherResults)
 	require.NoError(t, err)
 
-	require.NoError(t, b.Publisher().Publish(messages.TopicFetchTasks, message.NewMessage(watermill.NewUUID(), []byte("task"))))
-	var task *message.Message
-	select {
-	case task = <-taskCh:
-	case <-time.After(brokertest.Timeout):
-		t.Fatal("no task")
+	receive := func(ch <-chan *message.Message) *message.Message {
+		t.Helper()
+		select {
+		case m := <-ch:
+			return m
+		case <-time.After(brokertest.Timeout):
+			t.Fatal("no message")
+			return nil
+		}
 	}
+	require.NoError(t, b.Publisher().Publish(messages.TopicFetchTasks, message.NewMessage(watermill.NewUUID(), []byte("task"))))
+	task := receive(taskCh)
 	result := message.NewMessage(watermill.NewUUID(), []byte("result"))
 	require.NoError(t, b.Publisher().Publish(messages.TopicFetcherResults, result))
-	select {
-	case m := <-resultCh:
-		t.Fatalf("result %s delivered while the task's read is open", m.UUID)
-	case <-time.After(300 * time.Millisecond): // a negative check needs a bound
-	}
+	m := receive(resultCh)
+	require.Equal(t, result.UUID, m.UUID, "the result is delivered while the task's read is open")
+	m.Ack()
+	second := message.NewMessage(watermill.NewUUID(), []byte("second task"))
+	require.NoError(t, b.Publisher().Publish(messages.TopicFetchTasks, second))
+	m = receive(taskCh)
+	require.Equal(t, second.UUID, m.UUID, "a second task is delivered while the first is held")
+	m.Ack()
 	task.Ack()
-	select {
-	case m := <-resultCh:
-		require.Equal(t, result.UUID, m.UUID)
-		m.Ack()
-	case <-time.After(brokertest.Timeout):
-		t.Fatal("result not delivered after the task was acked")
+}
+
+func receiveAll(t *testing.T, ch <-chan *message.Message, n int) []*message.Message {
+	t.Helper()
+	var got []*message.Message
+	deadline := time.After(brokertest.Timeout)
+	for len(got) < n {
+		select {
+		case m := <-ch:
+			got = append(got, m)
+		case <-deadline:
+			t.Fatalf("got %d of %d messages within %s", len(got), n, brokertest.Timeout)
+		}
 	}
+	return got
+}
+
+func payloads(ms []*message.Message) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, string(m.Payload))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// A database of the former schema (DefaultPostgreSQLSchema with
+// DefaultPostgreSQLOffsetsAdapter) is migrated on the first start: a group
+// gets exactly the messages after its acked offset, a topic that never had
+// a subscriber keeps its messages for its first group, and the former
+// tables are emptied and renamed.
+func TestPostgresMigratesFormerOffsetSchema(t *testing.T) {
+	cfg, deps := postgresConfig(t)
+	ctx := context.Background()
+	db := wsql.BeginnerFromPgx(deps.Pool)
+	former := wsql.DefaultPostgreSQLSchema{GeneratePayloadType: func(string) string { return "BYTEA" }, SubscribeBatchSize: 1}
+	pub, err := wsql.NewPublisher(db, wsql.PublisherConfig{SchemaAdapter: former, AutoInitializeSchema: true}, nil)
+	require.NoError(t, err)
+	tasks, results := messages.TopicFetchTasks, messages.TopicFetcherResults
+	group := broker.ConsumerGroup(messages.HandlerFetcher)
+	qs, err := wsql.DefaultPostgreSQLOffsetsAdapter{}.SchemaInitializingQueries(wsql.OffsetsSchemaInitializingQueriesParams{Topic: tasks})
+	require.NoError(t, err)
+	for _, q := range qs {
+		_, err := deps.Pool.Exec(ctx, q.Query, q.Args...)
+		require.NoError(t, err)
+	}
+	var sent []*message.Message
+	for i := range 5 {
+		m := message.NewMessage(watermill.NewUUID(), []byte("task-"+strconv.Itoa(i)))
+		require.NoError(t, pub.Publish(tasks, m)) // one transaction each
+		sent = append(sent, m)
+	}
+	for i := range 2 {
+		require.NoError(t, pub.Publish(results, message.NewMessage(watermill.NewUUID(), []byte("result-"+strconv.Itoa(i)))))
+	}
+	// The former subscriber of the group acked task-0 and task-1.
+	var offset int64
+	var xid string
+	require.NoError(t, deps.Pool.QueryRow(ctx, `SELECT "offset", transaction_id::text FROM "watermill_influencer_fetch_tasks" WHERE uuid = $1`, sent[1].UUID).Scan(&offset, &xid))
+	_, err = deps.Pool.Exec(ctx, `INSERT INTO "watermill_offsets_influencer_fetch_tasks" (consumer_group, offset_acked, last_processed_transaction_id) VALUES ($1, $2, $3::text::xid8)`, group, offset, xid)
+	require.NoError(t, err)
+	require.NoError(t, pub.Close())
+
+	b := newBroker(t, cfg, deps)
+	defer func() { require.NoError(t, b.Close()) }()
+	sub, err := b.Subscriber(group)
+	require.NoError(t, err)
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := sub.Subscribe(subCtx, tasks)
+	require.NoError(t, err)
+	got := receiveAll(t, ch, 3)
+	assert.Equal(t, []string{"task-2", "task-3", "task-4"}, payloads(got))
+	for _, m := range got {
+		m.Ack()
+	}
+	marker := message.NewMessage(watermill.NewUUID(), []byte("after the migration"))
+	require.NoError(t, b.Publisher().Publish(tasks, marker))
+	m := receiveAll(t, ch, 1)[0]
+	assert.Equal(t, marker.UUID, m.UUID, "no former message comes again: got %s", m.Payload)
+	m.Ack()
+
+	rsub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerRecorder))
+	require.NoError(t, err)
+	rch, err := rsub.Subscribe(subCtx, results)
+	require.NoError(t, err)
+	got = receiveAll(t, rch, 2)
+	assert.Equal(t, []string{"result-0", "result-1"}, payloads(got))
+	for _, m := range got {
+		m.Ack()
+	}
+
+	var left int
+	require.NoError(t, deps.Pool.QueryRow(ctx, `SELECT count(*) FROM "watermill_influencer_fetch_tasks"`).Scan(&left))
+	assert.Zero(t, left, "the former messages table is emptied")
+	var renamed, gone bool
+	require.NoError(t, deps.Pool.QueryRow(ctx, `SELECT to_regclass('"watermill_offsets_influencer_fetch_tasks_migrated"') IS NOT NULL,
+		to_regclass('"watermill_offsets_influencer_fetch_tasks"') IS NULL`).Scan(&renamed, &gone))
+	assert.True(t, renamed && gone, "the former offsets table is renamed")
+}
+
+// QueueStats counts every message of a group not acked yet (in flight
+// included) and the age of the oldest.
+func TestPostgresQueueStats(t *testing.T) {
+	cfg, deps := postgresConfig(t)
+	b := newBroker(t, cfg, deps)
+	defer func() { require.NoError(t, b.Close()) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stats, err := b.QueueStats(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, stats, "no topic tables yet")
+
+	group := broker.ConsumerGroup(messages.HandlerFetcher)
+	sub, err := b.Subscriber(group)
+	require.NoError(t, err)
+	ch, err := sub.Subscribe(ctx, messages.TopicFetchTasks)
+	require.NoError(t, err)
+	for i := range 3 {
+		require.NoError(t, b.Publisher().Publish(messages.TopicFetchTasks, message.NewMessage(watermill.NewUUID(), []byte(strconv.Itoa(i)))))
+	}
+	held := receiveAll(t, ch, 3)
+	stat := func() metrics.QueueStat {
+		t.Helper()
+		stats, err := b.QueueStats(ctx)
+		require.NoError(t, err)
+		require.Len(t, stats, 1)
+		return stats[0]
+	}
+	s := stat()
+	assert.Equal(t, messages.TopicFetchTasks, s.Topic)
+	assert.Equal(t, group, s.ConsumerGroup)
+	assert.EqualValues(t, 3, s.Depth)
+	assert.Positive(t, s.OldestAge)
+	for _, m := range held {
+		m.Ack()
+	}
+	deadline := time.Now().Add(brokertest.Timeout)
+	for s = stat(); s.Depth > 0 && time.Now().Before(deadline); s = stat() {
+		time.Sleep(20 * time.Millisecond) // polling the committed acks
+	}
+	assert.Equal(t, metrics.QueueStat{Topic: messages.TopicFetchTasks, ConsumerGroup: group}, s)
 }

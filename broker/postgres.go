@@ -1,7 +1,11 @@
 package broker
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -10,76 +14,260 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/metrics"
 )
 
 // postgresAckDeadline is how long a delivered message may stay un-acked
-// before watermill-sql gives up on it (cancelling its context) and delivers
-// it again. A fetch task may legitimately run until the end of its minute
-// plus the grace (at most 90 s), so the library's 30 s default is too short.
+// before watermill-sql gives up on it (cancelling its context, ending its
+// transaction without the ack) and the message is free for another read. A
+// fetch task may legitimately run until the end of its minute plus the grace
+// (at most 90 s), so the library's 30 s default is too short.
 const postgresAckDeadline = 2 * time.Minute
 
-// postgresBroker is watermill-sql on the store's database.
+// PostgresInFlight is how many messages one subscription of the postgres
+// broker works on at once: as many read loops, each with its own transaction
+// and connection (of a pool of the subscriber's own, so a busy handler never
+// takes the connections the store and the publisher need).
+const PostgresInFlight = 8
+
+// Nack delays: a nacked message is visible again after postgresNackDelay,
+// doubled with each further nack, at most postgresNackDelayMax.
+const (
+	postgresNackDelay    = time.Second
+	postgresNackDelayMax = time.Minute
+)
+
+// postgresBroker is watermill-sql on the store's database with the work
+// queue schema of postgres_queue.go (pgQueue): the subscribers of a consumer
+// group, in one process or many, work on different messages at once (row
+// locks with SKIP LOCKED), delivery does not wait for other transactions, an
+// ack deletes the message's row, a nack delays that message only.
 //
-// Schema: DefaultPostgreSQLSchema (one table "watermill_<topic>" per topic,
-// BIGSERIAL offsets ordered by transaction id) with a BYTEA payload (its
-// default JSON column rejects payloads that are not JSON, and a malformed
-// message must reach the handler to be dead-lettered), and
-// DefaultPostgreSQLOffsetsAdapter (one row per consumer group in
-// "watermill_offsets_<topic>"). Not the queue schema: in v4.1.2 its ack marks
-// every fetched row done, so a Close mid-batch loses messages, and its int4
-// offset overflows within days at our rate.
-//
-// Consumer groups: a subscriber reads under SELECT ... FOR UPDATE on its
-// group's offsets row and holds that lock while the handler works on the
-// message, so only one subscriber per consumer group works at a time; the
-// others wait on the lock and take over when it stops. Extra processes give
-// failover on this broker, not throughput.
-//
-// Batches: one message per transaction (SubscribeBatchSize 1). The reading
-// transaction takes a transaction id (FOR UPDATE) and stays open while the
-// handler runs, and the schema only delivers rows of transactions older than
-// the oldest one still open (pg_snapshot_xmin), so a long batch would hide
-// every message published meanwhile, on every topic, until it commits. With
-// one message per transaction that delay is one handler run, and a crash
-// re-delivers at most the message being handled.
+// Each subscription runs PostgresInFlight read loops (watermill-sql
+// subscriptions of one message per transaction): one polls every
+// PostgresPollInterval, the others every postgresIdlePolls of it while the
+// queue is empty, so an idle subscription costs one query per interval
+// rather than PostgresInFlight.
 type postgresBroker struct {
-	db        wsql.Beginner
+	pool      *pgxpool.Pool
 	cfg       config.Config
 	publisher *wsql.Publisher
 	logger    watermill.LoggerAdapter
 }
 
-func postgresSchema() wsql.DefaultPostgreSQLSchema {
-	return wsql.DefaultPostgreSQLSchema{
-		GeneratePayloadType: func(string) string { return "BYTEA" },
-		SubscribeBatchSize:  1,
-	}
-}
+// postgresIdlePolls: the extra read loops of a subscription poll this many
+// times less often than the first while they find nothing.
+const postgresIdlePolls = 4
 
 func newPostgres(cfg config.Config, pool *pgxpool.Pool, logger watermill.LoggerAdapter) (*postgresBroker, error) {
-	db := wsql.BeginnerFromPgx(pool)
-	pub, err := wsql.NewPublisher(db, wsql.PublisherConfig{
-		SchemaAdapter: postgresSchema(),
-		// Creates the topic's table (CREATE TABLE IF NOT EXISTS under an
-		// advisory lock) on the first publish to it.
+	pub, err := wsql.NewPublisher(wsql.BeginnerFromPgx(pool), wsql.PublisherConfig{
+		SchemaAdapter: pgQueue{},
+		// Creates (or migrates) the topic's tables on the first publish to it.
 		AutoInitializeSchema: true,
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
-	return &postgresBroker{db: db, cfg: cfg, publisher: pub, logger: logger}, nil
+	return &postgresBroker{pool: pool, cfg: cfg, publisher: pub, logger: logger}, nil
 }
 
 func (p *postgresBroker) subscriber(consumerGroup string) (message.Subscriber, error) {
-	ackDeadline := postgresAckDeadline
-	return wsql.NewSubscriber(p.db, wsql.SubscriberConfig{
-		ConsumerGroup:    consumerGroup,
-		AckDeadline:      &ackDeadline,
-		PollInterval:     p.cfg.PostgresPollInterval,
-		ResendInterval:   100 * time.Millisecond, // after a nack
-		RetryInterval:    time.Second,            // after a database error
-		SchemaAdapter:    postgresSchema(),
-		OffsetsAdapter:   wsql.DefaultPostgreSQLOffsetsAdapter{},
-		InitializeSchema: true, // the topic and offsets tables, on Subscribe
-	}, p.logger)
+	pcfg := p.pool.Config()
+	pcfg.MaxConns = PostgresInFlight
+	pcfg.MinConns = 0
+	pcfg.MaxConnIdleTime = time.Minute
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("subscriber pool: %w", err)
+	}
+	db := wsql.BeginnerFromPgx(pool)
+	newSub := func(poll time.Duration) (*wsql.Subscriber, error) {
+		ackDeadline := postgresAckDeadline
+		return wsql.NewSubscriber(db, wsql.SubscriberConfig{
+			ConsumerGroup:  consumerGroup,
+			AckDeadline:    &ackDeadline,
+			PollInterval:   poll,
+			ResendInterval: 100 * time.Millisecond, // unused: pgSubscriber turns a nack into a delayed row
+			RetryInterval:  time.Second,            // after a database error
+			SchemaAdapter:  pgQueue{},
+			OffsetsAdapter: pgQueueOffsets{},
+			// The topic's tables (created or migrated) and the group's
+			// registration, on Subscribe.
+			InitializeSchema: true,
+		}, p.logger)
+	}
+	first, err := newSub(p.cfg.PostgresPollInterval)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	rest, err := newSub(postgresIdlePolls * p.cfg.PostgresPollInterval)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &pgSubscriber{group: consumerGroup, first: first, rest: rest, pool: pool, logger: p.logger}, nil
 }
+
+// pgSubscriber is one handler's subscriber on the postgres broker: it merges
+// PostgresInFlight watermill-sql read loops into one channel and turns a nack
+// into a delayed redelivery of that message (watermill-sql itself would hand
+// the same message to the same loop again at once, holding its row).
+type pgSubscriber struct {
+	group       string
+	first, rest *wsql.Subscriber
+	pool        *pgxpool.Pool
+	logger      watermill.LoggerAdapter
+
+	mu      sync.Mutex
+	closed  bool
+	cancels []context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+func (s *pgSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("subscriber closed")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	ins := make([]<-chan *message.Message, 0, PostgresInFlight)
+	for i := range PostgresInFlight {
+		sub := s.first
+		if i > 0 {
+			sub = s.rest
+		}
+		in, err := sub.Subscribe(ctx, topic)
+		if err != nil {
+			cancel() // stops the loops already started
+			return nil, fmt.Errorf("subscribe %s: %w", topic, err)
+		}
+		ins = append(ins, in)
+	}
+	s.cancels = append(s.cancels, cancel)
+	out := make(chan *message.Message)
+	var loops sync.WaitGroup
+	for _, in := range ins {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			s.forward(ctx, topic, in, out)
+		}()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		loops.Wait()
+		close(out)
+	}()
+	return out, nil
+}
+
+// forward hands each message of one read loop on as a copy (without the
+// offset key) and answers the loop when the copy is acked or nacked. The
+// copy's context is the loop's message context: it carries the read's
+// transaction (wsql.TxFromContext) and ends at the ack deadline.
+func (s *pgSubscriber) forward(ctx context.Context, topic string, in <-chan *message.Message, out chan<- *message.Message) {
+	for m := range in {
+		c := m.Copy()
+		delete(c.Metadata, offsetKey)
+		c.SetContext(m.Context())
+		select {
+		case out <- c:
+		case <-ctx.Done():
+			continue // the loop stops waiting for the ack and closes in
+		}
+		select {
+		case <-c.Acked():
+			m.Ack()
+		case <-c.Nacked():
+			s.nack(topic, m)
+		case <-m.Context().Done():
+			// The ack deadline passed or the subscription ends: the read's
+			// transaction ends without the ack and the message is free again.
+		}
+	}
+}
+
+// nack delays the message's row in the read's transaction and lets the loop
+// commit it. If that fails the ack fails too and the transaction is rolled
+// back: the message is free again at once.
+func (s *pgSubscriber) nack(topic string, m *message.Message) {
+	defer m.Ack()
+	offset, err := strconv.ParseInt(m.Metadata.Get(offsetKey), 10, 64)
+	if err != nil {
+		s.logger.Error("Nack: message without its row offset", err, watermill.LogFields{"uuid": m.UUID})
+		return
+	}
+	tx, ok := wsql.TxFromContext(m.Context())
+	if !ok {
+		s.logger.Error("Nack: message without its read transaction", nil, watermill.LogFields{"uuid": m.UUID})
+		return
+	}
+	q := nackQuery(topic, s.group, offset, postgresNackDelay, postgresNackDelayMax)
+	if _, err := tx.ExecContext(m.Context(), q.Query, q.Args...); err != nil {
+		s.logger.Error("Nack: could not delay the message", err, watermill.LogFields{"uuid": m.UUID, "topic": topic})
+	}
+}
+
+// Close stops every subscription, waits for their read loops (each ends its
+// transaction) and closes the pool.
+func (s *pgSubscriber) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	cancels := s.cancels
+	s.mu.Unlock()
+	// The loops first (an ack being written completes), then the
+	// forwarders still waiting to hand a message on.
+	err := errors.Join(s.first.Close(), s.rest.Close())
+	for _, cancel := range cancels {
+		cancel()
+	}
+	s.wg.Wait()
+	s.pool.Close()
+	return err
+}
+
+// queueStats is the backlog of every consumer group on every topic that has
+// a queue table.
+func (p *postgresBroker) queueStats(ctx context.Context) ([]metrics.QueueStat, error) {
+	var stats []metrics.QueueStat
+	for _, topic := range Topics() {
+		var exists bool
+		if err := p.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, queueTable(topic)).Scan(&exists); err != nil {
+			return nil, fmt.Errorf("queue table of %s: %w", topic, err)
+		}
+		if !exists {
+			continue
+		}
+		rows, err := p.pool.Query(ctx, `SELECT g.consumer_group, count(q."offset"),
+	coalesce(extract(epoch FROM clock_timestamp() - min(q.created_at)), 0)::float8
+FROM `+groupsTable(topic)+` g LEFT JOIN `+queueTable(topic)+` q ON q.consumer_group = g.consumer_group
+GROUP BY g.consumer_group`)
+		if err != nil {
+			return nil, fmt.Errorf("queue of %s: %w", topic, err)
+		}
+		for rows.Next() {
+			st := metrics.QueueStat{Topic: topic}
+			var age float64
+			if err := rows.Scan(&st.ConsumerGroup, &st.Depth, &age); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("queue of %s: %w", topic, err)
+			}
+			st.OldestAge = time.Duration(age * float64(time.Second))
+			stats = append(stats, st)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("queue of %s: %w", topic, err)
+		}
+	}
+	return stats, nil
+}
+
+var _ message.Subscriber = (*pgSubscriber)(nil)

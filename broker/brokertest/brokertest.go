@@ -29,9 +29,9 @@ type Features struct {
 	// ConsumerGroups: subscribers in one consumer group share the messages;
 	// each message is handled by one of them.
 	ConsumerGroups bool
-	// ParallelConsumers: subscribers of one group work at the same time
-	// (Kafka: they split the partitions). Without it (Postgres) one works and
-	// another takes over when it stops.
+	// ParallelConsumers: subscribers of one group work on different
+	// messages at the same time (Kafka: they split the partitions; Postgres:
+	// each takes the next message no other holds).
 	ParallelConsumers bool
 	// Partitioned: messages carry a partition (Kafka), and messages with the
 	// same messages.MetaShard land on the same partition, in order.
@@ -40,18 +40,29 @@ type Features struct {
 	Partitions int
 	// RedeliversLastAcked: a group's new subscriber may get again the last
 	// message acked before the previous subscriber closed, at most one per
-	// partition (a broker without partitions counts as one), never a gap.
-	// watermill-kafka commits the offset after the ack, and a Close (or a
-	// rebalance) racing it drops the commit. watermill-sql waits for the ack
-	// and the close in one select: when both are ready it may take the close,
-	// and the offset stays before the acked message. Handlers must be
-	// idempotent.
+	// partition, never a gap; a broker without partitions counts as one
+	// partition with InFlight last messages. watermill-kafka commits the
+	// offset after the ack, and a Close (or a rebalance) racing it drops the
+	// commit. watermill-sql waits for the ack and the close in one select:
+	// when both are ready it may take the close and end the read's
+	// transaction without the ack. Handlers must be idempotent.
 	RedeliversLastAcked bool
 	// InFlight: one subscription hands out at least this many messages (of
 	// distinct shards) before any of them is acked, so one slow message does
 	// not hold up the others. 0 counts as 1.
 	InFlight int
+	// NackDelays: a nacked message comes back after a delay and the other
+	// messages pass it meanwhile, so failing messages never hold up the
+	// others, even as many as InFlight of them. (gochannel and Kafka hand a
+	// nacked message again at once, in its place.)
+	NackDelays bool
+	// OpenTransactionElsewhere, if set, opens a transaction that stays open
+	// until the test ends somewhere the broker might wait for it (Postgres:
+	// in another database of the same server); messages must flow anyway.
+	OpenTransactionElsewhere func(t *testing.T)
 }
+
+func (f Features) inFlight() int { return max(1, f.InFlight) }
 
 // Timeout bounds every wait for a message. Kafka consumer groups take a few
 // seconds to (re)balance.
@@ -86,7 +97,7 @@ func Run(t *testing.T, newBroker func(t *testing.T) *broker.Broker, f Features) 
 		if !f.ConsumerGroups {
 			t.Skip("no consumer groups")
 		}
-		testFailover(t, start(t))
+		testFailover(t, start(t), f)
 	})
 	t.Run("RestartResumesFromCommittedOffset", func(t *testing.T) {
 		if !f.Durable {
@@ -99,6 +110,24 @@ func Run(t *testing.T, newBroker func(t *testing.T) *broker.Broker, f Features) 
 			t.Skip("one message at a time per subscription")
 		}
 		testInFlight(t, start(t), f)
+	})
+	t.Run("ParallelConsumersGetDifferentMessagesAtOnce", func(t *testing.T) {
+		if !f.ParallelConsumers {
+			t.Skip("one subscriber of a group works at a time")
+		}
+		testParallel(t, start(t))
+	})
+	t.Run("OpenTransactionElsewhereDoesNotHideMessages", func(t *testing.T) {
+		if f.OpenTransactionElsewhere == nil {
+			t.Skip("the broker does not depend on transactions")
+		}
+		testOpenTransaction(t, start(t), f)
+	})
+	t.Run("NackDelaysOnlyThatMessage", func(t *testing.T) {
+		if !f.NackDelays {
+			t.Skip("a nacked message comes again at once, in its place")
+		}
+		testNackDelays(t, start(t), f)
 	})
 	t.Run("SameShardSamePartition", func(t *testing.T) {
 		if !f.Partitioned {
@@ -231,6 +260,45 @@ func testPublisherClose(t *testing.T, b *broker.Broker) {
 	m.Ack()
 }
 
+// warmUp waits until both subscribers of a group get work, so the measured
+// messages are not moved by a rebalance (a message acked during a rebalance
+// may be delivered twice; see RedeliversLastAcked): warm-up messages over
+// every shard until each subscriber has handled one, then drains them.
+func warmUp(t *testing.T, b *broker.Broker, topic string, ch1, ch2 <-chan *message.Message) {
+	t.Helper()
+	got1, got2 := false, false
+	deadline := time.After(Timeout)
+	for shard := 0; !got1 || !got2; shard++ {
+		publish(t, b, topic, newMsg(1000+shard%64, []byte("warm-up")))
+	drain:
+		for {
+			select {
+			case m := <-ch1:
+				got1 = true
+				m.Ack()
+			case m := <-ch2:
+				got2 = true
+				m.Ack()
+			case <-deadline:
+				t.Fatalf("both subscribers of a group did not get work within %s (first %v, second %v)", Timeout, got1, got2)
+			case <-time.After(50 * time.Millisecond):
+				break drain
+			}
+		}
+	}
+	// Drain what is still in flight from the warm-up.
+	for {
+		select {
+		case m := <-ch1:
+			m.Ack()
+		case m := <-ch2:
+			m.Ack()
+		case <-time.After(time.Second):
+			return
+		}
+	}
+}
+
 // testGroupShares: two subscribers of one group; every message is handled
 // exactly once across both, and with ParallelConsumers both get work.
 func testGroupShares(t *testing.T, b *broker.Broker, f Features) {
@@ -239,43 +307,7 @@ func testGroupShares(t *testing.T, b *broker.Broker, f Features) {
 	_, ch2 := subscribe(t, b, topic)
 
 	if f.ParallelConsumers {
-		// Wait until both are members of the same generation of the group,
-		// so the measured messages are not moved by a rebalance (a message
-		// acked during a rebalance may be delivered twice; see
-		// RedeliversLastAcked). Warm-up messages over every shard until each
-		// subscriber has handled one.
-		got1, got2 := false, false
-		deadline := time.After(Timeout)
-		for shard := 0; !got1 || !got2; shard++ {
-			publish(t, b, topic, newMsg(1000+shard%64, []byte("warm-up")))
-		drain:
-			for {
-				select {
-				case m := <-ch1:
-					got1 = true
-					m.Ack()
-				case m := <-ch2:
-					got2 = true
-					m.Ack()
-				case <-deadline:
-					t.Fatalf("both subscribers of a group did not get work within %s (first %v, second %v)", Timeout, got1, got2)
-				case <-time.After(50 * time.Millisecond):
-					break drain
-				}
-			}
-		}
-		// Drain what is still in flight from the warm-up.
-	drainAll:
-		for {
-			select {
-			case m := <-ch1:
-				m.Ack()
-			case m := <-ch2:
-				m.Ack()
-			case <-time.After(time.Second):
-				break drainAll
-			}
-		}
+		warmUp(t, b, topic, ch1, ch2)
 	}
 
 	const n = 64
@@ -316,9 +348,12 @@ func testGroupShares(t *testing.T, b *broker.Broker, f Features) {
 }
 
 // testFailover: the first subscriber of a group holds a message without
-// acking it; a second one in the group waits. When the first closes, the
-// second gets the held message and everything after it, in order.
-func testFailover(t *testing.T, b *broker.Broker) {
+// acking it and closes: the held message is not lost, a second subscriber of
+// the group gets it. On a partitioned broker the second gets nothing of the
+// held message's partition meanwhile, and then everything in order; on one
+// with per-message locks (Postgres) the later messages are delivered at once
+// (to either).
+func testFailover(t *testing.T, b *broker.Broker, f Features) {
 	topic := messages.TopicFetchTasks
 	sub1, ch1 := subscribe(t, b, topic)
 	const shard = 3 // one shard: one partition on Kafka, so one order
@@ -334,6 +369,31 @@ func testFailover(t *testing.T, b *broker.Broker) {
 		rest = append(rest, msg)
 	}
 	publish(t, b, topic, rest...)
+	if !f.Partitioned {
+		want := map[string]bool{}
+		for _, w := range rest {
+			want[w.UUID] = true
+		}
+		// The first's other read loops may take some of them too.
+		deadline := time.After(Timeout)
+		for len(want) > 0 {
+			var g *message.Message
+			select {
+			case g = <-ch1:
+			case g = <-ch2:
+			case <-deadline:
+				t.Fatalf("%d messages not delivered within %s while the first holds its message", len(want), Timeout)
+			}
+			require.True(t, want[g.UUID], "while the first holds its message: unexpected %s", g.Payload)
+			delete(want, g.UUID)
+			g.Ack()
+		}
+		require.NoError(t, sub1.Close()) // without acking: the message is not lost
+		g := next(t, ch2)
+		require.Equal(t, held.UUID, g.UUID, "the held message after failover: got %s", g.Payload)
+		g.Ack()
+		return
+	}
 	// While the first holds its message, the second gets nothing of it.
 	nothing(t, ch2, 500*time.Millisecond)
 
@@ -359,14 +419,20 @@ func testRestart(t *testing.T, b *broker.Broker, f Features) {
 		old = append(old, newMsg(shard, []byte("old-"+strconv.Itoa(shard))))
 	}
 	publish(t, b, topic, old...)
-	lastOnPartition := map[int32]string{} // partition -> last old message acked there
+	// The last old messages acked per partition that may come again: one
+	// on a partitioned broker, the ones in flight at once on another.
+	window := f.inFlight()
+	if f.Partitioned {
+		window = 1
+	}
+	lastOnPartition := map[int32][]string{} // partition -> old messages acked there, in order
 	oldIDs := map[string]bool{}
 	for range n {
 		m := next(t, ch1)
 		require.False(t, oldIDs[m.UUID], "old message %s delivered twice before the restart", m.UUID)
 		oldIDs[m.UUID] = true
 		p, _ := kafka.MessagePartitionFromCtx(m.Context())
-		lastOnPartition[p] = m.UUID
+		lastOnPartition[p] = append(lastOnPartition[p], m.UUID)
 		m.Ack()
 	}
 	require.NoError(t, sub1.Close())
@@ -389,9 +455,10 @@ func testRestart(t *testing.T, b *broker.Broker, f Features) {
 		if oldIDs[m.UUID] {
 			p, _ := kafka.MessagePartitionFromCtx(m.Context())
 			require.True(t, f.RedeliversLastAcked, "acked message %s (%s) delivered again after the restart", m.UUID, m.Payload)
-			require.Equal(t, lastOnPartition[p], m.UUID, "redelivered %s is not the last acked message of partition %d", m.Payload, p)
+			acked := lastOnPartition[p]
+			require.Contains(t, acked[max(0, len(acked)-window):], m.UUID, "redelivered %s is not among the last %d acked messages of partition %d", m.Payload, window, p)
 			redelivered[p]++
-			require.Equal(t, 1, redelivered[p], "partition %d redelivered more than its last acked message", p)
+			require.LessOrEqual(t, redelivered[p], window, "partition %d redelivered more than its last %d acked messages", p, window)
 			continue
 		}
 		require.True(t, want[m.UUID], "unknown message %s", m.UUID)
@@ -477,4 +544,121 @@ func testInFlight(t *testing.T, b *broker.Broker, f Features) {
 	for i := range total {
 		assert.Equal(t, 1, seen[strconv.Itoa(i)], "message %d acked once", i)
 	}
+}
+
+// testParallel: two subscribers of one group each hold a different message,
+// un-acked, at the same time; after the acks nothing comes again.
+func testParallel(t *testing.T, b *broker.Broker) {
+	topic := messages.TopicFetchTasks
+	_, ch1 := subscribe(t, b, topic)
+	_, ch2 := subscribe(t, b, topic)
+	warmUp(t, b, topic, ch1, ch2)
+
+	const n = 64 // over every shard: on Kafka each member owns some
+	want := map[string]bool{}
+	for shard := range n {
+		m := newMsg(shard, []byte(strconv.Itoa(shard)))
+		want[m.UUID] = true
+		publish(t, b, topic, m)
+	}
+	var held1, held2 []*message.Message
+	deadline := time.After(Timeout)
+	for len(held1) == 0 || len(held2) == 0 {
+		select {
+		case m := <-ch1:
+			held1 = append(held1, m)
+		case m := <-ch2:
+			held2 = append(held2, m)
+		case <-deadline:
+			t.Fatalf("within %s the subscribers did not both hold a message (first %d, second %d)", Timeout, len(held1), len(held2))
+		}
+	}
+	seen := map[string]int{}
+	for _, m := range append(held1, held2...) {
+		require.True(t, want[m.UUID], "unknown message %s (%s)", m.UUID, m.Payload)
+		require.NoError(t, m.Context().Err(), "a held message's context is live")
+		seen[m.UUID]++
+		require.Equal(t, 1, seen[m.UUID], "message %s (%s) held by both subscribers at once", m.UUID, m.Payload)
+	}
+	t.Logf("held at once: first %d, second %d", len(held1), len(held2))
+	for _, m := range append(held1, held2...) {
+		m.Ack()
+	}
+	for len(seen) < n {
+		var m *message.Message
+		select {
+		case m = <-ch1:
+		case m = <-ch2:
+		case <-deadline:
+			t.Fatalf("got %d of %d messages within %s", len(seen), n, Timeout)
+		}
+		require.True(t, want[m.UUID], "unknown message %s (%s)", m.UUID, m.Payload)
+		seen[m.UUID]++
+		require.Equal(t, 1, seen[m.UUID], "message %s (%s) delivered twice", m.UUID, m.Payload)
+		m.Ack()
+	}
+}
+
+// testOpenTransaction: with a transaction open elsewhere for the whole test
+// (and a message of another topic held un-acked), messages published after
+// it began are delivered.
+func testOpenTransaction(t *testing.T, b *broker.Broker, f Features) {
+	f.OpenTransactionElsewhere(t)
+	_, tasks := subscribe(t, b, messages.TopicFetchTasks)
+	_, results := subscribe(t, b, messages.TopicFetcherResults)
+	task := newMsg(1, []byte("task"))
+	publish(t, b, messages.TopicFetchTasks, task)
+	held := next(t, tasks)
+	require.Equal(t, task.UUID, held.UUID)
+
+	for i := range 3 {
+		r := newMsg(i, []byte("result-"+strconv.Itoa(i)))
+		publish(t, b, messages.TopicFetcherResults, r)
+		m := next(t, results)
+		require.Equal(t, r.UUID, m.UUID, "result %d", i)
+		m.Ack()
+	}
+	held.Ack()
+}
+
+// testNackDelays: as many failing messages as a subscription has in flight,
+// published first, are nacked every time they come until every other message
+// is through: the others must pass them (a broker that hands a nacked
+// message again at once, in its place, stalls here). Then the failing ones
+// are acked; every message is acked once.
+func testNackDelays(t *testing.T, b *broker.Broker, f Features) {
+	topic := messages.TopicFetchTasks
+	_, ch := subscribe(t, b, topic)
+	failing := map[string]bool{}
+	for i := range f.inFlight() {
+		m := newMsg(i, []byte("failing-"+strconv.Itoa(i)))
+		failing[m.UUID] = true
+		publish(t, b, topic, m)
+	}
+	others := map[string]bool{}
+	for i := range 8 {
+		m := newMsg(100+i, []byte("other-"+strconv.Itoa(i)))
+		others[m.UUID] = true
+		publish(t, b, topic, m)
+	}
+	acked := map[string]int{}
+	nacks := 0
+	for len(acked) < len(failing)+len(others) {
+		m := next(t, ch)
+		switch {
+		case failing[m.UUID] && len(acked) < len(others) && acked[m.UUID] == 0:
+			// Not all others are through (none of the failing is acked
+			// before they are): fail again.
+			nacks++
+			m.Nack()
+			continue
+		case failing[m.UUID], others[m.UUID]:
+		default:
+			t.Fatalf("unknown message %s (%s)", m.UUID, m.Payload)
+		}
+		acked[m.UUID]++
+		require.Equal(t, 1, acked[m.UUID], "message %s (%s) acked twice", m.UUID, m.Payload)
+		m.Ack()
+	}
+	t.Logf("%d nacks of %d failing messages while %d others passed", nacks, len(failing), len(others))
 }
