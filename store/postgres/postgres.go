@@ -43,6 +43,7 @@ type Store struct {
 	logger             *slog.Logger
 	clock              clockwork.Clock
 	leaseCheckInterval time.Duration
+	stale              staleSessions // sessions of leases lost without unlocking (lead.go)
 	retention          time.Duration
 	tracerProvider     trace.TracerProvider
 }
