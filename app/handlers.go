@@ -144,7 +144,10 @@ func runScheduler(lc fx.Lifecycle, roles Roles, on suspicionOn, cfg config.Confi
 	suspicion := sched.SuspicionScheduler(handlers.SuspicionSchedulerConfig{
 		Interval: cfg.SuspicionInterval, Tracer: tp.Tracer(tracing.Name),
 	}, logger.With("schedule", "suspicion"))
-	leader := handlers.Leader{TryLead: tryLead(s), Interval: 5 * time.Second, Clock: clock, Logger: logger, Status: status}
+	// A lock call hanging on a silent network is given up after 10 s (a
+	// healthy database answers in milliseconds, a busy pool within seconds).
+	leader := handlers.Leader{TryLead: tryLead(s), Interval: 5 * time.Second, Timeout: 10 * time.Second,
+		Clock: clock, Logger: logger, Status: status}
 	background(lc, func(ctx context.Context) {
 		// The leader schedules both the minute tasks and the suspicion rounds.
 		leader.Run(ctx, func(ctx context.Context) error {
