@@ -26,6 +26,8 @@ import (
 // HandlersModule adds the stages this process runs.
 var HandlersModule = fx.Module("handlers",
 	fx.Provide(fx.Private, newSuspicionOn),
+	// What the scheduler's leader does, for readiness (HTTPModule).
+	fx.Provide(func() *handlers.LeaderStatus { return &handlers.LeaderStatus{} }),
 	fx.Invoke(addFetcher, addRecorder, addSuspicionChecker, addDeadLetterArchiver, runScheduler),
 )
 
@@ -130,7 +132,7 @@ func addDeadLetterArchiver(roles Roles, cfg config.Config, s store.Store, router
 // the router (it depends on it), so in-process subscribers are ready before
 // the first task is published.
 func runScheduler(lc fx.Lifecycle, roles Roles, on suspicionOn, cfg config.Config, s store.Store, _ *message.Router, pub message.Publisher,
-	clock clockwork.Clock, tp trace.TracerProvider, logger *slog.Logger, m *metrics.Pipeline) {
+	clock clockwork.Clock, tp trace.TracerProvider, logger *slog.Logger, m *metrics.Pipeline, status *handlers.LeaderStatus) {
 	if !roles.Scheduler {
 		return
 	}
@@ -142,7 +144,10 @@ func runScheduler(lc fx.Lifecycle, roles Roles, on suspicionOn, cfg config.Confi
 	suspicion := sched.SuspicionScheduler(handlers.SuspicionSchedulerConfig{
 		Interval: cfg.SuspicionInterval, Tracer: tp.Tracer(tracing.Name),
 	}, logger.With("schedule", "suspicion"))
-	leader := handlers.Leader{TryLead: tryLead(s), Interval: 5 * time.Second, Clock: clock, Logger: logger}
+	// A lock call hanging on a silent network is given up after 10 s (a
+	// healthy database answers in milliseconds, a busy pool within seconds).
+	leader := handlers.Leader{TryLead: tryLead(s), Interval: 5 * time.Second, Timeout: 10 * time.Second,
+		Clock: clock, Logger: logger, Status: status}
 	background(lc, func(ctx context.Context) {
 		// The leader schedules both the minute tasks and the suspicion rounds.
 		leader.Run(ctx, func(ctx context.Context) error {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/handlers"
 	"github.com/mockstagram/pipeline/httpapi"
 	"github.com/mockstagram/pipeline/registry"
 	"github.com/mockstagram/pipeline/store"
@@ -34,11 +35,16 @@ var HTTPModule = fx.Module("http",
 )
 
 // NewHTTPServer listens on cfg.HTTPAddr at start and shuts down on stop.
+// A process with the scheduler role is ready only while its scheduler
+// leads or stands by behind another one (handlers.LeaderStatus.Ready).
 func NewHTTPServer(lc fx.Lifecycle, cfg config.Config, roles Roles, s store.Store, router *message.Router, reg *prometheus.Registry,
-	clock clockwork.Clock, logger *slog.Logger) (*HTTPServer, error) {
+	clock clockwork.Clock, logger *slog.Logger, leader *handlers.LeaderStatus) (*HTTPServer, error) {
 	ready := func(context.Context) error {
 		if len(router.Handlers()) > 0 && !router.IsRunning() {
 			return errors.New("router not running")
+		}
+		if roles.Scheduler {
+			return leader.Ready()
 		}
 		return nil
 	}

@@ -18,8 +18,9 @@ const leaderInterval = 5 * time.Second
 
 // tryResult is one scripted answer of fakeLock.TryLead.
 type tryResult struct {
-	ok  bool
-	err error
+	ok   bool
+	err  error
+	hang bool // block until the call's context is done (a partitioned network)
 }
 
 // fakeLock answers TryLead from a script (then "not ok") and records releases.
@@ -36,7 +37,7 @@ func newFakeLock(script ...tryResult) *fakeLock {
 	return &fakeLock{script: script, released: make(chan error, 10)}
 }
 
-func (l *fakeLock) TryLead(context.Context) (handlers.Lease, bool, error) {
+func (l *fakeLock) TryLead(ctx context.Context) (handlers.Lease, bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.tries++
@@ -44,6 +45,12 @@ func (l *fakeLock) TryLead(context.Context) (handlers.Lease, bool, error) {
 		return handlers.Lease{}, false, nil
 	}
 	r := l.script[l.tries-1]
+	if r.hang {
+		l.mu.Unlock()
+		<-ctx.Done()
+		l.mu.Lock()
+		return handlers.Lease{}, false, ctx.Err()
+	}
 	if !r.ok {
 		return handlers.Lease{}, false, r.err
 	}
@@ -114,9 +121,14 @@ func assertNotReceived[T any](t *testing.T, ch <-chan T, what string) {
 // startLeader runs the leader and returns a cancel that waits for Run.
 func startLeader(t *testing.T, clock clockwork.Clock, lock *fakeLock, work *fakeWork) (stop func()) {
 	t.Helper()
+	return runLeader(t, handlers.Leader{TryLead: lock.TryLead, Interval: leaderInterval, Clock: clock, Logger: discardLogger()}, work)
+}
+
+// runLeader runs l and returns a cancel that waits for Run.
+func runLeader(t *testing.T, l handlers.Leader, work *fakeWork) (stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	l := handlers.Leader{TryLead: lock.TryLead, Interval: leaderInterval, Clock: clock, Logger: discardLogger()}
 	go func() {
 		defer close(done)
 		l.Run(ctx, work.run)
@@ -249,4 +261,109 @@ func TestLeaderKeepsWorkingWhileTheStoreIsUnreachable(t *testing.T) {
 	assert.NoError(t, recvT(t, ctx, lock.released, "release"))
 	assert.ErrorIs(t, recvT(t, ctx, work.stopped, "work stop"), context.Canceled)
 	assert.Equal(t, 5, lock.triesSoFar())
+}
+
+// The status says what the leader does; only leading and standing by
+// behind another scheduler are ready.
+func TestLeaderStatus(t *testing.T) {
+	t.Parallel()
+	ctx := waitCtx(t)
+	clock := clockwork.NewFakeClock()
+	down := errors.New("connection refused")
+	lock := newFakeLock(
+		tryResult{err: down}, // unreachable at start
+		tryResult{},          // another scheduler holds it
+		tryResult{ok: true},  // leads
+		tryResult{err: down}, // lost; the store is unreachable
+		tryResult{ok: true},  // regained
+		tryResult{},          // lost to another scheduler
+	)
+	work := newFakeWork(lock)
+	status := &handlers.LeaderStatus{}
+	assert.Equal(t, handlers.LeaderIdle, status.State())
+	assert.ErrorIs(t, status.Ready(), handlers.ErrNotScheduling, "before the first try")
+	runLeader(t, handlers.Leader{TryLead: lock.TryLead, Interval: leaderInterval, Clock: clock, Logger: discardLogger(), Status: status}, work)
+
+	require.NoError(t, clock.BlockUntilContext(ctx, 1))
+	assert.Equal(t, handlers.LeaderUnreachable, status.State())
+	assert.ErrorIs(t, status.Ready(), handlers.ErrNotScheduling)
+	clock.Advance(leaderInterval)
+	require.NoError(t, clock.BlockUntilContext(ctx, 1))
+	assert.Equal(t, handlers.LeaderStandby, status.State())
+	assert.NoError(t, status.Ready(), "a standby behind another scheduler is ready")
+	clock.Advance(leaderInterval)
+	assert.Equal(t, 3, recvT(t, ctx, work.started, "work start"))
+	assert.Equal(t, handlers.LeaderLeading, status.State())
+	assert.NoError(t, status.Ready())
+
+	lock.lose(0)
+	assert.NoError(t, recvT(t, ctx, lock.released, "release of the lost lease"))
+	require.NoError(t, clock.BlockUntilContext(ctx, 1)) // waiting to retry
+	assert.Equal(t, handlers.LeaderAdrift, status.State())
+	assert.ErrorIs(t, status.Ready(), handlers.ErrLockAdrift)
+	clock.Advance(leaderInterval)
+	require.Eventually(t, func() bool { return status.State() == handlers.LeaderLeading }, 5*time.Second, time.Millisecond, "regained")
+	assert.NoError(t, status.Ready())
+
+	lock.lose(1)
+	assert.ErrorIs(t, recvT(t, ctx, work.stopped, "work stop"), context.Canceled)
+	assert.Equal(t, handlers.LeaderStandby, status.State())
+	assert.NoError(t, status.Ready())
+}
+
+// A lock call that hangs (a silent network) is given up after Timeout: the
+// lost lease's work goes on, and the lock is retried every Interval.
+func TestLeaderBoundsHangingLockCalls(t *testing.T) {
+	t.Parallel()
+	ctx := waitCtx(t)
+	clock := clockwork.NewFakeClock()
+	lock := newFakeLock(tryResult{ok: true}, tryResult{hang: true}, tryResult{hang: true}, tryResult{ok: true})
+	work := newFakeWork(lock)
+	status := &handlers.LeaderStatus{}
+	runLeader(t, handlers.Leader{TryLead: lock.TryLead, Interval: leaderInterval, Timeout: 10 * time.Millisecond,
+		Clock: clock, Logger: discardLogger(), Status: status}, work)
+	assert.Equal(t, 1, recvT(t, ctx, work.started, "work start"))
+
+	lock.lose(0)
+	assert.NoError(t, recvT(t, ctx, lock.released, "release of the lost lease"))
+	require.NoError(t, clock.BlockUntilContext(ctx, 1)) // the hanging call was given up
+	assert.Equal(t, 2, lock.triesSoFar())
+	assert.Equal(t, handlers.LeaderAdrift, status.State())
+	clock.Advance(leaderInterval)
+	require.NoError(t, clock.BlockUntilContext(ctx, 1))
+	assert.Equal(t, 3, lock.triesSoFar())
+	clock.Advance(leaderInterval)
+	require.Eventually(t, func() bool { return status.State() == handlers.LeaderLeading }, 5*time.Second, time.Millisecond, "regained")
+	assert.Equal(t, 4, lock.triesSoFar())
+	assertNotReceived(t, work.stopped, "work stop while the lock was unreachable")
+	assertNotReceived(t, work.started, "a second work start")
+}
+
+// A standby whose lock calls hang is unreachable, not ready, and retries.
+func TestLeaderHangingLockCallAtStart(t *testing.T) {
+	t.Parallel()
+	ctx := waitCtx(t)
+	clock := clockwork.NewFakeClock()
+	lock := newFakeLock(tryResult{hang: true}, tryResult{ok: true})
+	work := newFakeWork(lock)
+	status := &handlers.LeaderStatus{}
+	runLeader(t, handlers.Leader{TryLead: lock.TryLead, Interval: leaderInterval, Timeout: 10 * time.Millisecond,
+		Clock: clock, Logger: discardLogger(), Status: status}, work)
+
+	require.NoError(t, clock.BlockUntilContext(ctx, 1))
+	assert.Equal(t, handlers.LeaderUnreachable, status.State())
+	assert.ErrorIs(t, status.Ready(), handlers.ErrNotScheduling)
+	clock.Advance(leaderInterval)
+	assert.Equal(t, 2, recvT(t, ctx, work.started, "work start"))
+	assert.Equal(t, handlers.LeaderLeading, status.State())
+}
+
+func TestLeaderStateString(t *testing.T) {
+	t.Parallel()
+	for st, want := range map[handlers.LeaderState]string{
+		handlers.LeaderIdle: "idle", handlers.LeaderLeading: "leading", handlers.LeaderStandby: "standby",
+		handlers.LeaderUnreachable: "unreachable", handlers.LeaderAdrift: "adrift", handlers.LeaderState(99): "unknown",
+	} {
+		assert.Equal(t, want, st.String())
+	}
 }

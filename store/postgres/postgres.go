@@ -61,6 +61,7 @@ type Store struct {
 	logger              *slog.Logger
 	clock               clockwork.Clock
 	leaseCheckInterval  time.Duration
+	stale               staleSessions // sessions of leases lost without unlocking (lead.go)
 	retention           time.Duration
 	deadLetterRetention time.Duration
 	missedRetention     time.Duration
