@@ -132,8 +132,15 @@ func (a *API) Handler(metrics http.Handler, withAPI bool) http.Handler {
 	return r
 }
 
+// ReadyzStoreTimeout bounds /readyz's store ping: over a silent network
+// (connections that hang, not refused) the probe answers not-ready within
+// it instead of hanging until the prober gives up.
+const ReadyzStoreTimeout = 2 * time.Second
+
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
-	if err := a.store.Ping(r.Context()); err != nil {
+	ctx, cancel := context.WithTimeout(r.Context(), ReadyzStoreTimeout)
+	defer cancel()
+	if err := a.store.Ping(ctx); err != nil {
 		// The error names the database's host, user and name: it is
 		// logged, and the unauthenticated answer only says what is wrong.
 		if r.Context().Err() != nil {

@@ -452,3 +452,23 @@ func TestNewServer(t *testing.T) {
 	var maxErr *http.MaxBytesError
 	assert.ErrorAs(t, readErr, &maxErr)
 }
+
+// hangingPing is the memory store over a silent network: Ping returns only
+// when its context ends.
+type hangingPing struct{ *memory.Store }
+
+func (hangingPing) Ping(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// /readyz answers not-ready within ReadyzStoreTimeout when the store's
+// connection hangs, instead of hanging with it.
+func TestReadyzStoreHangs(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClockAt(now)
+	h := httpapi.New(hangingPing{newStore(t, clock)}, clock, discard(), nil, httpapi.Options{}).Handler(nil, true)
+	r := do(t, h, http.MethodGet, "/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, r.status)
+	assert.JSONEq(t, `{"error": "store unreachable"}`, r.body)
+}
