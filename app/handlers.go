@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/mockstagram/pipeline/broker"
 	"github.com/mockstagram/pipeline/config"
 	"github.com/mockstagram/pipeline/handlers"
+	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
 	"github.com/mockstagram/pipeline/metrics"
 	"github.com/mockstagram/pipeline/middleware"
@@ -33,6 +35,33 @@ var HandlersModule = fx.Module("handlers",
 
 func retryConfig(cfg config.Config) middleware.Retry {
 	return middleware.Retry{MaxRetries: cfg.RecorderRetries, InitialInterval: 100 * time.Millisecond, MaxInterval: 5 * time.Second}
+}
+
+// redeliveryMinFailing is how long a message must have kept failing (on
+// top of redelivery-limit deliveries) before it is given up: a recorder
+// that loses its connection for a few seconds retries, it does not
+// dead-letter.
+const redeliveryMinFailing = time.Minute
+
+// redeliveryConfig caps the redeliveries of a stage's messages; minutely
+// messages (tasks and results, with a minute in their metadata) are also
+// given up once past their minute's deadline. A store outage (Ping fails
+// too) is excused: those messages wait for the store.
+func redeliveryConfig(cfg config.Config, clock clockwork.Clock, m *metrics.Pipeline, minutely bool) middleware.Redelivery {
+	rd := middleware.Redelivery{
+		Limit: cfg.RedeliveryLimit, MinFailing: redeliveryMinFailing, Clock: clock, GivenUp: m.MessagesGivenUp,
+		Excused: func(err error) bool { return errors.Is(err, handlers.ErrStoreUnavailable) },
+	}
+	if minutely {
+		rd.Deadline = func(msg *message.Message) (time.Time, bool) {
+			minute, err := time.Parse(time.RFC3339, msg.Metadata.Get(messages.MetaMinute))
+			if err != nil || !influencer.IsMinute(minute) {
+				return time.Time{}, false
+			}
+			return influencer.Deadline(minute, cfg.DeadlineGrace), true
+		}
+	}
+	return rd
 }
 
 func addFetcher(lc fx.Lifecycle, roles Roles, cfg config.Config, base APIBaseURL, router *message.Router, b *broker.Broker, pub message.Publisher,
@@ -80,7 +109,7 @@ func addFetcher(lc fx.Lifecycle, roles Roles, cfg config.Config, base APIBaseURL
 		return nil
 	}})
 	h := router.AddHandler(messages.HandlerFetcher, messages.TopicFetchTasks, sub, messages.TopicFetcherResults, pub, f.Handle)
-	mws, err := middleware.Chain(logger, pub, messages.TopicFetcherDLQ, retryConfig(cfg))
+	mws, err := middleware.Chain(logger, pub, messages.TopicFetcherDLQ, retryConfig(cfg), redeliveryConfig(cfg, clock, m, true))
 	if err != nil {
 		return err
 	}
@@ -89,7 +118,7 @@ func addFetcher(lc fx.Lifecycle, roles Roles, cfg config.Config, base APIBaseURL
 }
 
 func addRecorder(roles Roles, cfg config.Config, s store.Store, router *message.Router, b *broker.Broker, pub message.Publisher,
-	logger *slog.Logger, m *metrics.Pipeline) error {
+	clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) error {
 	if !roles.Recorder {
 		return nil
 	}
@@ -99,7 +128,7 @@ func addRecorder(roles Roles, cfg config.Config, s store.Store, router *message.
 	}
 	r := handlers.NewRecorder(s, logger.With("stage", "recorder"), m)
 	h := router.AddConsumerHandler(messages.HandlerRecorder, messages.TopicFetcherResults, sub, r.Handle)
-	mws, err := middleware.Chain(logger, pub, messages.TopicResultDLQ, retryConfig(cfg))
+	mws, err := middleware.Chain(logger, pub, messages.TopicResultDLQ, retryConfig(cfg), redeliveryConfig(cfg, clock, m, true))
 	if err != nil {
 		return err
 	}
@@ -128,6 +157,11 @@ func addDeadLetterArchiver(roles Roles, cfg config.Config, s store.Store, router
 	return nil
 }
 
+// reconcileSettle is how long after a minute's deadline its late results
+// (a recorder backlog) get before the reconciler records what is still
+// missing as not-scheduled.
+const reconcileSettle = 30 * time.Second
+
 // runScheduler runs the scheduler as leader or hot standby. It starts after
 // the router (it depends on it), so in-process subscribers are ready before
 // the first task is published.
@@ -144,15 +178,20 @@ func runScheduler(lc fx.Lifecycle, roles Roles, on suspicionOn, cfg config.Confi
 	suspicion := sched.SuspicionScheduler(handlers.SuspicionSchedulerConfig{
 		Interval: cfg.SuspicionInterval, Tracer: tp.Tracer(tracing.Name),
 	}, logger.With("schedule", "suspicion"))
+	reconciler := handlers.NewReconciler(s, clock, handlers.ReconcilerConfig{
+		Lookback: cfg.ReconcileLookback, DeadlineGrace: cfg.DeadlineGrace, Settle: reconcileSettle,
+	}, logger.With("work", "reconcile"), m)
 	// A lock call hanging on a silent network is given up after 10 s (a
 	// healthy database answers in milliseconds, a busy pool within seconds).
 	leader := handlers.Leader{TryLead: tryLead(s), Interval: 5 * time.Second, Timeout: 10 * time.Second,
 		Clock: clock, Logger: logger, Status: status}
 	background(lc, func(ctx context.Context) {
-		// The leader schedules both the minute tasks and the suspicion rounds.
+		// The leader schedules the minute tasks and the suspicion rounds, and
+		// reconciles the minutes nobody scheduled.
 		leader.Run(ctx, func(ctx context.Context) error {
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return sched.Run(ctx) })
+			g.Go(func() error { return reconciler.Run(ctx) })
 			if on {
 				g.Go(func() error { return suspicion.Run(ctx) })
 			}
@@ -193,7 +232,7 @@ func addSuspicionChecker(roles Roles, on suspicionOn, cfg config.Config, base AP
 		return err
 	}
 	h := router.AddConsumerHandler(messages.HandlerSuspicion, messages.TopicSuspicionTasks, sub, c.Handle)
-	mws, err := middleware.Chain(logger, pub, messages.TopicSuspicionDLQ, retryConfig(cfg))
+	mws, err := middleware.Chain(logger, pub, messages.TopicSuspicionDLQ, retryConfig(cfg), redeliveryConfig(cfg, clock, m, false))
 	if err != nil {
 		return err
 	}

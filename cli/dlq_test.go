@@ -272,7 +272,7 @@ func archivePoisoned(t *testing.T, s *postgres.Store, receivedAt time.Time, msgs
 		}
 		panic("boom")
 	})
-	mws, err := middleware.Chain(logger, pubSub, messages.TopicFetcherDLQ, middleware.Retry{})
+	mws, err := middleware.Chain(logger, pubSub, messages.TopicFetcherDLQ, middleware.Retry{}, middleware.Redelivery{})
 	require.NoError(t, err)
 	h.AddMiddleware(mws...)
 	a := handlers.NewDeadLetterArchiver(s, clockwork.NewFakeClockAt(receivedAt), logger, metrics.New(prometheus.NewRegistry()))

@@ -56,6 +56,8 @@ type Config struct {
 	BreakerFailures     int           `name:"breaker-failures" default:"50" help:"Consecutive API failures (connection errors, timeouts, 5xx) that open the fetcher's circuit breaker; 0 disables it."`
 	BreakerCooldown     time.Duration `name:"breaker-cooldown" default:"5s" help:"How long the open circuit breaker fails requests fast before it lets a probe through."`
 	RecorderRetries     int           `name:"recorder-retries" default:"8" help:"Attempts to store a result batch before it is nacked for redelivery."`
+	RedeliveryLimit     int           `name:"redelivery-limit" default:"10" help:"Deliveries of a message that keeps failing transiently (while its dependencies are up) before it goes to its dead-letter topic (class redelivery-limit)."`
+	ReconcileLookback   time.Duration `name:"reconcile-lookback" default:"1h" help:"How far back the scheduler's leader records minutes nobody scheduled as missed (class not-scheduled)."`
 	SimulatorMode       string        `name:"simulator-mode" default:"random-walk" help:"Mode of the built-in simulator: random-walk or deterministic."`
 	LogLevel            string        `name:"log-level" default:"info" help:"debug, info, warn or error."`
 	LogFormat           string        `name:"log-format" default:"json" help:"json or text."`
@@ -102,6 +104,8 @@ func Default() Config {
 		BreakerFailures:     50,
 		BreakerCooldown:     5 * time.Second,
 		RecorderRetries:     8,
+		RedeliveryLimit:     10,
+		ReconcileLookback:   time.Hour,
 		SimulatorMode:       SimulatorRandomWalk,
 		LogLevel:            "info",
 		LogFormat:           "json",
@@ -216,6 +220,12 @@ func (c Config) Validate() error {
 	}
 	if c.RecorderRetries < 0 || c.RecorderRetries > 100 {
 		bad("recorder-retries: %d not in [0, 100]", c.RecorderRetries)
+	}
+	if c.RedeliveryLimit < 1 || c.RedeliveryLimit > 1000 {
+		bad("redelivery-limit: %d not in [1, 1000]", c.RedeliveryLimit)
+	}
+	if c.ReconcileLookback < time.Minute || c.ReconcileLookback > 24*time.Hour {
+		bad("reconcile-lookback: %s not in [1m, 24h]", c.ReconcileLookback)
 	}
 	if c.SimulatorMode != SimulatorRandomWalk && c.SimulatorMode != SimulatorDeterministic {
 		bad("simulator-mode: %q is not random-walk or deterministic", c.SimulatorMode)

@@ -124,7 +124,7 @@ func TestArchiverStoresAPoisonedResult(t *testing.T) {
 
 	recorder := handlers.NewRecorder(&fakeStore{}, logger, newMetrics())
 	h := router.AddConsumerHandler(messages.HandlerRecorder, messages.TopicFetcherResults, pubSub, recorder.Handle)
-	mws, err := middleware.Chain(logger, pubSub, messages.TopicResultDLQ, middleware.Retry{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond})
+	mws, err := middleware.Chain(logger, pubSub, messages.TopicResultDLQ, middleware.Retry{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond}, middleware.Redelivery{})
 	require.NoError(t, err)
 	h.AddMiddleware(mws...)
 	fake := newFakeDeadLetterStore()

@@ -21,9 +21,25 @@ import (
 // BatchStore stores one result batch idempotently in one transaction. An
 // error wrapping store.ErrInvalid means the store refused the batch's data
 // (retrying the same batch cannot succeed); any other error is transient.
+//
+// Ping tells, after a transient error, whether the store is down for every
+// batch (Ping fails too: the error wraps ErrStoreUnavailable) or failed for
+// this batch only.
 type BatchStore interface {
 	Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error)
+	Ping(ctx context.Context) error
 }
+
+// ErrStoreUnavailable marks a transient error of the recorder while the
+// store does not answer at all (its Ping fails): the message is not at
+// fault, so its redelivery does not count toward the redelivery limit
+// (middleware.Redelivery.Excused); it waits for the store like the
+// messages behind it.
+var ErrStoreUnavailable = errors.New("store unavailable")
+
+// pingTimeout bounds the Ping after a transient error (real time: a hung
+// connection must not hold the handler).
+const pingTimeout = 2 * time.Second
 
 // Recorder writes each result message as one batch. Invalid samples are
 // rejected one by one (recorded as missed with their reason) and the rest is
@@ -81,7 +97,7 @@ func (r *Recorder) Handle(msg *message.Message) error {
 	}
 	done, err := r.gate.enter(ctx)
 	if err != nil {
-		return wrap(err)
+		return wrap(r.unavailable(ctx, err))
 	}
 	start := time.Now()
 	res, err := r.record(ctx, clean)
@@ -94,11 +110,26 @@ func (r *Recorder) Handle(msg *message.Message) error {
 		r.metrics.NewestMinute.Set(float64(batch.Minute.Unix()))
 	}
 	if err != nil {
-		return wrap(err)
+		return wrap(r.unavailable(ctx, err))
 	}
 	r.metrics.WriteDuration.Observe(time.Since(start).Seconds())
 	r.metrics.BatchSize.Observe(float64(len(clean.Samples)))
 	return nil
+}
+
+// unavailable wraps a transient err with ErrStoreUnavailable when the
+// store does not answer a Ping either. Data errors, malformed batches and
+// the message's own context ending are returned as they are.
+func (r *Recorder) unavailable(ctx context.Context, err error) error {
+	if errors.Is(err, store.ErrInvalid) || errors.Is(err, messages.ErrMalformed) || ctx.Err() != nil {
+		return err
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	if perr := r.store.Ping(pingCtx); perr != nil {
+		return fmt.Errorf("%w (ping: %w): %w", ErrStoreUnavailable, perr, err)
+	}
+	return err
 }
 
 // record stores b, bisecting it when the store rejects its data; the bad

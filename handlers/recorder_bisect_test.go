@@ -39,6 +39,9 @@ type pickyStore struct {
 	missed map[int64]influencer.Failure
 }
 
+// Ping answers: the store is up (its transient errors are the batch's).
+func (s *pickyStore) Ping(context.Context) error { return nil }
+
 var errConnRefused = errors.New("dial tcp 127.0.0.1:5432: connect: connection refused")
 
 func newPickyStore(poisoned ...int64) *pickyStore {
@@ -221,6 +224,14 @@ type downStore struct {
 	up    atomic.Bool
 	calls atomic.Int64
 	inner *pickyStore
+}
+
+// Ping fails while the store is down.
+func (s *downStore) Ping(context.Context) error {
+	if !s.up.Load() {
+		return errConnRefused
+	}
+	return nil
 }
 
 func (s *downStore) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {

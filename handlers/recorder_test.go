@@ -23,8 +23,9 @@ import (
 
 // fakeStore records the batches it is given.
 type fakeStore struct {
-	res store.RecordResult
-	err error
+	res     store.RecordResult
+	err     error
+	pingErr error // Ping's answer
 
 	mu      sync.Mutex
 	batches []influencer.Batch
@@ -38,6 +39,8 @@ func (s *fakeStore) Record(_ context.Context, b influencer.Batch) (store.RecordR
 	s.batches = append(s.batches, b)
 	return s.res, s.err
 }
+
+func (s *fakeStore) Ping(context.Context) error { return s.pingErr }
 
 func sample(pk int64) influencer.Sample {
 	return influencer.Sample{PK: pk, Username: "u" + string(rune('a'+pk%26)), FollowerCount: 1000 + pk, FollowingCount: 10 + pk,
@@ -236,6 +239,29 @@ func TestClean(t *testing.T) {
 			got, rejected := handlers.Clean(tt.in)
 			assert.Equal(t, tt.want, got)
 			assert.Equal(t, tt.rejected, rejected)
+		})
+	}
+}
+
+// A transient error is marked ErrStoreUnavailable only when the store does
+// not answer a Ping either (an outage, excused from the redelivery limit).
+func TestRecorderMarksStoreOutages(t *testing.T) {
+	t.Parallel()
+	transient := errors.New("deadlock detected")
+	for _, tc := range []struct {
+		name        string
+		err, ping   error
+		unavailable bool
+	}{
+		{"store answers: the batch's problem", transient, nil, false},
+		{"store down", transient, errors.New("connection refused"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := handlers.NewRecorder(&fakeStore{err: tc.err, pingErr: tc.ping}, discardLogger(), newMetrics())
+			err := r.Handle(resultMessage(t, influencer.Batch{Minute: minute0, Shard: 1, Samples: []influencer.Sample{sample(1)}}))
+			require.Error(t, err)
+			assert.Equal(t, tc.unavailable, errors.Is(err, handlers.ErrStoreUnavailable), "%v", err)
 		})
 	}
 }

@@ -58,7 +58,7 @@ func TestPoisonedTaskArchivedListedAndReplayed(t *testing.T) {
 		panic("boom")
 	}
 	h := router.AddConsumerHandler(messages.HandlerFetcher, messages.TopicFetchTasks, pubSub, panicky)
-	mws, err := middleware.Chain(logger, pubSub, messages.TopicFetcherDLQ, middleware.Retry{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond})
+	mws, err := middleware.Chain(logger, pubSub, messages.TopicFetcherDLQ, middleware.Retry{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond}, middleware.Redelivery{})
 	require.NoError(t, err)
 	h.AddMiddleware(mws...)
 	mem := memory.New(clockwork.NewFakeClockAt(archivedAt))

@@ -36,6 +36,13 @@ type Pipeline struct {
 	AdaptiveTimedOut  prometheus.Counter   // waits given up at the caller's deadline
 
 	DeadLettersArchived *prometheus.CounterVec // by topic
+	// MessagesGivenUp counts messages moved to their dead-letter topic
+	// because they kept failing transiently, by handler and class
+	// (redelivery-limit, expired).
+	MessagesGivenUp *prometheus.CounterVec
+	// MissedNotScheduled counts the (pk, minute)s the reconciler recorded
+	// as missed (class not-scheduled); SamplesMissed counts them too.
+	MissedNotScheduled prometheus.Counter
 
 	SamplesStored    prometheus.Counter
 	SamplesDuplicate prometheus.Counter
@@ -76,13 +83,17 @@ func New(reg prometheus.Registerer) *Pipeline {
 		AdaptiveOverloads:   prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_adaptive_overloads_total", Help: "API answers the adaptive limit counted as overload (timeout, 429, 5xx, connection error)."}),
 		AdaptiveTimedOut:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_fetch_adaptive_timed_out_total", Help: "API requests not sent because no slot of the adaptive limit freed up before their deadline."}),
 		DeadLettersArchived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_dead_letters_archived_total", Help: "Dead letters stored by the archiver, by dead-letter topic."}, []string{"topic"}),
-		SamplesStored:       prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_stored_total", Help: "New (pk, minute) samples stored."}),
-		SamplesDuplicate:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_duplicate_total", Help: "Samples already stored (redelivery), ignored."}),
-		SamplesRejected:     prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_rejected_total", Help: "Invalid samples rejected by the recorder."}),
-		SamplesMissed:       prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_missed_total", Help: "New (pk, minute) entries recorded as missed."}),
-		BatchSize:           prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_recorder_batch_size", Help: "Samples per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
-		WriteDuration:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_recorder_write_duration_seconds", Help: "Duration of one batch transaction.", Buckets: prometheus.ExponentialBuckets(0.0005, 3, 11)}),
-		NewestMinute:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_recorder_newest_minute_seconds", Help: "Unix time of the newest minute stored by this recorder."}),
+		MessagesGivenUp: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_messages_given_up_total",
+			Help: "Messages moved to their dead-letter topic after failing transiently too often (redelivery-limit) or past their deadline (expired), by handler and class."}, []string{"handler", "class"}),
+		MissedNotScheduled: prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_reconcile_missed_total",
+			Help: "(pk, minute)s the scheduler's reconciler recorded as missed (class not-scheduled): nothing was stored or missed for them by the minute's deadline."}),
+		SamplesStored:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_stored_total", Help: "New (pk, minute) samples stored."}),
+		SamplesDuplicate: prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_duplicate_total", Help: "Samples already stored (redelivery), ignored."}),
+		SamplesRejected:  prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_rejected_total", Help: "Invalid samples rejected by the recorder."}),
+		SamplesMissed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_samples_missed_total", Help: "New (pk, minute) entries recorded as missed."}),
+		BatchSize:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_recorder_batch_size", Help: "Samples per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
+		WriteDuration:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mockstagram_recorder_write_duration_seconds", Help: "Duration of one batch transaction.", Buckets: prometheus.ExponentialBuckets(0.0005, 3, 11)}),
+		NewestMinute:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "mockstagram_recorder_newest_minute_seconds", Help: "Unix time of the newest minute stored by this recorder."}),
 
 		SuspicionTasksPublished: prometheus.NewCounter(prometheus.CounterOpts{Name: "mockstagram_suspicion_tasks_published_total", Help: "Shard suspicion-check tasks published."}),
 		SuspicionChecks:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mockstagram_suspicion_checks_total", Help: "pks whose is_suspicious check ended, by outcome (suspicious, not_suspicious, or the failure class after retries)."}, []string{"outcome"}),
@@ -91,6 +102,7 @@ func New(reg prometheus.Registerer) *Pipeline {
 	for _, c := range []prometheus.Collector{p.TasksPublished, p.SchedulerLag, p.ScheduleFailures, p.RegistrySize,
 		p.FetchDuration, p.FetchRetries, p.FetchFailures, p.TasksExpired, p.DeadLetters, p.DeadLettersSuppressed,
 		p.BreakerState, p.BreakerTransitions, p.BreakerRejected, p.RateLimitWait, p.DeadLettersArchived,
+		p.MessagesGivenUp, p.MissedNotScheduled,
 		p.AdaptiveLimit, p.AdaptiveInFlight, p.AdaptiveWaiting, p.AdaptiveWait, p.AdaptiveOverloads, p.AdaptiveTimedOut,
 		p.SamplesStored, p.SamplesDuplicate, p.SamplesRejected, p.SamplesMissed, p.BatchSize, p.WriteDuration, p.NewestMinute,
 		p.SuspicionTasksPublished, p.SuspicionChecks, p.SuspicionDuration} {

@@ -19,7 +19,7 @@ import (
 // or a panic in the handler (which would panic again).
 func IsPermanent(err error) bool {
 	var panicErr wmw.RecoveredPanicError
-	return errors.Is(err, messages.ErrMalformed) || errors.As(err, &panicErr)
+	return errors.Is(err, messages.ErrMalformed) || errors.Is(err, ErrGivenUp) || errors.As(err, &panicErr)
 }
 
 // Retry configures retries of transient handler errors.
@@ -42,15 +42,19 @@ const (
 //     panic goes to the stage's dead-letter topic with the reason in its
 //     metadata, and the handler moves on. It sits outside Retry so that a
 //     permanent error is not retried first.
-//  3. Retry: transient errors (database down, broker hiccup) are retried
+//  3. Redelivery: a message whose deliveries keep failing transiently is
+//     given up (see Redelivery) and returned as ErrGivenUp, which the
+//     poison queue moves to the dead-letter topic. Outside Retry, so it
+//     counts deliveries, not attempts.
+//  4. Retry: transient errors (database down, broker hiccup) are retried
 //     with exponential backoff; when retries run out the message is nacked
 //     and redelivered later, never acked unstored.
-//  4. Annotate: counts the handler runs of the delivery and, on a permanent
+//  5. Annotate: counts the handler runs of the delivery and, on a permanent
 //     error, writes reason, class, stage and the dead-letter kind (poisoned)
 //     into the message's metadata, which the poison queue publishes with the
 //     original metadata (trace context included). Inside Retry so it counts every attempt.
-//  5. Recoverer: innermost, so a panic becomes an error that PoisonQueue sees.
-func Chain(logger *slog.Logger, poisonPub message.Publisher, poisonTopic string, retry Retry) ([]message.HandlerMiddleware, error) {
+//  6. Recoverer: innermost, so a panic becomes an error that PoisonQueue sees.
+func Chain(logger *slog.Logger, poisonPub message.Publisher, poisonTopic string, retry Retry, redelivery Redelivery) ([]message.HandlerMiddleware, error) {
 	poison, err := wmw.PoisonQueueWithFilter(poisonPub, poisonTopic, IsPermanent)
 	if err != nil {
 		return nil, err
@@ -58,6 +62,7 @@ func Chain(logger *slog.Logger, poisonPub message.Publisher, poisonTopic string,
 	return []message.HandlerMiddleware{
 		wmw.CorrelationID,
 		poison,
+		redelivery.Middleware(),
 		retryMiddleware(logger, retry),
 		Annotate,
 		wmw.Recoverer,

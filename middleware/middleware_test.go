@@ -111,9 +111,9 @@ func newFixture(t *testing.T) fixture {
 // middleware is the outermost.
 func wrap(t *testing.T, pub message.Publisher, retry middleware.Retry, h message.HandlerFunc) message.HandlerFunc {
 	t.Helper()
-	mws, err := middleware.Chain(slog.New(slog.DiscardHandler), pub, poisonTopic, retry)
+	mws, err := middleware.Chain(slog.New(slog.DiscardHandler), pub, poisonTopic, retry, middleware.Redelivery{})
 	require.NoError(t, err)
-	require.Len(t, mws, 5)
+	require.Len(t, mws, 6)
 	for i := len(mws) - 1; i >= 0; i-- {
 		h = mws[i](h)
 	}
@@ -254,6 +254,6 @@ func TestChainRecoversFromTransientError(t *testing.T) {
 func TestChainRejectsBadPoisonTopic(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	_, err := middleware.Chain(slog.New(slog.DiscardHandler), f.pub, "", fastRetry)
+	_, err := middleware.Chain(slog.New(slog.DiscardHandler), f.pub, "", fastRetry, middleware.Redelivery{})
 	require.Error(t, err)
 }

@@ -35,6 +35,23 @@ type Store interface {
 	// MissedSince counts missed (pk, minute) entries with minute >= since.
 	MissedSince(ctx context.Context, since time.Time) (int64, error)
 
+	// UnreconciledMinutes lists, oldest first, the whole minutes M in
+	// [from, to) at which influencers were tracked (the tracked count in
+	// effect at M, as Stats reads it, is positive) and that Reconcile has
+	// not marked yet.
+	UnreconciledMinutes(ctx context.Context, from, to time.Time) ([]time.Time, error)
+	// Reconcile accounts for minute (minute-aligned, else store.ErrInvalid).
+	// When the minute's stored samples plus missed entries fall short of the
+	// tracked count in effect at it, every pk tracked at minute (active, and
+	// tracked since at or before minute; see store.TrackedAt) with neither a
+	// sample nor a missed entry for it is recorded as missed with class
+	// store.ClassNotScheduled and reason, exactly as Record records a
+	// failure. Then the minute is marked reconciled: Stats counts it
+	// complete and UnreconciledMinutes skips it. It returns the number of
+	// new missed entries. It is safe concurrently with Record (a sample
+	// recorded later fills the miss, as Record says) and idempotent.
+	Reconcile(ctx context.Context, minute time.Time, reason string) (int, error)
+
 	// Rank is 1 + the number of active (tracked) influencers with data
 	// whose current follower count is strictly greater than pk's (equal
 	// counts share a rank); store.ErrNotFound when pk has no data or
@@ -48,10 +65,15 @@ type Store interface {
 	Leaderboard(ctx context.Context, after *Cursor, limit int) ([]Ranked, error)
 	// Stats returns the tracked count, the active influencers with data
 	// and the sum of their current follower counts (maintained by Record,
-	// Track and Untrack, never aggregated on read), the newest minute M in
-	// [now-1h, now] whose stored samples plus missed entries reach the
-	// tracked count in effect at M (the last registry change at or before
-	// M), and the number of missed entries with a minute in [now-1h, now].
+	// Track and Untrack, never aggregated on read), the last complete
+	// minute, and the number of missed entries with a minute in
+	// [now-1h, now]. A minute M is complete when it is reconciled or its
+	// stored samples plus missed entries reach the tracked count in effect
+	// at M (the last registry change at or before M; a minute without
+	// tracked influencers is complete). The last complete minute is the
+	// newest complete minute M in [now-1h, now] with data (samples, misses
+	// or a reconciliation) such that no minute between the window's first
+	// minute with data and M is incomplete: it never passes a gap.
 	Stats(ctx context.Context, now time.Time) (Stats, error)
 	// Rollup returns pk's hourly (step store.Hourly) or daily (store.Daily)
 	// buckets of UTC hours/days whose start is in [from, to), oldest first,

@@ -46,6 +46,71 @@ func MissedBucket(pk int64) int {
 	return int(h % MissedBuckets)
 }
 
+// ClassNotScheduled is the class of the misses Reconcile records: a
+// (pk, minute) for which nothing was stored or missed by the minute's
+// deadline, because its shard was never scheduled (no scheduler was
+// running) or its task or result was lost.
+const ClassNotScheduled = "not-scheduled"
+
+// TrackedAt reports whether a registry entry counts as tracked at minute
+// for Reconcile: it is active and was tracked (its updatedAt) at or before
+// the minute's start. The scheduler loads the registry as a minute starts,
+// and the tracked count in effect at a minute is the one of the last change
+// at or before it, so a pk tracked during minute M counts from M+1 on. An
+// entry untracked since is not reconciled (its activation time is gone).
+func TrackedAt(active bool, updatedAt, minute time.Time) bool {
+	return active && !updatedAt.After(minute)
+}
+
+// ReconcileChunk is how many missed pks Reconcile records per Record call
+// at most (whole buckets, so one call takes few bucket locks).
+const ReconcileChunk = 16384
+
+// ReconcileBatches splits the failures of pks for minute (class
+// ClassNotScheduled, reason) into batches of whole buckets (see
+// MissedBucket) of about ReconcileChunk failures each.
+func ReconcileBatches(minute time.Time, pks []int64, reason string) []influencer.Batch {
+	byBucket := make(map[int][]int64)
+	for _, pk := range pks {
+		b := MissedBucket(pk)
+		byBucket[b] = append(byBucket[b], pk)
+	}
+	buckets := make([]int, 0, len(byBucket))
+	for b := range byBucket {
+		buckets = append(buckets, b)
+	}
+	slices.Sort(buckets)
+	var (
+		out []influencer.Batch
+		cur influencer.Batch
+	)
+	for _, b := range buckets {
+		if len(cur.Failures) > 0 && len(cur.Failures)+len(byBucket[b]) > ReconcileChunk {
+			out = append(out, cur)
+			cur = influencer.Batch{}
+		}
+		if len(cur.Failures) == 0 {
+			cur = influencer.Batch{Minute: minute, Shard: b, Samples: []influencer.Sample{}}
+		}
+		for _, pk := range byBucket[b] {
+			cur.Failures = append(cur.Failures, influencer.Failure{PK: pk, Minute: minute, Class: ClassNotScheduled, Reason: reason})
+		}
+	}
+	if len(cur.Failures) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// ValidateReconcileMinute refuses a minute that is not minute-aligned.
+// Errors wrap ErrInvalid.
+func ValidateReconcileMinute(minute time.Time) error {
+	if !influencer.IsMinute(minute) {
+		return fmt.Errorf("%w: reconcile minute %s is not minute-aligned", ErrInvalid, minute.Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
 // MaxMissedReasons bounds the groups of one class in one bucket and minute
 // of a batch: when its failures have more distinct reasons (say connection
 // errors that name each pk's URL), the MaxMissedReasons-1 most frequent

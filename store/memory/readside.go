@@ -160,8 +160,11 @@ func (r *rankIndex) page(after *store.Cursor, limit int) []store.Ranked {
 }
 
 // progress counts, for one minute, the samples stored and the (pk, minute)
-// pairs recorded as missed.
-type progress struct{ stored, missed int64 }
+// pairs recorded as missed; reconciled says Reconcile accounted for it.
+type progress struct {
+	stored, missed int64
+	reconciled     bool
+}
 
 // historyEntry is the tracked count in effect from at on.
 type historyEntry struct {
@@ -346,10 +349,19 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 	defer s.mu.RUnlock()
 	st := store.Stats{Tracked: s.tracked, Influencers: s.rank.n, FollowerTotal: s.rank.total}
 	since := now.Add(-time.Hour)
-	for m := now.Truncate(time.Minute); !m.Before(since); m = m.Add(-time.Minute) {
-		if p, ok := s.progress[m.Unix()]; ok && p.stored+p.missed >= s.trackedAt(m) {
-			st.LastCompleteMinute = m.UTC()
+	// Oldest first: the last complete minute stops at the first gap after
+	// the window's first minute with data.
+	seenAny := false
+	for m := ceilMinuteTime(since); !m.After(now); m = m.Add(time.Minute) {
+		p, seen := s.progress[m.Unix()]
+		complete := seen && p.reconciled || !seen && s.trackedAt(m) == 0 ||
+			seen && p.stored+p.missed >= s.trackedAt(m)
+		seenAny = seenAny || seen
+		if !complete && seenAny {
 			break
+		}
+		if complete && seen {
+			st.LastCompleteMinute = m.UTC()
 		}
 	}
 	lo, hi := ceilUnix(since), now.Unix()

@@ -67,19 +67,27 @@ ORDER BY p.i`
 	// statsSQL reads counters only: registry_meta, the 16 global_stats
 	// stripes, and one range of minute_progress rows, the last hour's
 	// ($1 = now-1h, $2 = now; at most 61 minutes x 16 stripes), with one
-	// registry_history lookup per minute.
+	// registry_history lookup per minute of the window ($3 its first whole
+	// minute, $4 the last). The last complete minute stops at the first
+	// incomplete minute (reconciled or not, with data or without) after
+	// the window's first minute with data.
 	statsSQL = `
 WITH p AS MATERIALIZED (
-    SELECT minute, sum(stored + missed) AS done, sum(missed) AS missed
+    SELECT minute, sum(stored + missed) AS done, sum(missed) AS missed, bool_or(reconciled) AS reconciled
     FROM minute_progress WHERE minute >= $1 AND minute <= $2
     GROUP BY minute
+), m AS MATERIALIZED (
+    SELECT g.minute, p.minute IS NOT NULL AS seen,
+           coalesce(p.reconciled, false) OR coalesce(p.done, 0) >= ` + trackedAtExpr + ` AS complete
+    FROM generate_series($3::timestamptz, $4::timestamptz, interval '1 minute') AS g(minute)
+    LEFT JOIN p ON p.minute = g.minute
+), gap AS (
+    SELECT min(minute) AS at FROM m
+    WHERE NOT complete AND minute >= (SELECT min(minute) FROM m WHERE seen)
 )
 SELECT (SELECT tracked FROM registry_meta),
        g.n, g.t,
-       (SELECT max(p.minute) FROM p
-        WHERE p.done >= coalesce((
-            SELECT h.tracked FROM registry_history h WHERE h.at <= p.minute
-            ORDER BY h.at DESC, h.version DESC LIMIT 1), 0)),
+       (SELECT max(m.minute) FROM m, gap WHERE m.seen AND m.complete AND (gap.at IS NULL OR m.minute < gap.at)),
        (SELECT coalesce(sum(p.missed), 0)::bigint FROM p)
 FROM (SELECT coalesce(sum(influencers), 0)::bigint AS n, coalesce(sum(follower_total), 0)::bigint AS t
       FROM global_stats) g`
@@ -176,7 +184,7 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 		st   store.Stats
 		last *time.Time
 	)
-	err := s.readPool.QueryRow(ctx, statsSQL, now.Add(-time.Hour), now).Scan(
+	err := s.readPool.QueryRow(ctx, statsSQL, statsArgs(now)...).Scan(
 		&st.Tracked, &st.Influencers, &st.FollowerTotal, &last, &st.MissedLastHour)
 	if err != nil {
 		return store.Stats{}, fmt.Errorf("stats: %w", err)
@@ -185,4 +193,15 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 		st.LastCompleteMinute = last.UTC()
 	}
 	return st, nil
+}
+
+// statsArgs are statsSQL's arguments at now: the window [now-1h, now] and
+// its first and last whole minutes.
+func statsArgs(now time.Time) []any {
+	since := now.Add(-time.Hour)
+	first := since.UTC().Truncate(time.Minute)
+	if first.Before(since) {
+		first = first.Add(time.Minute)
+	}
+	return []any{since, now, first, now.UTC().Truncate(time.Minute)}
 }
