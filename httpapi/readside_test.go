@@ -111,11 +111,14 @@ func TestStats(t *testing.T) {
 	r := do(t, h, http.MethodGet, "/api/v1/stats")
 	require.Equal(t, http.StatusOK, r.status, r.body)
 	assert.Equal(t, "application/json", r.contentType)
-	// 01:07 has 3 of 6 samples; 01:06 is complete: freshness 01:07:40 - 01:06:00.
+	// The last complete minute never passes an incomplete one: 00:10 is
+	// accounted for (5 stored, pk 6 missed), 00:11 has neither samples nor
+	// misses for its 6 tracked pks (nobody reconciled it), so 00:10 it is,
+	// though 01:06 is complete too: freshness 01:07:40 - 00:10:00.
 	// Missed in the last hour: 00:10 (pk 6) and 01:05 (pk 5); 00:00 is older.
 	// pk 9 is not tracked: not among influencers nor in the average.
 	assert.JSONEq(t, `{"tracked": 6, "influencers": 6, "averageFollowerCount": 650,
-		"lastCompleteMinute": "2026-11-25T01:06:00Z", "freshnessSeconds": 100, "missedLastHour": 2}`, r.body)
+		"lastCompleteMinute": "2026-11-25T00:10:00Z", "freshnessSeconds": 3460, "missedLastHour": 2}`, r.body)
 }
 
 func TestStatsEmptyStore(t *testing.T) {

@@ -36,6 +36,19 @@ var sqlAllowList = map[string]string{
 	// (rollupHourlySQL, rollupDailySQL), and Rollup picks one of the two.
 	"store/postgres/rollup.go:rollupReadSQL": "table and step are constants of the package",
 	"store/postgres/rollup.go:Rollup":        "one of the two constant rollup queries",
+	// The Postgres broker's work-queue schema (watermill-sql SchemaAdapter
+	// and OffsetsAdapter): one table set per topic, so the table names are
+	// part of the SQL — built from the topic by messagesTable, groupsTable,
+	// queueTable and offsetsTable and quoted with pgx.Identifier.Sanitize;
+	// every value is a parameter ($n), except in the schema's DO block,
+	// which takes none (the topic and group names there are quoted literals).
+	"broker/postgres_queue.go:InsertQuery":              "topic tables quoted as identifiers; values are parameters",
+	"broker/postgres_queue.go:SelectQuery":              "topic tables quoted as identifiers; values are parameters",
+	"broker/postgres_queue.go:AckMessageQuery":          "topic tables quoted as identifiers; values are parameters",
+	"broker/postgres_queue.go:nackQuery":                "topic tables quoted as identifiers; values are parameters",
+	"broker/postgres_queue.go:BeforeSubscribingQueries": "topic tables quoted as identifiers; values are parameters",
+	"broker/postgres.go:nack":                           "runs nackQuery's SQL",
+	"broker/postgres.go:queueStats":                     "topic tables quoted as identifiers; no values",
 }
 
 // sqlKeyword finds SQL in a string literal.

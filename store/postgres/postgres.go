@@ -165,7 +165,7 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 	}
 	rcfg := pcfg.Copy()
 	rcfg.MaxConns = s.readConns
-	rcfg.MinConns = 1 // a warm connection for the first read
+	rcfg.MinConns = 0 // opened on the first read: a store opened for a CLI command or a test holds no idle connection
 	s.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)
