@@ -2,8 +2,9 @@
 # scaleout.sh — does a second fetcher process double the throughput when the
 # Mockstagram API's latency is the bound? (SPEC §6: 2 fetchers >= 1.8x one.)
 #
-# Everything on loopback, bounded, and killed on exit: a Kafka-protocol dev
-# broker (kfake), a fresh PostgreSQL database on the local server, the
+# Everything on loopback, bounded, and killed on exit: the broker (BROKER=kafka:
+# a Kafka-protocol dev broker, kfake; BROKER=postgres: the work queue in the
+# run's database), a fresh PostgreSQL database on the local server, the
 # deterministic simulator with --latency, then 1 scheduler, 2 recorders,
 # 1 api and fetchers capped at --fetch-concurrency in-flight requests each.
 # It measures MINUTES full minutes with one fetcher, starts a second fetcher,
@@ -17,7 +18,10 @@
 # (38,400 a minute), two 76,800 a minute; the default is 90,000 pks.
 #
 # Usage: scripts/scaleout.sh            (about 2*MINUTES + 3 minutes)
-# Env:   MINUTES=2 PKS=90000 LATENCY=50ms CONCURRENCY=32 SHARDS=1024
+# Env:   MINUTES=2 PKS=90000 LATENCY=50ms CONCURRENCY=32 SHARDS=1024 BROKER=kafka|postgres
+#
+# The adaptive concurrency limit is off: each fetcher holds exactly
+# CONCURRENCY requests in flight, so the API's latency is the bound.
 #        PGHOST=127.0.0.1 PGPORT=5432 PGUSER=root BASE_PORT=19100
 set -euo pipefail
 
@@ -28,6 +32,7 @@ CONCURRENCY=${CONCURRENCY:-32}
 SHARDS=${SHARDS:-1024}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-root}
 BASE_PORT=${BASE_PORT:-19100}
+BROKER=${BROKER:-kafka}
 FIRST=1000000
 LAST=$((FIRST + PKS - 1))
 
@@ -52,9 +57,12 @@ log "building mockstagram"
 (cd "$root" && go build -o "$work/mockstagram" ./cmd/mockstagram)
 bin=$work/mockstagram
 
-kafka=127.0.0.1:$BASE_PORT
-start kafka-dev "$bin" kafka-dev --addr "$kafka"
-wait_tcp "$BASE_PORT"
+if [ "$BROKER" = kafka ]; then
+	kafka=127.0.0.1:$BASE_PORT
+	start kafka-dev "$bin" kafka-dev --addr "$kafka"
+	wait_tcp "$BASE_PORT"
+	export MOCKSTAGRAM_KAFKA_BROKERS=$kafka
+fi
 
 api=127.0.0.1:$((BASE_PORT + 1))
 start simulator "$bin" simulate --mode deterministic --addr "$api" --range "$FIRST-$LAST" --latency "$LATENCY"
@@ -62,12 +70,12 @@ wait_http "http://$api/api/v1/influencers/$FIRST"
 
 createdb "$db"
 export MOCKSTAGRAM_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db?sslmode=disable"
-export MOCKSTAGRAM_BROKER=kafka MOCKSTAGRAM_KAFKA_BROKERS=$kafka MOCKSTAGRAM_API_URL=http://$api
+export MOCKSTAGRAM_BROKER=$BROKER MOCKSTAGRAM_API_URL=http://$api MOCKSTAGRAM_FETCH_ADAPTIVE=false
 export MOCKSTAGRAM_SHARDS=$SHARDS MOCKSTAGRAM_FETCH_CONCURRENCY=$CONCURRENCY MOCKSTAGRAM_REGISTRY_BOOTSTRAP=
 export MOCKSTAGRAM_LOG_LEVEL=warn
 "$bin" migrate >/dev/null
 "$bin" registry add --range "$FIRST-$LAST" >/dev/null
-log "database $db: $PKS pks tracked; simulator latency $LATENCY; fetch concurrency $CONCURRENCY per fetcher"
+log "database $db: $PKS pks tracked; broker $BROKER; simulator latency $LATENCY; fetch concurrency $CONCURRENCY per fetcher"
 
 stage recorder-1 $((BASE_PORT + 2)) recorder
 stage recorder-2 $((BASE_PORT + 3)) recorder
@@ -106,8 +114,8 @@ log "2 fetchers, per minute:"; per_minute "$two_from" "$two_to"
 dups=$(sql "SELECT count(*) FROM (SELECT 1 FROM samples GROUP BY pk, minute HAVING count(*) > 1) d")
 bad=$(sql "SELECT count(*) FROM influencer_summary s WHERE samples <> (SELECT count(*) FROM samples x WHERE x.pk = s.pk)")
 secs=$((MINUTES * 60))
-awk -v one="$one" -v two="$two" -v secs="$secs" -v pks="$PKS" -v lat="$LATENCY" -v c="$CONCURRENCY" -v dups="$dups" -v bad="$bad" 'BEGIN {
-	printf "registry %d pks, API latency %s, %d in flight per fetcher, %d s measured per configuration\n", pks, lat, c, secs
+awk -v broker="$BROKER" -v one="$one" -v two="$two" -v secs="$secs" -v pks="$PKS" -v lat="$LATENCY" -v c="$CONCURRENCY" -v dups="$dups" -v bad="$bad" 'BEGIN {
+	printf "broker %s, registry %d pks, API latency %s, %d in flight per fetcher, %d s measured per configuration\n", broker, pks, lat, c, secs
 	printf "1 fetcher : %9d samples  %8.1f samples/s\n", one, one / secs
 	printf "2 fetchers: %9d samples  %8.1f samples/s\n", two, two / secs
 	printf "ratio     : %.2f\n", (one > 0 ? two / one : 0)
