@@ -83,8 +83,8 @@ func newSuspicionOn(cfg config.Config, roles Roles, logger *slog.Logger) suspici
 		return false
 	}
 	if err := broker.Supports(cfg.Broker, suspicionNeeds); err != nil {
-		logger.Warn("suspicion checks are off: a handler waits seconds for is_suspicious; use kafka (or gochannel in 'run') for them",
-			"broker", cfg.Broker, "reason", err)
+		logger.Warn("suspicion checks are off: a handler waits seconds for is_suspicious",
+			"broker", cfg.Broker, "use", brokerFlag([]broker.Capability{suspicionNeeds}), "reason", err)
 		return false
 	}
 	return true
