@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -107,5 +108,27 @@ func TestSuspicionOn(t *testing.T) {
 			assert.Equal(t, tc.want, bool(on))
 			assert.Empty(t, logs.String())
 		})
+	}
+}
+
+// On the postgres broker a suspicion task's delivery is bounded so that it
+// ends within the ack deadline (2 min): the budget, a request's timeout, the
+// save of the answers and a margin.
+func TestSuspicionTaskBudget(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		broker  string
+		timeout time.Duration
+		want    time.Duration
+	}{
+		{config.BrokerPostgres, 30 * time.Second, 50 * time.Second},
+		{config.BrokerPostgres, 5 * time.Second, 75 * time.Second},
+		{config.BrokerPostgres, 2 * time.Minute, 10 * time.Second},
+		{config.BrokerKafka, 30 * time.Second, 0},
+		{config.BrokerGoChannel, 30 * time.Second, 0},
+	} {
+		cfg := config.Default()
+		cfg.Broker, cfg.SuspicionTimeout = tc.broker, tc.timeout
+		assert.Equal(t, tc.want, suspicionTaskBudget(cfg), "%s, timeout %s", tc.broker, tc.timeout)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -70,6 +71,16 @@ func Supports(name string, c Capability) error {
 		return errors.New("the gochannel broker lives inside one process")
 	}
 	return nil
+}
+
+// HandlerDeadline is how long a handler may hold a message of the broker
+// named name before the broker takes it back and delivers it again (the
+// postgres broker's ack deadline); 0: no limit.
+func HandlerDeadline(name string) time.Duration {
+	if name == config.BrokerPostgres {
+		return postgresAckDeadline
+	}
+	return 0
 }
 
 // With returns the names of the brokers that have every capability cs,

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 
@@ -33,4 +34,7 @@ func TestSupports(t *testing.T) {
 	assert.Equal(t, []string{"gochannel", "kafka", "postgres"}, broker.With())
 	assert.Equal(t, []string{"kafka", "postgres"}, broker.With(broker.CrossProcess))
 	assert.Equal(t, []string{"kafka", "postgres"}, broker.With(broker.CrossProcess, broker.LongHandlers))
+	assert.Equal(t, 2*time.Minute, broker.HandlerDeadline(config.BrokerPostgres))
+	assert.Zero(t, broker.HandlerDeadline(config.BrokerKafka))
+	assert.Zero(t, broker.HandlerDeadline(config.BrokerGoChannel))
 }
