@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -62,8 +63,8 @@ func TestStage(t *testing.T) {
 		{"suspicion", kafka, Roles{Suspicion: true}, ""},
 		{"api", config.Config{DatabaseURL: "postgres://h/db", Broker: config.BrokerGoChannel}, Roles{API: true}, ""},
 		{"fetcher", config.Default(), Roles{}, "fetcher alone needs a shared broker (--broker kafka or postgres): the gochannel broker lives inside one process"},
-		{"suspicion", config.Default(), Roles{}, "suspicion alone needs a shared broker (--broker kafka): the gochannel broker lives inside one process"},
-		{"suspicion", pg, Roles{}, "suspicion needs --broker kafka: on the postgres broker a handler that runs for seconds holds a read transaction and a connection all along; the suspicion checks are not switched to it yet"},
+		{"suspicion", config.Default(), Roles{}, "suspicion alone needs a shared broker (--broker kafka or postgres): the gochannel broker lives inside one process"},
+		{"suspicion", pg, Roles{Suspicion: true}, ""},
 		{"recorder", mem, Roles{}, "recorder alone needs --database-url (MOCKSTAGRAM_DATABASE_URL): the in-memory store lives only inside 'run'"},
 		{"bench", kafka, Roles{}, `unknown stage "bench"`},
 	} {
@@ -80,23 +81,23 @@ func TestStage(t *testing.T) {
 	}
 }
 
-// The suspicion checks and rounds run where the broker allows a handler to
-// take seconds; elsewhere they are off, said once in the log.
+// The suspicion checks and rounds run on every broker (each lets a handler
+// take seconds), in the processes with the scheduler or suspicion role.
 func TestSuspicionOn(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		broker  string
-		roles   Roles
-		want    bool
-		wantLog bool
+		broker string
+		roles  Roles
+		want   bool
 	}{
-		{config.BrokerGoChannel, AllRoles(), true, false},
-		{config.BrokerKafka, Roles{Suspicion: true}, true, false},
-		{config.BrokerKafka, Roles{Scheduler: true}, true, false},
-		{config.BrokerPostgres, AllRoles(), false, true},
-		{config.BrokerPostgres, Roles{Scheduler: true}, false, true},
-		{config.BrokerPostgres, Roles{Fetcher: true, Recorder: true}, false, false},
-		{config.BrokerKafka, Roles{Fetcher: true}, false, false},
+		{config.BrokerGoChannel, AllRoles(), true},
+		{config.BrokerKafka, Roles{Suspicion: true}, true},
+		{config.BrokerKafka, Roles{Scheduler: true}, true},
+		{config.BrokerPostgres, AllRoles(), true},
+		{config.BrokerPostgres, Roles{Scheduler: true}, true},
+		{config.BrokerPostgres, Roles{Suspicion: true}, true},
+		{config.BrokerPostgres, Roles{Fetcher: true, Recorder: true}, false},
+		{config.BrokerKafka, Roles{Fetcher: true}, false},
 	} {
 		t.Run(tc.broker+" "+tc.roles.Service(), func(t *testing.T) {
 			t.Parallel()
@@ -105,11 +106,29 @@ func TestSuspicionOn(t *testing.T) {
 			cfg.Broker = tc.broker
 			on := newSuspicionOn(cfg, tc.roles, slog.New(slog.NewTextHandler(&logs, nil)))
 			assert.Equal(t, tc.want, bool(on))
-			if tc.wantLog {
-				assert.Contains(t, logs.String(), `level=WARN msg="suspicion checks are off: a handler waits seconds for is_suspicious; use kafka (or gochannel in 'run') for them" broker=postgres reason="on the postgres broker`)
-			} else {
-				assert.Empty(t, logs.String())
-			}
+			assert.Empty(t, logs.String())
 		})
+	}
+}
+
+// On the postgres broker a suspicion task's delivery is bounded so that it
+// ends within the ack deadline (2 min): the budget, a request's timeout, the
+// save of the answers and a margin.
+func TestSuspicionTaskBudget(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		broker  string
+		timeout time.Duration
+		want    time.Duration
+	}{
+		{config.BrokerPostgres, 30 * time.Second, 50 * time.Second},
+		{config.BrokerPostgres, 5 * time.Second, 75 * time.Second},
+		{config.BrokerPostgres, 2 * time.Minute, 10 * time.Second},
+		{config.BrokerKafka, 30 * time.Second, 0},
+		{config.BrokerGoChannel, 30 * time.Second, 0},
+	} {
+		cfg := config.Default()
+		cfg.Broker, cfg.SuspicionTimeout = tc.broker, tc.timeout
+		assert.Equal(t, tc.want, suspicionTaskBudget(cfg), "%s, timeout %s", tc.broker, tc.timeout)
 	}
 }

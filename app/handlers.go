@@ -227,6 +227,7 @@ func addSuspicionChecker(roles Roles, on suspicionOn, cfg config.Config, base AP
 		Attempts:     cfg.SuspicionAttempts,
 		RetryInitial: cfg.FetchRetryInitial,
 		RetryMax:     cfg.FetchRetryMax,
+		TaskBudget:   suspicionTaskBudget(cfg),
 	}, api, s, pub, clock, logger.With("stage", messages.HandlerSuspicion), m)
 	if err != nil {
 		return err

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/mockstagram/pipeline/broker"
 	"github.com/mockstagram/pipeline/config"
+	"github.com/mockstagram/pipeline/handlers"
 )
 
 // What the stages need of the broker, written once. A stage that runs alone
@@ -72,6 +74,23 @@ func brokerFlag(needs []broker.Capability) string {
 	return "--broker " + strings.Join(broker.With(needs...), " or ")
 }
 
+// suspicionTaskBudget is handlers.SuspicionConfig.TaskBudget on cfg's
+// broker: on a broker that takes a message back after a deadline (postgres:
+// 2 min), the budget, then a request in flight (its timeout), then storing
+// the answers and a margin fit in the deadline, so a long suspicion task is
+// continued in a new task instead of being cut and redelivered. At least
+// 10 s (with a request timeout too long for the deadline the delivery may
+// still be cut: its answers are stored, the redelivery asks the rest); 0 on
+// a broker without a deadline.
+func suspicionTaskBudget(cfg config.Config) time.Duration {
+	d := broker.HandlerDeadline(cfg.Broker)
+	if d == 0 {
+		return 0
+	}
+	const margin = 10 * time.Second
+	return max(d-cfg.SuspicionTimeout-handlers.SuspicionSaveTimeout-margin, margin)
+}
+
 // suspicionOn says whether this process runs the suspicion checks (and,
 // as the scheduler, their rounds). They are switched off, with a warning,
 // on a broker without the capability they need; a stand-alone suspicion
@@ -83,8 +102,8 @@ func newSuspicionOn(cfg config.Config, roles Roles, logger *slog.Logger) suspici
 		return false
 	}
 	if err := broker.Supports(cfg.Broker, suspicionNeeds); err != nil {
-		logger.Warn("suspicion checks are off: a handler waits seconds for is_suspicious; use kafka (or gochannel in 'run') for them",
-			"broker", cfg.Broker, "reason", err)
+		logger.Warn("suspicion checks are off: a handler waits seconds for is_suspicious",
+			"broker", cfg.Broker, "use", brokerFlag([]broker.Capability{suspicionNeeds}), "reason", err)
 		return false
 	}
 	return true

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -60,18 +61,26 @@ const (
 // capability c: nil, or an error that says why not. What each broker can
 // do is stated here, once; the wiring asks instead of testing names.
 func Supports(name string, c Capability) error {
-	switch {
-	case name == config.BrokerGoChannel && c == CrossProcess:
+	// Every broker has LongHandlers: postgres too, since its work queue
+	// hands each message to one of PostgresInFlight read loops per
+	// subscription, each with its own connection of the subscriber's own
+	// pool, rows locked with SKIP LOCKED and no wait for the oldest
+	// transaction, so a suspicion task waiting seconds on is_suspicious holds
+	// one loop of the suspicion subscription only, never a fetch's.
+	if name == config.BrokerGoChannel && c == CrossProcess {
 		return errors.New("the gochannel broker lives inside one process")
-	case name == config.BrokerPostgres && c == LongHandlers:
-		// The work queue no longer holds back other deliveries while a
-		// handler runs (rows locked with SKIP LOCKED, no wait for the oldest
-		// transaction), but each message in flight holds a read transaction
-		// and a connection for the handler's whole run. Returning nil here
-		// switches the suspicion checks on for postgres: a step of its own.
-		return errors.New("on the postgres broker a handler that runs for seconds holds a read transaction and a connection all along; the suspicion checks are not switched to it yet")
 	}
 	return nil
+}
+
+// HandlerDeadline is how long a handler may hold a message of the broker
+// named name before the broker takes it back and delivers it again (the
+// postgres broker's ack deadline); 0: no limit.
+func HandlerDeadline(name string) time.Duration {
+	if name == config.BrokerPostgres {
+		return postgresAckDeadline
+	}
+	return 0
 }
 
 // With returns the names of the brokers that have every capability cs,

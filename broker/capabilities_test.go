@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 
@@ -21,7 +22,7 @@ func TestSupports(t *testing.T) {
 		{config.BrokerKafka, broker.CrossProcess, ""},
 		{config.BrokerKafka, broker.LongHandlers, ""},
 		{config.BrokerPostgres, broker.CrossProcess, ""},
-		{config.BrokerPostgres, broker.LongHandlers, "on the postgres broker a handler that runs for seconds holds a read transaction and a connection all along; the suspicion checks are not switched to it yet"},
+		{config.BrokerPostgres, broker.LongHandlers, ""},
 	} {
 		err := broker.Supports(tc.broker, tc.c)
 		if tc.wantErr == "" {
@@ -32,5 +33,8 @@ func TestSupports(t *testing.T) {
 	}
 	assert.Equal(t, []string{"gochannel", "kafka", "postgres"}, broker.With())
 	assert.Equal(t, []string{"kafka", "postgres"}, broker.With(broker.CrossProcess))
-	assert.Equal(t, []string{"kafka"}, broker.With(broker.CrossProcess, broker.LongHandlers))
+	assert.Equal(t, []string{"kafka", "postgres"}, broker.With(broker.CrossProcess, broker.LongHandlers))
+	assert.Equal(t, 2*time.Minute, broker.HandlerDeadline(config.BrokerPostgres))
+	assert.Zero(t, broker.HandlerDeadline(config.BrokerKafka))
+	assert.Zero(t, broker.HandlerDeadline(config.BrokerGoChannel))
 }

@@ -203,7 +203,6 @@ func TestStandaloneStagesNeedSharedBrokerAndDatabase(t *testing.T) {
 		{[]string{"api"}, "api alone needs --database-url"},
 		{[]string{"suspicion", "--broker", "kafka", "--kafka-brokers", "k:9092"}, "suspicion alone needs --database-url"},
 		{[]string{"suspicion", "--database-url", "postgres://h/db"}, "suspicion alone needs a shared broker"},
-		{[]string{"suspicion", "--database-url", "postgres://h/db", "--broker", "postgres"}, "suspicion needs --broker kafka"},
 	} {
 		r := run(t, tc.args...)
 		assert.Equal(t, 2, r.code, "%v", tc.args)

@@ -106,7 +106,18 @@ type SuspicionConfig struct {
 	Attempts     int           // requests per pk at most, for retryable failures
 	RetryInitial time.Duration // first backoff interval
 	RetryMax     time.Duration // largest backoff interval
+	// TaskBudget bounds one delivery of a task (0: none): once it has
+	// passed, no new request or retry starts, the requests in flight end
+	// (each within its timeout), the answers are stored (within
+	// SuspicionSaveTimeout) and the pks not asked yet
+	// are published as a continuation task of the same round, shard and
+	// deadline, and the task is acked. For brokers that take a message back
+	// when its handler runs too long (the postgres broker's ack deadline).
+	TaskBudget time.Duration
 }
+
+// SuspicionSaveTimeout bounds the store's write of a task's answers.
+const SuspicionSaveTimeout = 30 * time.Second
 
 // SuspicionChecker refreshes the is_suspicious answers of a shard: for the
 // task's pks that are tracked, have data and were not answered in the task's
@@ -119,7 +130,7 @@ type SuspicionChecker struct {
 	api     SuspicionAPI
 	sem     chan struct{}
 	store   SuspicionStore
-	dlq     Publisher
+	pub     Publisher // dead letters and continuation tasks
 	clock   clockwork.Clock
 	logger  *slog.Logger
 	metrics *metrics.Pipeline
@@ -127,13 +138,13 @@ type SuspicionChecker struct {
 
 // NewSuspicionChecker creates a checker; api should have a connection pool
 // of its own, sized for cfg.Concurrency.
-func NewSuspicionChecker(cfg SuspicionConfig, api SuspicionAPI, store SuspicionStore, dlq Publisher,
+func NewSuspicionChecker(cfg SuspicionConfig, api SuspicionAPI, store SuspicionStore, pub Publisher,
 	clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) (*SuspicionChecker, error) {
-	if cfg.Concurrency < 1 || cfg.Attempts < 1 || cfg.RetryInitial <= 0 || cfg.RetryMax < cfg.RetryInitial {
-		return nil, fmt.Errorf("suspicion checker: want concurrency >= 1, attempts >= 1 and 0 < retry initial <= max; got %+v", cfg)
+	if cfg.Concurrency < 1 || cfg.Attempts < 1 || cfg.RetryInitial <= 0 || cfg.RetryMax < cfg.RetryInitial || cfg.TaskBudget < 0 {
+		return nil, fmt.Errorf("suspicion checker: want concurrency >= 1, attempts >= 1, 0 < retry initial <= max and task budget >= 0; got %+v", cfg)
 	}
 	return &SuspicionChecker{
-		cfg: cfg, api: api, sem: make(chan struct{}, cfg.Concurrency), store: store, dlq: dlq,
+		cfg: cfg, api: api, sem: make(chan struct{}, cfg.Concurrency), store: store, pub: pub,
 		clock: clock, logger: logger, metrics: m,
 	}, nil
 }
@@ -155,11 +166,11 @@ func (c *SuspicionChecker) Handle(msg *message.Message) error {
 	if err != nil {
 		return fmt.Errorf("suspicion candidates of shard %d: %w", task.Shard, err)
 	}
-	answers, failures := c.check(ctx, task, candidates)
+	answers, failures, rest := c.check(ctx, task, candidates)
 	if len(answers) > 0 {
 		// Stored even when shutdown cut the task short: what was answered
 		// is not asked again on redelivery.
-		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), SuspicionSaveTimeout)
 		err := c.store.SaveSuspicion(saveCtx, answers)
 		cancel()
 		if err != nil {
@@ -168,6 +179,21 @@ func (c *SuspicionChecker) Handle(msg *message.Message) error {
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("suspicion task of shard %d cut short (%d answered): %w", task.Shard, len(answers), err)
+	}
+	if len(rest) > 0 {
+		next := task
+		next.PKs = rest
+		cont, err := messages.NewSuspicionTask(next)
+		if err != nil {
+			return err
+		}
+		messages.InheritMetadata(cont.Metadata, msg.Metadata)
+		tracing.Inject(ctx, cont.Metadata)
+		if err := c.pub.Publish(messages.TopicSuspicionTasks, cont); err != nil {
+			return fmt.Errorf("publish the continuation of suspicion task of shard %d: %w", task.Shard, err)
+		}
+		c.logger.InfoContext(ctx, "suspicion task over its budget; the rest continues in a new task",
+			"shard", task.Shard, "round", task.Round, "answered", len(answers), "rest", len(rest), "budget", c.cfg.TaskBudget)
 	}
 	for _, fl := range failures {
 		if fl.Class == ClassExpired {
@@ -179,7 +205,7 @@ func (c *SuspicionChecker) Handle(msg *message.Message) error {
 		}
 		messages.InheritMetadata(dl.Metadata, msg.Metadata)
 		tracing.Inject(ctx, dl.Metadata)
-		if err := c.dlq.Publish(messages.TopicSuspicionDLQ, dl); err != nil {
+		if err := c.pub.Publish(messages.TopicSuspicionDLQ, dl); err != nil {
 			return fmt.Errorf("publish suspicion dead letter: %w", err)
 		}
 		c.metrics.DeadLetters.WithLabelValues(messages.TopicSuspicionDLQ).Inc()
@@ -187,24 +213,35 @@ func (c *SuspicionChecker) Handle(msg *message.Message) error {
 	return nil
 }
 
-// check asks is_suspicious for every candidate until the task's deadline.
-func (c *SuspicionChecker) check(ctx context.Context, task messages.SuspicionTask, candidates []influencer.SuspicionCandidate) ([]influencer.Suspicion, []influencer.Failure) {
+// check asks is_suspicious for every candidate until the task's deadline;
+// rest are the pks not asked when the task's budget ran out.
+func (c *SuspicionChecker) check(ctx context.Context, task messages.SuspicionTask, candidates []influencer.SuspicionCandidate) ([]influencer.Suspicion, []influencer.Failure, []int64) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := c.clock.AfterFunc(task.Deadline.Sub(c.clock.Now()), cancel)
 	defer stop.Stop()
+	budgetOver := make(chan struct{}) // never closed without a budget
+	if c.cfg.TaskBudget > 0 {
+		stopBudget := c.clock.AfterFunc(c.cfg.TaskBudget, func() { close(budgetOver) })
+		defer stopBudget.Stop()
+	}
 
 	var (
 		mu       sync.Mutex
 		wg       sync.WaitGroup
 		answers  []influencer.Suspicion
 		failures []influencer.Failure
+		rest     []int64
 	)
 	for _, cand := range candidates {
 		wg.Go(func() {
-			a, fl := c.checkOne(ctx, cand, task.Round, task.Deadline)
+			a, fl, later := c.checkOne(ctx, budgetOver, cand, task.Round, task.Deadline)
 			mu.Lock()
 			defer mu.Unlock()
+			if later {
+				rest = append(rest, cand.PK)
+				return
+			}
 			if fl != nil {
 				failures = append(failures, *fl)
 				c.metrics.SuspicionChecks.WithLabelValues(fl.Class).Inc()
@@ -221,26 +258,36 @@ func (c *SuspicionChecker) check(ctx context.Context, task messages.SuspicionTas
 	wg.Wait()
 	slices.SortFunc(answers, func(a, b influencer.Suspicion) int { return cmpInt(a.PK, b.PK) })
 	slices.SortFunc(failures, func(a, b influencer.Failure) int { return cmpInt(a.PK, b.PK) })
-	return answers, failures
+	slices.Sort(rest)
+	return answers, failures, rest
 }
 
 // checkOne asks for one pk, retrying retryable failures with the backoff
 // (Retry-After when longer) up to cfg.Attempts, never past the deadline.
-func (c *SuspicionChecker) checkOne(ctx context.Context, cand influencer.SuspicionCandidate, round, deadline time.Time) (influencer.Suspicion, *influencer.Failure) {
-	fail := func(class, reason string, attempts int) (influencer.Suspicion, *influencer.Failure) {
-		return influencer.Suspicion{}, &influencer.Failure{PK: cand.PK, Minute: round, Class: class, Reason: reason, Attempts: attempts}
+// later: the task's budget ran out before a request could start (the pk
+// goes on in the continuation task; a failed attempt is asked again there).
+func (c *SuspicionChecker) checkOne(ctx context.Context, budgetOver <-chan struct{}, cand influencer.SuspicionCandidate, round, deadline time.Time) (_ influencer.Suspicion, _ *influencer.Failure, later bool) {
+	fail := func(class, reason string, attempts int) (influencer.Suspicion, *influencer.Failure, bool) {
+		return influencer.Suspicion{}, &influencer.Failure{PK: cand.PK, Minute: round, Class: class, Reason: reason, Attempts: attempts}, false
 	}
 	retry := newRetryBackoff(c.cfg.RetryInitial, c.cfg.RetryMax, c.clock)
 	for attempt := 1; ; attempt++ {
 		select {
+		case <-budgetOver:
+			return influencer.Suspicion{}, nil, true
+		default:
+		}
+		select {
 		case c.sem <- struct{}{}:
+		case <-budgetOver:
+			return influencer.Suspicion{}, nil, true
 		case <-ctx.Done():
 			return fail(ClassExpired, "stopped (round over or shutdown) while waiting for a request slot", attempt-1)
 		}
 		suspicious, err := c.api.IsSuspicious(ctx, cand)
 		<-c.sem
 		if err == nil {
-			return influencer.Suspicion{PK: cand.PK, Suspicious: suspicious, CheckedAt: c.clock.Now().UTC()}, nil
+			return influencer.Suspicion{PK: cand.PK, Suspicious: suspicious, CheckedAt: c.clock.Now().UTC()}, nil, false
 		}
 		ferr := mockstagramapi.AsError(err)
 		if ctx.Err() != nil {
@@ -250,7 +297,14 @@ func (c *SuspicionChecker) checkOne(ctx context.Context, cand influencer.Suspici
 			return fail(ferr.Class, ferr.Reason, attempt)
 		}
 		wait, ok := retry.next(ferr.RetryAfter, deadline)
-		if !ok || !retry.sleep(ctx, wait) {
+		if !ok {
+			return fail(ClassExpired, ferr.Reason+"; stopped (round over or shutdown)", attempt)
+		}
+		select {
+		case <-c.clock.After(wait):
+		case <-budgetOver:
+			return influencer.Suspicion{}, nil, true
+		case <-ctx.Done():
 			return fail(ClassExpired, ferr.Reason+"; stopped (round over or shutdown)", attempt)
 		}
 	}
