@@ -145,23 +145,7 @@ func TestFetcherWaitingForASlotAtTheDeadlineIsExpired(t *testing.T) {
 	api := blockingAPI{arrived: make(chan struct{}, 1)}
 	e := newFakeFetchEnv(t, api)
 
-	done := make(chan handled, 1)
-	handle := e.handleFunc(t, task(7))
-	go func() { done <- handle() }()
-	select {
-	case <-api.arrived:
-	case <-ctx.Done():
-		t.Fatal("no request")
-	}
-	e.clock.Advance(fetchDeadline.Sub(fetchStart))
-
-	var got influencer.Batch
-	select {
-	case h := <-done:
-		got = result(t, h)
-	case <-ctx.Done():
-		t.Fatal("fetch did not end at the deadline")
-	}
+	got := fetchPastTheDeadline(ctx, t, e, api.arrived)
 	// Whichever sees the deadline first — the collect at the deadline or the
 	// wait ending — the pk is expired, never sent.
 	require.Len(t, got.Failures, 1)

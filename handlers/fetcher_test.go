@@ -495,6 +495,28 @@ func TestFetcherRequestTimeoutIsRetried(t *testing.T) {
 	assert.Equal(t, 1.0, testutil.ToFloat64(e.m.FetchRetries))
 }
 
+// fetchPastTheDeadline handles task(7) on e, waits for its request to
+// arrive, moves the clock to the deadline and returns the batch.
+func fetchPastTheDeadline(ctx context.Context, t *testing.T, e fetchEnv, arrived <-chan struct{}) influencer.Batch {
+	t.Helper()
+	done := make(chan handled, 1)
+	handle := e.handleFunc(t, task(7))
+	go func() { done <- handle() }()
+	select {
+	case <-arrived:
+	case <-ctx.Done():
+		t.Fatal("no request")
+	}
+	e.clock.Advance(fetchDeadline.Sub(fetchStart))
+	select {
+	case h := <-done:
+		return result(t, h)
+	case <-ctx.Done():
+		t.Fatal("fetch did not end at the deadline")
+	}
+	return influencer.Batch{}
+}
+
 func TestFetcherRequestRunningAtTheDeadline(t *testing.T) {
 	t.Parallel()
 	ctx := waitCtx(t)
@@ -507,23 +529,7 @@ func TestFetcherRequestRunningAtTheDeadline(t *testing.T) {
 	// that the server closes soon after the test) after the fetch gave up.
 	e := newFetchEnv(t, srv.URL, func(c *fetchSetup) { c.api.Timeout = 2 * time.Second })
 
-	done := make(chan handled, 1)
-	handle := e.handleFunc(t, task(7))
-	go func() { done <- handle() }()
-	select {
-	case <-arrived:
-	case <-ctx.Done():
-		t.Fatal("no request")
-	}
-	e.clock.Advance(fetchDeadline.Sub(fetchStart))
-
-	var got influencer.Batch
-	select {
-	case h := <-done:
-		got = result(t, h)
-	case <-ctx.Done():
-		t.Fatal("fetch did not end at the deadline")
-	}
+	got := fetchPastTheDeadline(ctx, t, e, arrived)
 	want := influencer.Failure{PK: 7, Minute: minute0, Class: mockstagramapi.ClassTimeout,
 		Reason: "request still running; gave up at the minute's deadline", Attempts: 1}
 	assert.Equal(t, influencer.Batch{Minute: minute0, Shard: fetchShard, Failures: []influencer.Failure{want}}, got)
