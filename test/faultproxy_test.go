@@ -2,9 +2,14 @@ package test
 
 import (
 	"net"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/mockstagram/pipeline/config"
 )
 
 // faultProxy is a TCP proxy for fault injection: it listens on 127.0.0.1:0
@@ -34,6 +39,19 @@ type faultProxy struct {
 	// by a close during a silence.
 	orphans map[int]bool
 	wg      sync.WaitGroup // accept loops and copiers
+}
+
+// throughFaultProxy points cfg's database URL at a new fault proxy to the
+// database and returns the proxy and the direct URL.
+func throughFaultProxy(t testing.TB, cfg *config.Config) (*faultProxy, string) {
+	t.Helper()
+	direct := cfg.DatabaseURL
+	u, err := url.Parse(direct)
+	require.NoError(t, err)
+	proxy := newFaultProxy(t, u.Host)
+	u.Host = proxy.Addr()
+	cfg.DatabaseURL = u.String()
+	return proxy, direct
 }
 
 // newFaultProxy starts a proxy to target; it is closed when the test ends.

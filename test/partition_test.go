@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -57,12 +56,7 @@ func (w *lockWatch) TryLead(ctx context.Context, name string) (store.Lease, bool
 // says "not ready" while the lock is unconfirmed.
 func TestDatabasePartitionLeadership(t *testing.T) {
 	cfg := testConfigStore(t, "postgres")
-	direct := cfg.DatabaseURL
-	u, err := url.Parse(direct)
-	require.NoError(t, err)
-	proxy := newFaultProxy(t, u.Host)
-	u.Host = proxy.Addr()
-	cfg.DatabaseURL = u.String()
+	proxy, direct := throughFaultProxy(t, &cfg)
 
 	p := &pipeline{clock: clockwork.NewFakeClockAt(start), published: map[time.Time]float64{}}
 	var locks *lockWatch

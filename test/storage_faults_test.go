@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -132,12 +131,7 @@ func (p *pipeline) scheduleMinute(t *testing.T, shards int, spread time.Duration
 // completely, with the simulator's exact values, once.
 func TestStorageOutage(t *testing.T) {
 	cfg := testConfigStore(t, "postgres")
-	direct := cfg.DatabaseURL
-	u, err := url.Parse(direct)
-	require.NoError(t, err)
-	proxy := newFaultProxy(t, u.Host)
-	u.Host = proxy.Addr()
-	cfg.DatabaseURL = u.String()
+	proxy, direct := throughFaultProxy(t, &cfg)
 
 	p := &pipeline{clock: clockwork.NewFakeClockAt(start), published: map[time.Time]float64{}}
 	var (
