@@ -110,7 +110,7 @@ at $((from + 250 + PARTITION)); curl -fsS -X POST "$control/pass" >/dev/null; lo
 
 # Let the last minute's deadline pass, the recorder catch up and the
 # reconciler account for every minute.
-at $((to + 90))
+at $((to + 150)) # the reconciler: 90 s after a deadline, on its once-a-minute tick
 for s in recorder fetcher scheduler api; do note_peak "$s"; done
 
 fmt() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
