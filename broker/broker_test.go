@@ -413,9 +413,17 @@ func TestPostgresQueueStats(t *testing.T) {
 	for _, m := range held {
 		m.Ack()
 	}
-	deadline := time.Now().Add(brokertest.Timeout)
-	for s = stat(); s.Depth > 0 && time.Now().Before(deadline); s = stat() {
-		time.Sleep(20 * time.Millisecond) // polling the committed acks
+	// Poll the committed acks until the queue is empty or the deadline.
+	deadline := time.After(brokertest.Timeout)
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for s = stat(); s.Depth > 0; s = stat() {
+		select {
+		case <-poll.C:
+			continue
+		case <-deadline:
+		}
+		break
 	}
 	assert.Equal(t, metrics.QueueStat{Topic: messages.TopicFetchTasks, ConsumerGroup: group}, s)
 }
