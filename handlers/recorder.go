@@ -97,7 +97,7 @@ func (r *Recorder) Handle(msg *message.Message) error {
 	}
 	done, err := r.gate.enter(ctx)
 	if err != nil {
-		return wrap(r.unavailable(ctx, err))
+		return wrap(err) // the probe it waited for failed (ErrStoreUnavailable), or ctx ended
 	}
 	start := time.Now()
 	res, err := r.record(ctx, clean)
@@ -121,7 +121,8 @@ func (r *Recorder) Handle(msg *message.Message) error {
 // store does not answer a Ping either. Data errors, malformed batches and
 // the message's own context ending are returned as they are.
 func (r *Recorder) unavailable(ctx context.Context, err error) error {
-	if errors.Is(err, store.ErrInvalid) || errors.Is(err, messages.ErrMalformed) || ctx.Err() != nil {
+	if errors.Is(err, store.ErrInvalid) || errors.Is(err, messages.ErrMalformed) || errors.Is(err, ErrStoreUnavailable) ||
+		ctx.Err() != nil {
 		return err
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, pingTimeout)
@@ -263,7 +264,7 @@ func (g *gate) enter(ctx context.Context) (done func(context.Context, error), er
 			failing, lastErr := g.failing, g.lastErr
 			g.mu.Unlock()
 			if failing {
-				return nil, fmt.Errorf("store unavailable: %w", lastErr)
+				return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, lastErr)
 			}
 		default:
 			wait := time.Until(g.next)
