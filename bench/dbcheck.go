@@ -195,3 +195,41 @@ func ClassList[N int | int64](byClass map[string]N) []string {
 	}
 	return out
 }
+
+// SuspicionCheck is how many tracked pks of a range have an is_suspicious
+// answer checked since a time, and how many of those differ from the
+// deterministic simulator's.
+type SuspicionCheck struct {
+	Answered, Wrong int64
+}
+
+// CheckSuspicion reads the latest is_suspicious answers of r's pks checked at
+// or after since and compares each with simulator.Suspicious.
+func CheckSuspicion(ctx context.Context, dbURL string, r influencer.Range, since time.Time) (SuspicionCheck, error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return SuspicionCheck{}, fmt.Errorf("check suspicion: connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rows, err := conn.Query(ctx, `SELECT pk, suspicious FROM suspicion WHERE pk BETWEEN $1 AND $2 AND checked_at >= $3`,
+		r.From, r.To, since)
+	if err != nil {
+		return SuspicionCheck{}, fmt.Errorf("check suspicion: %w", err)
+	}
+	var (
+		c   SuspicionCheck
+		pk  int64
+		sus bool
+	)
+	_, err = pgx.ForEachRow(rows, []any{&pk, &sus}, func() error {
+		c.Answered++
+		if sus != simulator.Suspicious(pk) {
+			c.Wrong++
+		}
+		return nil
+	})
+	if err != nil {
+		return SuspicionCheck{}, fmt.Errorf("check suspicion: %w", err)
+	}
+	return c, nil
+}

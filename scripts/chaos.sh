@@ -5,14 +5,18 @@
 # database on the local server, the deterministic simulator with 10 % 5xx,
 # 5 % 429 (Retry-After 1 s) and 2 % latency spikes of 3 s, then one
 # scheduler, one fetcher and one recorder as separate processes on the
-# configured broker (BROKER, default kafka via kafka-dev). The recorder is killed with SIGKILL every KILL_EVERY
-# seconds and restarted at once. After MINUTES full minutes (plus a grace for
+# configured broker (BROKER, default kafka via kafka-dev), plus the suspicion
+# checker with its round shortened to SUSPICION_INTERVAL (default 1m; the
+# simulator answers is_suspicious in 1-10 s, with the same faults). The
+# recorder is killed with SIGKILL every KILL_EVERY seconds and restarted at once. After MINUTES full minutes (plus a grace for
 # the recorder to catch up) scripts/chaoscheck compares the database with
 # simulator.Counts: stored fraction (>= 99.9 %), duplicates, wrong values,
-# pks neither stored nor missed, summaries. Exit status is chaoscheck's.
+# pks neither stored nor missed, summaries, and that every pk got an
+# is_suspicious answer during the run. Exit status is chaoscheck's.
 #
 # Usage: scripts/chaos.sh                 (about MINUTES + 2 minutes)
 # Env:   MINUTES=5 PKS=1000 SHARDS=64 KILL_EVERY=40 CONCURRENCY=64 BROKER=kafka|postgres
+#        SUSPICION_INTERVAL=1m SUSPICION_CONCURRENCY=2048 (SUSPICION_INTERVAL= turns the checker off)
 #        PGHOST=127.0.0.1 PGPORT=5432 PGUSER=root BASE_PORT=19300
 set -euo pipefail
 
@@ -22,6 +26,8 @@ SHARDS=${SHARDS:-64}
 BROKER=${BROKER:-kafka} # kafka (kfake via 'mockstagram kafka-dev') or postgres
 KILL_EVERY=${KILL_EVERY:-40}
 CONCURRENCY=${CONCURRENCY:-64}
+SUSPICION_INTERVAL=${SUSPICION_INTERVAL-1m}
+SUSPICION_CONCURRENCY=${SUSPICION_CONCURRENCY:-2048}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-root}
 BASE_PORT=${BASE_PORT:-19300}
 FIRST=1000000
@@ -51,6 +57,9 @@ if [ "$BROKER" = kafka ]; then
 fi
 export MOCKSTAGRAM_BROKER=$BROKER MOCKSTAGRAM_API_URL=http://$api MOCKSTAGRAM_REGISTRY_BOOTSTRAP=
 export MOCKSTAGRAM_SHARDS=$SHARDS MOCKSTAGRAM_FETCH_CONCURRENCY=$CONCURRENCY
+if [ -n "$SUSPICION_INTERVAL" ]; then
+	export MOCKSTAGRAM_SUSPICION_INTERVAL=$SUSPICION_INTERVAL MOCKSTAGRAM_SUSPICION_CONCURRENCY=$SUSPICION_CONCURRENCY
+fi
 export MOCKSTAGRAM_POSTGRES_POLL_INTERVAL=100ms MOCKSTAGRAM_LOG_LEVEL=warn MOCKSTAGRAM_LOG_FORMAT=text
 "$bin" migrate >/dev/null
 "$bin" registry add --range "$FIRST-$LAST" >/dev/null
@@ -58,6 +67,7 @@ wait_http "http://$api/api/v1/influencers/$FIRST"
 
 stage recorder $((BASE_PORT + 1)) recorder; recorder_pid=$last_pid
 stage fetcher $((BASE_PORT + 2)) fetcher
+[ -n "$SUSPICION_INTERVAL" ] && stage suspicion $((BASE_PORT + 4)) suspicion
 stage scheduler $((BASE_PORT + 3)) scheduler
 
 # Measure from the next full minute.
@@ -81,7 +91,10 @@ sleep 30
 fmt() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
 log "checking (recorder killed $kills times)"
 status=0
-"$work/chaoscheck" --database-url "$MOCKSTAGRAM_DATABASE_URL" --pks "$FIRST-$LAST" --from "$(fmt $from)" --to "$(fmt $to)" || status=$?
+suspicion_since=
+[ -n "$SUSPICION_INTERVAL" ] && suspicion_since=$(fmt "$from")
+"$work/chaoscheck" --database-url "$MOCKSTAGRAM_DATABASE_URL" --pks "$FIRST-$LAST" --from "$(fmt $from)" --to "$(fmt $to)" \
+	--suspicion-since "$suspicion_since" || status=$?
 retries=$(curl -fsS "http://127.0.0.1:$((BASE_PORT + 2))/metrics" | awk '/^mockstagram_fetch_retries_total /{print $2}')
 dlq=$(curl -fsS "http://127.0.0.1:$((BASE_PORT + 2))/metrics" | awk '/^mockstagram_dead_letters_total/{s+=$2} END{print s+0}')
 echo "fetch retries $retries, fetcher dead letters $dlq, recorder kills $kills"

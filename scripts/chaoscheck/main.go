@@ -5,7 +5,8 @@
 // simulator.Counts, the pks neither stored nor reported missed, and the
 // summaries that do not count each stored minute exactly once. It prints the
 // figures and exits 1 when an invariant is broken or fewer than --min-stored
-// of the samples are stored.
+// of the samples are stored. With --suspicion-since it also checks that
+// every tracked pk has an is_suspicious answer checked at or after that time.
 //
 //	go run ./scripts/chaoscheck --database-url postgres://... --pks 1000000-1000999 \
 //	    --from 2026-01-01T12:01:00Z --to 2026-01-01T12:04:00Z
@@ -29,14 +30,15 @@ func main() {
 	fromS := flag.String("from", "", "first checked minute (RFC 3339)")
 	toS := flag.String("to", "", "end of the checked minutes (exclusive, RFC 3339)")
 	minStored := flag.Float64("min-stored", 0.999, "minimum fraction of samples stored")
+	suspicionS := flag.String("suspicion-since", "", "when set (RFC 3339): every pk must have an is_suspicious answer checked since then")
 	flag.Parse()
-	if err := run(os.Stdout, *dbURL, *pkRange, *fromS, *toS, *minStored); err != nil {
+	if err := run(os.Stdout, *dbURL, *pkRange, *fromS, *toS, *minStored, *suspicionS); err != nil {
 		fmt.Fprintln(os.Stderr, "chaoscheck:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out io.Writer, dbURL, pkRange, fromS, toS string, minStored float64) error {
+func run(out io.Writer, dbURL, pkRange, fromS, toS string, minStored float64, suspicionS string) error {
 	r, err := influencer.ParseRange(pkRange)
 	if err != nil {
 		return err
@@ -56,11 +58,27 @@ func run(out io.Writer, dbURL, pkRange, fromS, toS string, minStored float64) er
 		return err
 	}
 	frac := report(out, c)
+	unanswered := int64(0)
+	if suspicionS != "" {
+		since, err := time.Parse(time.RFC3339, suspicionS)
+		if err != nil {
+			return err
+		}
+		sc, err := bench.CheckSuspicion(ctx, dbURL, r, since)
+		if err != nil {
+			return err
+		}
+		unanswered = r.To - r.From + 1 - sc.Answered + sc.Wrong
+		fmt.Fprintf(out, "is_suspicious answered since %s: %d of %d pks, %d wrong\n",
+			since.Format(time.TimeOnly), sc.Answered, r.To-r.From+1, sc.Wrong)
+	}
 	switch {
 	case c.Broken():
 		return fmt.Errorf("invariants broken")
 	case frac < minStored:
 		return fmt.Errorf("stored %.4f %% < %.4f %%", 100*frac, 100*minStored)
+	case unanswered > 0:
+		return fmt.Errorf("%d pks without a right is_suspicious answer", unanswered)
 	}
 	fmt.Fprintln(out, "OK")
 	return nil
