@@ -62,7 +62,7 @@ const (
 // do is stated here, once; the wiring asks instead of testing names.
 func Supports(name string, c Capability) error {
 	// Every broker has LongHandlers: postgres too, since its work queue
-	// hands each message to one of PostgresInFlight read loops per
+	// hands each message to one of postgres-in-flight read loops per
 	// subscription, each with its own connection of the subscriber's own
 	// pool, rows locked with SKIP LOCKED and no wait for the oldest
 	// transaction, so a suspicion task waiting seconds on is_suspicious holds
@@ -105,7 +105,7 @@ type Deps struct {
 	// Pool is the store's pool; required for the postgres broker, whose
 	// topic tables live in the store's database. The publisher uses it;
 	// each subscriber opens a pool of its own with the same settings and at
-	// most PostgresInFlight connections (one per message in flight: the read
+	// most postgres-in-flight connections (one per message in flight: the read
 	// transaction stays open until the ack).
 	Pool *pgxpool.Pool
 }
@@ -177,7 +177,7 @@ func (b *Broker) Publisher() message.Publisher { return sharedPublisher{b.pub} }
 // Subscriber returns a new subscriber in consumerGroup (use ConsumerGroup of
 // the handler's name); create one per handler. Subscribers of one group share
 // the topic's messages: on kafka they split the partitions between them, on
-// postgres each takes the next message no other holds (PostgresInFlight at
+// postgres each takes the next message no other holds (postgres-in-flight at
 // once per subscription). gochannel has no groups: every subscriber of a
 // topic gets every message. Closing the subscriber (the router does) stops its
 // subscriptions only; Broker.Close closes the ones still open.

@@ -24,11 +24,6 @@ import (
 // (at most 90 s), so the library's 30 s default is too short.
 const postgresAckDeadline = 2 * time.Minute
 
-// PostgresInFlight is how many messages one subscription of the postgres
-// broker works on at once: as many read loops, each with its own transaction
-// and connection (of a pool of the subscriber's own, so a busy handler never
-// takes the connections the store and the publisher need).
-const PostgresInFlight = 8
 
 // Nack delays: a nacked message is visible again after postgresNackDelay,
 // doubled with each further nack, at most postgresNackDelayMax.
@@ -43,11 +38,18 @@ const (
 // locks with SKIP LOCKED), delivery does not wait for other transactions, an
 // ack deletes the message's row, a nack delays that message only.
 //
-// Each subscription runs PostgresInFlight read loops (watermill-sql
-// subscriptions of one message per transaction): one polls every
-// PostgresPollInterval, the others every postgresIdlePolls of it while the
-// queue is empty, so an idle subscription costs one query per interval
-// rather than PostgresInFlight.
+// Each subscription works on up to postgres-in-flight messages at once: as
+// many read loops (watermill-sql subscriptions of one message per
+// transaction), each with its own transaction and connection of a pool of the
+// subscriber's own (so a busy handler never takes the connections the store
+// and the publisher need). A fetch or suspicion task holds its loop for as
+// long as its slowest pk, seconds under API faults, so a subscription needs
+// tens of them to keep up with ~1.4 tasks/s (1024 shards over a 45 s
+// spread). While the queue is empty one loop polls every
+// PostgresPollInterval and the others, together, postgresIdleShare times as
+// often: an idle subscription costs about three queries per interval
+// whatever its in-flight count, and a message is picked within a fraction of
+// the interval while the first loop is busy.
 type postgresBroker struct {
 	pool      *pgxpool.Pool
 	cfg       config.Config
@@ -55,9 +57,15 @@ type postgresBroker struct {
 	logger    watermill.LoggerAdapter
 }
 
-// postgresIdlePolls: the extra read loops of a subscription poll this many
-// times less often than the first while they find nothing.
-const postgresIdlePolls = 4
+// postgresIdleShare: the extra read loops of a subscription, together, poll
+// this many times as often as the first while they find nothing.
+const postgresIdleShare = 2
+
+// restPollInterval is the poll interval of each of a subscription's extra
+// read loops (inFlight-1 of them) for the first loop's interval poll.
+func restPollInterval(poll time.Duration, inFlight int) time.Duration {
+	return max(poll, poll*time.Duration(inFlight-1)/postgresIdleShare)
+}
 
 func newPostgres(cfg config.Config, pool *pgxpool.Pool, logger watermill.LoggerAdapter) (*postgresBroker, error) {
 	pub, err := wsql.NewPublisher(wsql.BeginnerFromPgx(pool), wsql.PublisherConfig{
@@ -73,7 +81,7 @@ func newPostgres(cfg config.Config, pool *pgxpool.Pool, logger watermill.LoggerA
 
 func (p *postgresBroker) subscriber(consumerGroup string) (message.Subscriber, error) {
 	pcfg := p.pool.Config()
-	pcfg.MaxConns = PostgresInFlight
+	pcfg.MaxConns = int32(p.cfg.PostgresInFlight) //nolint:gosec // at most 256 (config.Validate)
 	pcfg.MinConns = 0
 	pcfg.MaxConnIdleTime = time.Minute
 	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
@@ -101,20 +109,21 @@ func (p *postgresBroker) subscriber(consumerGroup string) (message.Subscriber, e
 		pool.Close()
 		return nil, err
 	}
-	rest, err := newSub(postgresIdlePolls * p.cfg.PostgresPollInterval)
+	rest, err := newSub(restPollInterval(p.cfg.PostgresPollInterval, p.cfg.PostgresInFlight))
 	if err != nil {
 		pool.Close()
 		return nil, err
 	}
-	return &pgSubscriber{group: consumerGroup, first: first, rest: rest, pool: pool, logger: p.logger}, nil
+	return &pgSubscriber{group: consumerGroup, inFlight: p.cfg.PostgresInFlight, first: first, rest: rest, pool: pool, logger: p.logger}, nil
 }
 
 // pgSubscriber is one handler's subscriber on the postgres broker: it merges
-// PostgresInFlight watermill-sql read loops into one channel and turns a nack
+// inFlight watermill-sql read loops into one channel and turns a nack
 // into a delayed redelivery of that message (watermill-sql itself would hand
 // the same message to the same loop again at once, holding its row).
 type pgSubscriber struct {
 	group       string
+	inFlight    int
 	first, rest *wsql.Subscriber
 	pool        *pgxpool.Pool
 	logger      watermill.LoggerAdapter
@@ -132,8 +141,8 @@ func (s *pgSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *mes
 		return nil, errors.New("subscriber closed")
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	ins := make([]<-chan *message.Message, 0, PostgresInFlight)
-	for i := range PostgresInFlight {
+	ins := make([]<-chan *message.Message, 0, s.inFlight)
+	for i := range s.inFlight {
 		sub := s.first
 		if i > 0 {
 			sub = s.rest

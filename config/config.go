@@ -83,6 +83,7 @@ type Config struct {
 	KafkaVersion         string        `name:"kafka-version" default:"3.7.0" help:"Kafka protocol version the client speaks (X.Y.Z); at most the brokers' version."`
 	KafkaPartitions      int           `name:"kafka-partitions" default:"16" help:"Partitions of each topic created at start when missing (existing topics are left as they are)."`
 	PostgresPollInterval time.Duration `name:"postgres-poll-interval" default:"250ms" help:"With broker postgres: how often an idle subscriber polls its topic table."`
+	PostgresInFlight     int           `name:"postgres-in-flight" default:"32" help:"With broker postgres: messages one subscription works on at once (each holds a connection of the subscriber's pool while its handler runs)."`
 }
 
 // Default returns the configuration with every default applied; a test keeps
@@ -126,6 +127,7 @@ func Default() Config {
 		KafkaVersion:         "3.7.0",
 		KafkaPartitions:      16,
 		PostgresPollInterval: 250 * time.Millisecond,
+		PostgresInFlight:     32,
 	}
 }
 
@@ -171,6 +173,9 @@ func (c Config) Validate() error {
 	}
 	if c.PostgresPollInterval <= 0 || c.PostgresPollInterval > time.Minute {
 		bad("postgres-poll-interval: %s not in (0s, 1m]", c.PostgresPollInterval)
+	}
+	if c.PostgresInFlight < 1 || c.PostgresInFlight > 256 {
+		bad("postgres-in-flight: %d not in [1, 256]", c.PostgresInFlight)
 	}
 	if err := checkListenAddr(c.HTTPAddr); err != nil {
 		bad("http-addr: %w", err)
