@@ -1,8 +1,6 @@
 package app
 
 import (
-	"bytes"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -77,36 +75,6 @@ func TestStage(t *testing.T) {
 			}
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, roles)
-		})
-	}
-}
-
-// The suspicion checks and rounds run on every broker (each lets a handler
-// take seconds), in the processes with the scheduler or suspicion role.
-func TestSuspicionOn(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		broker string
-		roles  Roles
-		want   bool
-	}{
-		{config.BrokerGoChannel, AllRoles(), true},
-		{config.BrokerKafka, Roles{Suspicion: true}, true},
-		{config.BrokerKafka, Roles{Scheduler: true}, true},
-		{config.BrokerPostgres, AllRoles(), true},
-		{config.BrokerPostgres, Roles{Scheduler: true}, true},
-		{config.BrokerPostgres, Roles{Suspicion: true}, true},
-		{config.BrokerPostgres, Roles{Fetcher: true, Recorder: true}, false},
-		{config.BrokerKafka, Roles{Fetcher: true}, false},
-	} {
-		t.Run(tc.broker+" "+tc.roles.Service(), func(t *testing.T) {
-			t.Parallel()
-			var logs bytes.Buffer
-			cfg := config.Default()
-			cfg.Broker = tc.broker
-			on := newSuspicionOn(cfg, tc.roles, slog.New(slog.NewTextHandler(&logs, nil)))
-			assert.Equal(t, tc.want, bool(on))
-			assert.Empty(t, logs.String())
 		})
 	}
 }

@@ -27,7 +27,6 @@ import (
 
 // HandlersModule adds the stages this process runs.
 var HandlersModule = fx.Module("handlers",
-	fx.Provide(fx.Private, newSuspicionOn),
 	// What the scheduler's leader does, for readiness (HTTPModule).
 	fx.Provide(func() *handlers.LeaderStatus { return &handlers.LeaderStatus{} }),
 	fx.Invoke(addFetcher, addRecorder, addSuspicionChecker, addDeadLetterArchiver, runScheduler),
@@ -168,7 +167,7 @@ const reconcileSettle = 90 * time.Second
 // runScheduler runs the scheduler as leader or hot standby. It starts after
 // the router (it depends on it), so in-process subscribers are ready before
 // the first task is published.
-func runScheduler(lc fx.Lifecycle, roles Roles, on suspicionOn, cfg config.Config, s store.Store, _ *message.Router, pub message.Publisher,
+func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s store.Store, _ *message.Router, pub message.Publisher,
 	clock clockwork.Clock, tp trace.TracerProvider, logger *slog.Logger, m *metrics.Pipeline, status *handlers.LeaderStatus) {
 	if !roles.Scheduler {
 		return
@@ -195,9 +194,7 @@ func runScheduler(lc fx.Lifecycle, roles Roles, on suspicionOn, cfg config.Confi
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return sched.Run(ctx) })
 			g.Go(func() error { return reconciler.Run(ctx) })
-			if on {
-				g.Go(func() error { return suspicion.Run(ctx) })
-			}
+			g.Go(func() error { return suspicion.Run(ctx) })
 			return g.Wait()
 		})
 	})
@@ -206,9 +203,9 @@ func runScheduler(lc fx.Lifecycle, roles Roles, on suspicionOn, cfg config.Confi
 // addSuspicionChecker adds the daily is_suspicious checks (SPEC §1.6): its
 // own consumer group, request slots and HTTP client, so the slow API calls
 // never hold up the per-minute fetches.
-func addSuspicionChecker(roles Roles, on suspicionOn, cfg config.Config, base APIBaseURL, s store.Store, router *message.Router, b *broker.Broker,
+func addSuspicionChecker(roles Roles, cfg config.Config, base APIBaseURL, s store.Store, router *message.Router, b *broker.Broker,
 	pub message.Publisher, clock clockwork.Clock, logger *slog.Logger, m *metrics.Pipeline) error {
-	if !roles.Suspicion || !bool(on) {
+	if !roles.Suspicion {
 		return nil
 	}
 	sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerSuspicion))

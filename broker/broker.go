@@ -52,21 +52,20 @@ const (
 	// CrossProcess: stages in separate processes exchange messages through
 	// it (stand-alone stages, 'dlq replay').
 	CrossProcess Capability = iota + 1
-	// LongHandlers: a handler may take seconds per message without holding
-	// back the deliveries of other handlers (the suspicion checks).
-	LongHandlers
 )
 
 // Supports reports whether the broker named name (config.Broker*) has
 // capability c: nil, or an error that says why not. What each broker can
 // do is stated here, once; the wiring asks instead of testing names.
 func Supports(name string, c Capability) error {
-	// Every broker has LongHandlers: postgres too, since its work queue
-	// hands each message to one of postgres-in-flight read loops per
-	// subscription, each with its own connection of the subscriber's own
-	// pool, rows locked with SKIP LOCKED and no wait for the oldest
-	// transaction, so a suspicion task waiting seconds on is_suspicious holds
-	// one loop of the suspicion subscription only, never a fetch's.
+	// Not a capability, since every broker has it: a handler may take
+	// seconds per message (the suspicion checks) without holding back the
+	// deliveries of other handlers. Postgres too: its work queue hands each
+	// message to one of postgres-in-flight read loops per subscription, each
+	// with its own connection of the subscriber's own pool, rows locked
+	// with SKIP LOCKED and no wait for the oldest transaction, so a
+	// suspicion task waiting seconds on is_suspicious holds one loop of the
+	// suspicion subscription only, never a fetch's.
 	if name == config.BrokerGoChannel && c == CrossProcess {
 		return errors.New("the gochannel broker lives inside one process")
 	}

@@ -18,11 +18,8 @@ func TestSupports(t *testing.T) {
 		wantErr string
 	}{
 		{config.BrokerGoChannel, broker.CrossProcess, "the gochannel broker lives inside one process"},
-		{config.BrokerGoChannel, broker.LongHandlers, ""},
 		{config.BrokerKafka, broker.CrossProcess, ""},
-		{config.BrokerKafka, broker.LongHandlers, ""},
 		{config.BrokerPostgres, broker.CrossProcess, ""},
-		{config.BrokerPostgres, broker.LongHandlers, ""},
 	} {
 		err := broker.Supports(tc.broker, tc.c)
 		if tc.wantErr == "" {
@@ -33,7 +30,6 @@ func TestSupports(t *testing.T) {
 	}
 	assert.Equal(t, []string{"gochannel", "kafka", "postgres"}, broker.With())
 	assert.Equal(t, []string{"kafka", "postgres"}, broker.With(broker.CrossProcess))
-	assert.Equal(t, []string{"kafka", "postgres"}, broker.With(broker.CrossProcess, broker.LongHandlers))
 	assert.Equal(t, 2*time.Minute, broker.HandlerDeadline(config.BrokerPostgres))
 	assert.Zero(t, broker.HandlerDeadline(config.BrokerKafka))
 	assert.Zero(t, broker.HandlerDeadline(config.BrokerGoChannel))

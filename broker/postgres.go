@@ -24,7 +24,6 @@ import (
 // (at most 90 s), so the library's 30 s default is too short.
 const postgresAckDeadline = 2 * time.Minute
 
-
 // Nack delays: a nacked message is visible again after postgresNackDelay,
 // doubled with each further nack, at most postgresNackDelayMax.
 const (

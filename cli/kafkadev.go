@@ -15,9 +15,11 @@ type KafkaDevCmd struct {
 	Partitions int    `default:"16" help:"Partitions of topics created without a count (mockstagram creates its own with --kafka-partitions)."`
 }
 
-// Run serves the broker until interrupted.
+// Run serves the broker until interrupted, dropping the records every
+// consumer group has committed past and those older than
+// kafkadev.MaxRecordAge.
 func (c KafkaDevCmd) Run(e env, _ config.Config) error {
-	cluster, err := kafkadev.Start(c.Addr, c.Partitions)
+	cluster, err := kafkadev.New(c.Addr, c.Partitions)
 	if err != nil {
 		return err
 	}
@@ -25,6 +27,6 @@ func (c KafkaDevCmd) Run(e env, _ config.Config) error {
 	addrs := strings.Join(cluster.ListenAddrs(), ",")
 	fmt.Fprintf(e.stdout, "Kafka dev broker (kfake, in memory, nothing persisted) listening on %s\n", addrs)
 	fmt.Fprintf(e.stdout, "Try: MOCKSTAGRAM_BROKER=kafka MOCKSTAGRAM_KAFKA_BROKERS=%s mockstagram run\n", addrs)
-	<-e.ctx.Done()
+	cluster.Run(e.ctx, kafkadev.TrimInterval) // until interrupted
 	return nil
 }

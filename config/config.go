@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/mockstagramapi"
 )
 
 // Broker names accepted by MOCKSTAGRAM_BROKER.
@@ -313,13 +314,12 @@ func validateHTTPURL(raw string) error {
 		}
 		return fmt.Errorf("not a URL: %w", err)
 	}
-	shown := *u
-	shown.User = nil
+	shown := mockstagramapi.WithoutUserinfo(raw)
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q: want http(s)://host[:port]", shown.String())
+		return fmt.Errorf("%q: want http(s)://host[:port]", shown)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%q: must not have a query or fragment", shown.String())
+		return fmt.Errorf("%q: must not have a query or fragment", shown)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"context"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -11,9 +10,10 @@ import (
 // retryBackoff is the one backoff of the handlers' retries: exponential with
 // full jitter, the k-th wait uniform in [0, min(initial·2^k, max)], or the
 // server's Retry-After when longer, never past the deadline. The intervals
-// come from cenkalti/backoff; the waits are on the injected clock (its Retry
-// waits on real timers), so tests drive them with a fake clock. One per pk
-// (not safe for concurrent use); a value, so it costs no allocation.
+// come from cenkalti/backoff; the callers wait them on the injected clock
+// (its Retry waits on real timers), so tests drive them with a fake clock.
+// One per pk (not safe for concurrent use); a value, so it costs no
+// allocation.
 type retryBackoff struct {
 	exp   backoff.ExponentialBackOff
 	clock clockwork.Clock
@@ -37,14 +37,4 @@ func newRetryBackoff(initial, maxWait time.Duration, clock clockwork.Clock) retr
 func (b *retryBackoff) next(retryAfter time.Duration, deadline time.Time) (wait time.Duration, ok bool) {
 	wait = max(b.exp.NextBackOff(), retryAfter)
 	return wait, b.clock.Now().Add(wait).Before(deadline)
-}
-
-// sleep waits d on the clock; false when ctx ends first.
-func (b *retryBackoff) sleep(ctx context.Context, d time.Duration) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-b.clock.After(d):
-		return true
-	}
 }

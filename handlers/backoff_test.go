@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -65,34 +64,4 @@ func TestRetryBackoffRetryAfterAndDeadline(t *testing.T) {
 
 	_, ok = b.next(0, clock.Now())
 	assert.False(t, ok, "no wait at or past the deadline")
-}
-
-func TestRetryBackoffSleepsOnTheClock(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	clock := clockwork.NewFakeClock()
-	b := newRetryBackoff(time.Millisecond, time.Millisecond, clock)
-
-	done := make(chan bool, 1)
-	go func() { done <- b.sleep(ctx, time.Second) }()
-	require.NoError(t, clock.BlockUntilContext(ctx, 1))
-	clock.Advance(time.Second)
-	select {
-	case ok := <-done:
-		assert.True(t, ok)
-	case <-ctx.Done():
-		t.Fatal("sleep did not end")
-	}
-
-	stopped, stop := context.WithCancel(ctx)
-	go func() { done <- b.sleep(stopped, time.Second) }()
-	require.NoError(t, clock.BlockUntilContext(ctx, 1))
-	stop()
-	select {
-	case ok := <-done:
-		assert.False(t, ok, "ctx ended first")
-	case <-ctx.Done():
-		t.Fatal("sleep did not end")
-	}
 }

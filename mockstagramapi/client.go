@@ -149,8 +149,9 @@ func basicAuth(user *url.Userinfo) string {
 }
 
 // WithoutUserinfo is raw without its user and password, to be printed or
-// logged. From a raw URL that does not parse, what lies between "//" and
-// the last "@" is cut.
+// logged: the one way a URL that may carry credentials (the base URL's
+// basic auth) is shown, here and in config's errors. From a raw URL that
+// does not parse, what lies between "//" and the last "@" is cut.
 func WithoutUserinfo(raw string) string {
 	u, err := url.Parse(raw)
 	if err == nil {
