@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,10 +51,10 @@ type Config struct {
 	Max     int // largest limit, >= Min
 	Initial int // starting limit (default: Min, at least 8, at most Max)
 
-	// Tolerance: a window whose mean RTT is at most Tolerance × the no-load
+	// Tolerance: a window whose median RTT is at most Tolerance × the no-load
 	// RTT is healthy and lets the limit grow (default 2).
 	Tolerance float64
-	// Target: a window whose mean RTT is at most Target is healthy whatever
+	// Target: a window whose median RTT is at most Target is healthy whatever
 	// the no-load RTT (default 25ms). It keeps the limit from shrinking for
 	// latency that is small next to the request timeout (scheduling noise of a
 	// busy client), while a queue of seconds is far above it.
@@ -130,12 +131,19 @@ func (c Config) withDefaults() (Config, error) {
 //     multiplied by Backoff (multiplicative decrease);
 //   - until the first window that is not healthy (slow start), a healthy
 //     window that used at least half the limit doubles it;
-//   - otherwise, with r the window's mean RTT of successful answers and
-//     r0 the no-load RTT (the smallest window mean seen), the gradient
+//   - otherwise, with r the window's median RTT of successful answers and
+//     r0 the no-load RTT (the smallest window median seen), the gradient
 //     g = clamp(max(Tolerance·r0, Target)/r, 0.5, 1) and the new estimate is
 //     limit·g + √limit (the √limit is queueing headroom, only granted when
 //     the window used at least half the limit); the limit moves toward it by
 //     Smoothing.
+//
+// The median, not the mean: a few slow answers in a window (an API whose
+// every 50th answer takes 3 s while the rest take a millisecond) say
+// nothing about its capacity, yet they make the mean 60 ms, and a limit on
+// the mean shrank to Min under such faults (66 requests/s where 330 were
+// needed). A server past its capacity queues every request: the median
+// grows with the queue.
 //
 // The limit stays in [Min, Max]. At Min, r0 follows r upward (by Smoothing)
 // too: what the API takes at our smallest load is its no-load RTT now.
@@ -159,8 +167,8 @@ type Limit struct {
 
 	// The open window.
 	winStart   time.Time
-	winOK      int           // successes
-	winRTT     time.Duration // their RTT sum
+	winOK      int             // successes
+	winRTTs    []time.Duration // their RTTs
 	winDrops   int           // overloads
 	winPeakUse int           // most slots held at once
 }
@@ -306,7 +314,7 @@ func (l *Limit) observe(o Outcome, rtt time.Duration) {
 	switch o {
 	case Success:
 		l.winOK++
-		l.winRTT += rtt
+		l.winRTTs = append(l.winRTTs, rtt)
 	case Overload:
 		l.winDrops++
 		l.m.AdaptiveOverloads.Inc()
@@ -320,7 +328,7 @@ func (l *Limit) observe(o Outcome, rtt time.Duration) {
 		return
 	}
 	l.update()
-	l.winStart, l.winOK, l.winRTT, l.winDrops, l.winPeakUse = now, 0, 0, 0, l.inUse
+	l.winStart, l.winOK, l.winRTTs, l.winDrops, l.winPeakUse = now, 0, l.winRTTs[:0], 0, l.inUse
 	l.m.AdaptiveLimit.Set(l.limit)
 }
 
@@ -335,7 +343,8 @@ func (l *Limit) update() {
 	if l.winOK == 0 {
 		return
 	}
-	r := l.winRTT / time.Duration(l.winOK)
+	slices.Sort(l.winRTTs)
+	r := l.winRTTs[len(l.winRTTs)/2]
 	switch {
 	case l.noLoad == 0 || r < l.noLoad:
 		l.noLoad = r

@@ -146,6 +146,30 @@ func TestSporadicOverloadBelowDropToleranceDoesNotShrink(t *testing.T) {
 	assert.Greater(t, l.Current(), 10.0)
 }
 
+func TestRareSlowAnswersDoNotShrink(t *testing.T) {
+	t.Parallel()
+	// Every window: 49 answers in 1 ms and one in 3 s (the chaos run's 2 %
+	// latency spikes). The mean RTT is 61 ms, 61× the no-load RTT; the
+	// median is the no-load RTT, so the limit keeps growing.
+	l, clk, _ := newLimit(t, gradientOnly(1, 1000, 50, 50))
+	round(t, l, clk, 50, time.Millisecond, adaptive.Success) // no-load RTT 1 ms; slow start: 100
+	for range 20 {
+		toks := make([]adaptive.Token, 50)
+		for i := range toks {
+			var err error
+			toks[i], err = l.Acquire(context.Background(), time.Time{})
+			require.NoError(t, err)
+		}
+		clk.Advance(time.Millisecond)
+		for _, tok := range toks[1:] {
+			tok.Release(adaptive.Success)
+		}
+		clk.Advance(3 * time.Second)
+		toks[0].Release(adaptive.Success)
+		require.GreaterOrEqual(t, l.Current(), 100.0) // else the next 50 Acquires would block
+	}
+}
+
 func TestIgnoredOutcomesDoNotMoveTheLimit(t *testing.T) {
 	t.Parallel()
 	l, clk, _ := newLimit(t, gradientOnly(1, 100, 10, 1))
