@@ -169,8 +169,8 @@ type Limit struct {
 	winStart   time.Time
 	winOK      int             // successes
 	winRTTs    []time.Duration // their RTTs
-	winDrops   int           // overloads
-	winPeakUse int           // most slots held at once
+	winDrops   int             // overloads
+	winPeakUse int             // most slots held at once
 }
 
 type waiter struct {
