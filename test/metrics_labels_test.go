@@ -63,7 +63,7 @@ func TestFailureCountersArePreinitialized(t *testing.T) {
 
 	gobreakerTransition := func(from, to gobreaker.State) string { return from.String() + "/" + to.String() }
 	want := map[string][]string{
-		"mockstagram_fetch_failures_total":  failureClasses,
+		"mockstagram_fetch_failures_total":   failureClasses,
 		"mockstagram_suspicion_checks_total": append(append([]string{}, failureClasses...), "suspicious", "not_suspicious"),
 		"mockstagram_dead_letters_total":     {messages.TopicFetcherDLQ, messages.TopicSuspicionDLQ},
 		"mockstagram_dead_letters_archived_total": {
