@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"context"
 	"maps"
 	"os"
@@ -91,6 +92,9 @@ func TestComposeInstalls(t *testing.T) {
 	k := kafka.Services["kafka"]
 	assert.Equal(t, "broker,controller", env(k, "KAFKA_PROCESS_ROLES"), "KRaft, no ZooKeeper")
 	assert.Equal(t, "/var/lib/kafka/data", env(k, "KAFKA_LOG_DIRS"))
+	id, err := base64.RawURLEncoding.DecodeString(env(k, "CLUSTER_ID"))
+	assert.NoError(t, err, "a KRaft cluster id is a base64 UUID")
+	assert.Len(t, id, 16, "a KRaft cluster id is a base64 UUID")
 	assert.Contains(t, mounts(k), "volume kafka:/var/lib/kafka/data")
 	assert.Equal(t, "kafka:9092", env(kafka.Services["kafdrop"], "KAFKA_BROKERCONNECT"))
 	assert.Contains(t, kafka.Services["kafka-exporter"].Command, "--kafka.server=kafka:9092")
@@ -349,18 +353,23 @@ func datasources(t *testing.T) map[string]datasource {
 	return out
 }
 
-// `docker compose config` where the tool is installed (never on CI, which
-// has no Docker).
+// `docker compose config` where Compose v2 is installed (never on CI, which
+// has no Docker; the file needs v2.27.1+: profiles chosen by .env).
 func TestDockerComposeConfig(t *testing.T) {
-	compose := []string{"docker", "compose"}
-	if err := exec.Command("docker", "compose", "version").Run(); err != nil {
-		if _, err := exec.LookPath("docker-compose"); err != nil {
-			t.Skip("neither `docker compose` nor docker-compose is installed; TestCompose* load the file with compose-go instead")
+	var compose []string
+	for _, c := range [][]string{{"docker", "compose"}, {"docker-compose"}} {
+		out, err := exec.Command(c[0], append(slices.Clone(c[1:]), "version", "--short")...).Output()
+		if err == nil && strings.HasPrefix(strings.TrimPrefix(strings.TrimSpace(string(out)), "v"), "2.") {
+			compose = c
+			break
 		}
-		compose = []string{"docker-compose"}
+	}
+	if compose == nil {
+		t.Skip("Docker Compose v2 is not installed; TestCompose* load the file with compose-go instead")
 	}
 	for _, profiles := range [][]string{nil, {"--profile", "small"}} {
-		args := append(append(slices.Clone(compose[1:]), profiles...), "config", "--quiet")
+		args := append(append(slices.Clone(compose[1:]), "--file", composeYML), profiles...)
+		args = append(args, "config", "--quiet")
 		out, err := exec.Command(compose[0], args...).CombinedOutput()
 		assert.NoError(t, err, "%v: %s", args, out)
 	}
