@@ -35,6 +35,7 @@ type CLI struct {
 	Bench     BenchCmd     `cmd:"" help:"Measure the limits (simulator GET rate, store write rate), then the pipeline for whole minutes in each wiring, and report throughput, freshness, reads, CPU and memory per process."`
 	BenchNode BenchNodeCmd `cmd:"" name:"bench-node" hidden:"" help:"A pipeline process of 'bench' (run or one stage, with a meter on its store)."`
 	KafkaDev  KafkaDevCmd  `cmd:"" name:"kafka-dev" help:"Serve an in-memory Kafka-protocol broker (kfake) for trying --broker kafka locally; nothing is persisted."`
+	Health    HealthCmd    `cmd:"" name:"healthcheck" help:"GET a health URL (default: this process's /readyz on --http-addr) and exit 0 on 2xx, 1 otherwise: the container healthcheck of the distroless image."`
 }
 
 // env is what every command gets.

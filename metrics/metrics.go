@@ -4,6 +4,8 @@ package metrics
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mockstagram/pipeline/messages"
 )
 
 // Pipeline is the set of pipeline metrics.
@@ -108,5 +110,47 @@ func New(reg prometheus.Registerer) *Pipeline {
 		p.SuspicionTasksPublished, p.SuspicionChecks, p.SuspicionDuration} {
 		f(c)
 	}
+	p.preinitialize()
 	return p
+}
+
+// preinitialize creates the series of every known label value of the
+// labelled counters, so that each reads 0 from the start instead of "No
+// data" and rate()/increase() see its first failure. The values are the ones
+// the stages count: the failure classes are stored with missed pks and dead
+// letters, so they never change. They are written here because their
+// packages (mockstagramapi, handlers, middleware) import this one;
+// test/metrics_labels_test.go checks them against those constants.
+func (p *Pipeline) preinitialize() {
+	const (
+		classExpired         = "expired"          // handlers.ClassExpired, middleware.ClassExpired
+		classRedeliveryLimit = "redelivery-limit" // middleware.ClassRedeliveryLimit
+	)
+	// mockstagramapi's Class constants, and a task or pk past its deadline.
+	classes := []string{"not_found", "timeout", "connection", "http_5xx", "rate_limited", "http_4xx",
+		"malformed", "oversize", "invalid", "circuit_open", classExpired}
+	for _, class := range classes {
+		p.FetchFailures.WithLabelValues(class)
+		p.SuspicionChecks.WithLabelValues(class)
+	}
+	p.SuspicionChecks.WithLabelValues("suspicious")
+	p.SuspicionChecks.WithLabelValues("not_suspicious")
+	// Pk failures are dead-lettered by the fetcher and the suspicion
+	// checker; every dead-letter topic is archived.
+	p.DeadLetters.WithLabelValues(messages.TopicFetcherDLQ)
+	p.DeadLetters.WithLabelValues(messages.TopicSuspicionDLQ)
+	for _, topic := range []string{messages.TopicFetcherDLQ, messages.TopicResultDLQ, messages.TopicSuspicionDLQ} {
+		p.DeadLettersArchived.WithLabelValues(topic)
+	}
+	// The minutely stages give up on the redelivery limit or the deadline;
+	// the suspicion checker (no minute deadline) on the limit only.
+	for _, handler := range []string{messages.HandlerFetcher, messages.HandlerRecorder} {
+		p.MessagesGivenUp.WithLabelValues(handler, classRedeliveryLimit)
+		p.MessagesGivenUp.WithLabelValues(handler, classExpired)
+	}
+	p.MessagesGivenUp.WithLabelValues(messages.HandlerSuspicion, classRedeliveryLimit)
+	// The state changes gobreaker makes (from, to).
+	for _, t := range [][2]string{{"closed", "open"}, {"open", "half-open"}, {"half-open", "closed"}, {"half-open", "open"}} {
+		p.BreakerTransitions.WithLabelValues(t[0], t[1])
+	}
 }
