@@ -71,4 +71,3 @@ func ValidateMoversWindow(window time.Duration) error {
 	}
 	return nil
 }
-
