@@ -100,7 +100,7 @@
       q.set("range", view.range);
     }
     if (view.compare.length) q.set("compare", view.compare.join(","));
-    history.replaceState(null, "", "?" + q.toString().replace(/%2C/g, ","));
+    history.replaceState(null, "", "?" + q.toString().replace(/%2C/g, ",").replace(/%3A/g, ":"));
   }
 
   function showError(msg) {
