@@ -137,7 +137,12 @@ func (b *browser) eval(expr string) string {
 func (b *browser) waitUntil(pred string) {
 	b.t.Helper()
 	_, err := chromedp.Run(b.ctx, chromedp.Poll[chromedp.Void](pred, chromedp.WithPollingTimeout(30*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)))
-	require.NoError(b.t, err, "waiting for %s", pred)
+	if err != nil {
+		// What the page shows, to tell a slow refresh from a wrong one.
+		state, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`[document.querySelector("#status").textContent, location.search,
+			document.querySelector("#error").textContent, [...document.querySelectorAll(".refreshable.stale")].map((e) => e.id).join(",")].join(" | ")`))
+		b.t.Fatalf("waiting for %s: %v; page: %s", pred, err, state)
+	}
 }
 
 // skewClock moves the page's Date.now forward by d (the page's refresh
