@@ -183,17 +183,20 @@ func runScheduler(lc fx.Lifecycle, roles Roles, cfg config.Config, s store.Store
 	reconciler := handlers.NewReconciler(s, clock, handlers.ReconcilerConfig{
 		Lookback: cfg.ReconcileLookback, DeadlineGrace: cfg.DeadlineGrace, Settle: reconcileSettle,
 	}, logger.With("work", "reconcile"), m)
+	movers := handlers.MoversJob{Store: s, Clock: clock, Window: store.MoversWindow, Logger: logger.With("work", "movers")}
 	// A lock call hanging on a silent network is given up after 10 s (a
 	// healthy database answers in milliseconds, a busy pool within seconds).
 	leader := handlers.Leader{TryLead: tryLead(s), Interval: 5 * time.Second, Timeout: 10 * time.Second,
 		Clock: clock, Logger: logger, Status: status}
 	background(lc, func(ctx context.Context) {
-		// The leader schedules the minute tasks and the suspicion rounds, and
-		// reconciles the minutes nobody scheduled.
+		// The leader schedules the minute tasks and the suspicion rounds,
+		// reconciles the minutes nobody scheduled, and recomputes the top
+		// movers hourly.
 		leader.Run(ctx, func(ctx context.Context) error {
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return sched.Run(ctx) })
 			g.Go(func() error { return reconciler.Run(ctx) })
+			g.Go(func() error { return movers.Run(ctx) })
 			g.Go(func() error { return suspicion.Run(ctx) })
 			return g.Wait()
 		})

@@ -39,6 +39,7 @@ type Reader interface {
 	Stats(ctx context.Context, now time.Time) (store.Stats, error)
 	Leaderboard(ctx context.Context, after *store.Cursor, limit int) ([]store.Ranked, error)
 	Ping(ctx context.Context) error
+	MoversReader
 }
 
 // RegistryEditor changes the tracked set (admin endpoints).
@@ -113,6 +114,9 @@ func (a *API) Handler(metrics http.Handler, withAPI bool) http.Handler {
 			r.Get("/influencers", a.leaderboard)
 			r.Get("/influencers/{pk}", a.influencer)
 			r.Get("/influencers/{pk}/timeline", a.timeline)
+			r.Get("/influencers/{pk}/timeline.csv", a.timelineCSV)
+			r.Get("/influencers/{pk}/growth", a.growth)
+			r.Get("/movers", a.movers)
 			r.Get("/stats", a.stats)
 			r.Get("/openapi.yaml", serveOpenAPI)
 			r.With(a.admin).Post("/registry", a.registryAdd)

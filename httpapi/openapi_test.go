@@ -93,7 +93,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 		}
 	}
 	assert.Equal(t, sortedKeys(documented), sortedKeys(routed), "routes and openapi.yaml differ")
-	assert.Len(t, routed, 9)
+	assert.Len(t, routed, 12)
 }
 
 func sortedKeys(m map[string]bool) []string {
@@ -159,6 +159,22 @@ func TestOpenAPIResponses(t *testing.T) {
 		{"timeline, bad pk", api, "GET", inf + "/0/timeline", "", "", 400},
 		{"timeline, store down", broken, "GET", inf + "/1/timeline?step=1h", "", "", 500},
 		{"timeline, store unreachable", unreachable, "GET", inf + "/1/timeline", "", "", 503},
+		{"timeline.csv 1m", api, "GET", inf + "/1/timeline.csv?from=2026-11-25T00:00:00Z&to=2026-11-25T02:00:00Z", "", "", 200},
+		{"timeline.csv 1h", api, "GET", inf + "/1/timeline.csv?step=1h", "", "", 200},
+		{"timeline.csv, bad step", api, "GET", inf + "/1/timeline.csv?step=5m", "", "", 400},
+		{"timeline.csv, store down", broken, "GET", inf + "/1/timeline.csv", "", "", 500},
+		{"timeline.csv, store unreachable", unreachable, "GET", inf + "/1/timeline.csv", "", "", 503},
+		{"growth", api, "GET", inf + "/1/growth", "", "", 200},
+		{"growth, bad pk", api, "GET", inf + "/x/growth", "", "", 400},
+		{"growth, no data", api, "GET", inf + "/12345/growth", "", "", 404},
+		{"growth, store down", broken, "GET", inf + "/1/growth", "", "", 500},
+		{"growth, store unreachable", unreachable, "GET", inf + "/1/growth", "", "", 503},
+		{"movers, never computed", api, "GET", "/api/v1/movers", "", "", 200},
+		{"movers, down", api, "GET", "/api/v1/movers?window=24h&direction=down&limit=100", "", "", 200},
+		{"movers, bad window", api, "GET", "/api/v1/movers?window=1h", "", "", 400},
+		{"movers, bad limit", api, "GET", "/api/v1/movers?limit=101", "", "", 400},
+		{"movers, store down", broken, "GET", "/api/v1/movers", "", "", 500},
+		{"movers, store unreachable", unreachable, "GET", "/api/v1/movers", "", "", 503},
 		{"leaderboard", api, "GET", inf + "?limit=2", "", "", 200},
 		{"leaderboard, last page", api, "GET", inf + "?limit=1000", "", "", 200},
 		{"leaderboard, after", api, "GET", inf + "?limit=2&after=900.1", "", "", 200},

@@ -56,7 +56,7 @@ ORDER BY tablename`)
 	}
 	require.NoError(t, rows.Err())
 	assert.Equal(t, []string{
-		"dead_letters", "global_stats", "goose_db_version", "influencer_summary", "influencers", "minute_progress", "missed_batches",
+		"dead_letters", "global_stats", "goose_db_version", "influencer_summary", "influencers", "minute_progress", "missed_batches", "movers", "movers_runs",
 		"rank_buckets", "registry_history", "registry_meta", "rollup_daily", "rollup_hourly", "rollup_watermark", "samples", "suspicion",
 	}, tables)
 	var views []string

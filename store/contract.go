@@ -81,6 +81,25 @@ type Store interface {
 	// maintains them from inserted rows; retention never drops them. No
 	// buckets is an empty, non-nil slice.
 	Rollup(ctx context.Context, pk int64, step time.Duration, from, to time.Time, limit int) ([]Bucket, error)
+	// PointAt returns pk's value at an instant: the stored point with the
+	// newest minute M such that at-store.GrowthLookback < M <= at (a
+	// primary-key range of the timeline), or store.ErrNotFound when there
+	// is none (no data then, a gap, or minutes already pruned).
+	PointAt(ctx context.Context, pk int64, at time.Time) (influencer.Point, error)
+	// RecomputeMovers recomputes the movers lists of window as of now: for
+	// every active influencer with data and a PointAt(pk, now-window), its
+	// growth = current follower count - that point's; Up keeps the
+	// store.MaxMovers largest positive growths (growth descending, then pk
+	// ascending), Down the store.MaxMovers most negative (ascending, then
+	// pk). The lists replace the previous ones atomically. It reads every
+	// active influencer once (a job's cost, run hourly by the leader; never
+	// a request's). A bad window is store.ErrInvalid.
+	RecomputeMovers(ctx context.Context, now time.Time, window time.Duration) error
+	// Movers returns the first limit rows of the last computed list of
+	// window and dir (see store.ValidateMovers, else store.ErrInvalid), a
+	// bounded index range; no list yet is a zero ComputedAt and empty,
+	// non-nil Items.
+	Movers(ctx context.Context, window time.Duration, dir Direction, limit int) (Movers, error)
 	// Prune applies retention as of now: the minute points and missed
 	// entries of the whole UTC days before store.RetentionCutoff(now, keep)
 	// are dropped, and progress counters older than

@@ -66,6 +66,11 @@ type Store struct {
 	hourly map[int32][]rollup
 	daily  map[int32][]rollup
 
+	// movers are the lists RecomputeMovers computed, swapped in whole.
+	moversMu sync.Mutex
+	movers   map[moversKey][]store.Mover
+	moversAt map[time.Duration]time.Time
+
 	leaseMu sync.Mutex
 	leases  map[string]*lease
 
@@ -86,6 +91,8 @@ func New(clock clockwork.Clock) *Store {
 		progress:        make(map[int64]*progress),
 		hourly:          make(map[int32][]rollup),
 		daily:           make(map[int32][]rollup),
+		movers:          make(map[moversKey][]store.Mover),
+		moversAt:        make(map[time.Duration]time.Time),
 		leases:          make(map[string]*lease),
 		deadLetters:     make(map[string]store.DeadLetter),
 	}

@@ -28,7 +28,8 @@ type planNode struct {
 	Plans        []planNode `json:"Plans"`
 }
 
-// bigTables are the relations no read may scan sequentially.
+// bigTables are the relations no read may scan sequentially. (movers is
+// not one: it holds at most 2 x store.MaxMovers rows per window.)
 var bigTables = regexp.MustCompile(`^(samples|samples_\d+|influencer_summary|influencers|rollup_hourly|rollup_daily|minute_progress|suspicion|missed_batches)$`)
 
 func walkPlan(n planNode, visit func(planNode)) {
@@ -170,6 +171,19 @@ FROM generate_series(1, 1440) AS m, generate_series(0, 63) AS b`, start)
 		require.NoError(t, err)
 		return args
 	}
+	// The movers job over one million influencers (a job's full pass, not
+	// a request): a day after the fixture, every pk's base is its second
+	// minute; the 1000 recorded at next moved.
+	began = time.Now()
+	require.NoError(t, s.RecomputeMovers(ctx, next.Add(store.MoversWindow).Add(-30*time.Second), store.MoversWindow))
+	t.Logf("RecomputeMovers over %d influencers took %s", n, time.Since(began).Round(time.Millisecond))
+	up, err := s.Movers(ctx, store.MoversWindow, store.Up, store.MaxMovers)
+	require.NoError(t, err)
+	require.NotEmpty(t, up.Items)
+	assert.Equal(t, start.Add(time.Minute), up.Items[0].BaseMinute)
+	moved, err := s.Summary(ctx, up.Items[0].PK)
+	require.NoError(t, err)
+	assert.Equal(t, moved.FollowerCount, up.Items[0].FollowerCount)
 	queries := []struct {
 		name string
 		sql  string
@@ -188,6 +202,9 @@ FROM generate_series(1, 1440) AS m, generate_series(0, 63) AS b`, start)
 		{"Leaderboard deep page of ties", leaderboardAfterSQL, []any{1000, 101, lowPK}},
 		{"Rollup hourly", rollupHourlySQL, rollupArgs(time.Hour, start.Add(-day), next.Add(day))},
 		{"Rollup daily", rollupDailySQL, rollupArgs(day, start.Add(-30*day), next.Add(day))},
+		{"Point at (growth base)", pointAtSQL, []any{pk, next.Add(-time.Hour), next}},
+		{"Movers", moversSQL, []any{int64(store.MoversWindow / time.Second), int16(store.Up), 10}},
+		{"Movers run", moversRunSQL, []any{int64(store.MoversWindow / time.Second)}},
 		{"Suspicion candidates", suspicionCandidatesSQL, []any{askedPKs, start.Add(-12 * time.Hour)}},
 	}
 

@@ -41,6 +41,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	tests = append(tests, missedTests...)
 	tests = append(tests, retentionTests...)
 	tests = append(tests, reconcileTests...)
+	tests = append(tests, moversTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
