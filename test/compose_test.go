@@ -194,7 +194,7 @@ func assertParses(t *testing.T, what string, args []string) {
 	assert.Equal(t, 0, code, "%s: mockstagram %v: %s", what, args, stderr.String())
 }
 
-// The published ports are the UIs docs/operating.md lists, once per install.
+// The published ports are the UIs README.md lists, once per install.
 func TestComposePorts(t *testing.T) {
 	want := map[string]map[string][]string{
 		"kafka": {"api": {"8080:8080"}, "kafdrop": {"9000:9000"}, "kafka-exporter": {"9308:9308"}},
@@ -206,7 +206,7 @@ func TestComposePorts(t *testing.T) {
 			"grafana": {"3001:3000"}, "loki": {"3100:3100"}, "alloy": {"12345:12345"}, "jaeger": {"16686:16686"},
 		})
 	}
-	doc, err := os.ReadFile("../docs/operating.md")
+	doc, err := os.ReadFile("../README.md")
 	require.NoError(t, err)
 	for name, p := range installs(t) {
 		got := map[string][]string{}
@@ -219,7 +219,7 @@ func TestComposePorts(t *testing.T) {
 				prev, dup := hostPorts[port.Published]
 				assert.False(t, dup, "%s: host port %s published by %s and %s", name, port.Published, prev, svc.Name)
 				hostPorts[port.Published] = svc.Name
-				assert.Contains(t, string(doc), "localhost:"+port.Published, "docs/operating.md names %s's port", svc.Name)
+				assert.Contains(t, string(doc), "localhost:"+port.Published, "README.md names %s's port", svc.Name)
 			}
 		}
 		assert.Equal(t, want[name], got, name)

@@ -143,7 +143,7 @@ func TestRulesAndDashboardQueryExportedMetrics(t *testing.T) {
 				assert.True(t, exported[name], "alert %s queries unknown metric %s", r.Alert, name)
 			}
 			assert.Contains(t, []string{"critical", "warning"}, r.Labels["severity"], r.Alert)
-			assert.Equal(t, "docs/operating.md#"+strings.ToLower(r.Alert), r.Annotations["runbook_url"], r.Alert)
+			assert.Equal(t, "README.md#"+strings.ToLower(r.Alert), r.Annotations["runbook_url"], r.Alert)
 		}
 	}
 	// The alerts the operations issue asks for.
@@ -151,10 +151,10 @@ func TestRulesAndDashboardQueryExportedMetrics(t *testing.T) {
 		"FetchBreakerOpen", "KafkaConsumerLagGrowing", "BrokerQueueBacklog", "BrokerQueueStale"} {
 		assert.True(t, alerts[a], "rules.yml has %s", a)
 	}
-	doc, err := os.ReadFile("../docs/operating.md")
+	doc, err := os.ReadFile("../README.md")
 	require.NoError(t, err)
 	for a := range alerts {
-		assert.Regexp(t, `(?m)^#+ `+a+`$`, string(doc), "docs/operating.md has the runbook of %s", a)
+		assert.Regexp(t, `(?m)^#+ `+a+`$`, string(doc), "README.md has the runbook of %s", a)
 	}
 
 	d := readDashboard(t)
