@@ -495,6 +495,14 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 		fresh := now.Sub(st.LastCompleteMinute).Seconds() // age of the newest complete minute
 		out.LastCompleteMinute, out.FreshnessSeconds = &m, &fresh
 	}
+	// The tag is of the figures, not of freshnessSeconds, which grows with
+	// every request: answers with the same figures are equivalent (a weak
+	// tag, see cached), and a client can age lastCompleteMinute itself.
+	figures := out
+	figures.FreshnessSeconds = nil
+	if b, err := json.Marshal(figures); err == nil {
+		w.Header().Set("ETag", ETag(b))
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -217,7 +217,8 @@ func etagMatches(ifNoneMatch, etag string) bool {
 }
 
 // cached makes a read conditional and cacheable: a 200 answer is buffered,
-// given Cache-Control (public, max-age=MaxAge) and an ETag of its body, and
+// given Cache-Control (public, max-age=MaxAge) and an ETag of its body
+// (unless the handler set one: stats tags its figures, not its age), and
 // answered 304 without a body when the request's If-None-Match lists that
 // tag. Other answers pass as they are, uncached.
 // A handler that wrote nothing (its request ended first: chi's Timeout
@@ -237,8 +238,11 @@ func (a *API) cached(next http.Handler) http.Handler {
 			_, _ = w.Write(buf.Bytes())
 			return
 		}
-		etag := ETag(buf.Bytes())
-		h.Set("ETag", etag)
+		etag := h.Get("ETag") // the handler's own, of what its answer means
+		if etag == "" {
+			etag = ETag(buf.Bytes())
+			h.Set("ETag", etag)
+		}
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(MaxAge(a.clock.Now(), a.cacheMargin)))
 		if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, etag) {
 			h.Del("Content-Type")

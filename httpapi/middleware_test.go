@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -56,7 +58,9 @@ func TestConditionalReads(t *testing.T) {
 			first := serve(h, httptest.NewRequest(http.MethodGet, target, nil))
 			require.Equal(t, http.StatusOK, first.Code)
 			etag := first.Header().Get("ETag")
-			assert.Equal(t, httpapi.ETag(first.Body.Bytes()), etag)
+			if !strings.HasPrefix(target, "/api/v1/stats") { // see TestStatsETag
+				assert.Equal(t, httpapi.ETag(first.Body.Bytes()), etag)
+			}
 			assert.Regexp(t, `^W/"[A-Za-z0-9_-]{22}"$`, etag)
 			assert.Equal(t, "public, max-age=25", first.Header().Get("Cache-Control"))
 			assert.Equal(t, "application/json", first.Header().Get("Content-Type"))
@@ -97,6 +101,47 @@ func TestConditionalReads(t *testing.T) {
 	after := serve(h, req)
 	assert.Equal(t, http.StatusOK, after.Code)
 	assert.NotEqual(t, before, after.Header().Get("ETag"))
+}
+
+// TestStatsETag: the stats' tag is of their figures: the answer's
+// freshnessSeconds grows with the clock and the tag stays; new figures
+// change it.
+func TestStatsETag(t *testing.T) {
+	t.Parallel()
+	s, clock := newReadStore(t)
+	h := httpapi.New(s, clock, discard(), nil, httpapi.Options{}).Handler(nil, true)
+	first := serve(h, httptest.NewRequest(http.MethodGet, "/api/v1/stats", nil))
+	require.Equal(t, http.StatusOK, first.Code)
+	etag := first.Header().Get("ETag")
+	require.NotEmpty(t, etag)
+
+	clock.Advance(10 * time.Second) // same figures, 10 s older
+	plain := serve(h, httptest.NewRequest(http.MethodGet, "/api/v1/stats", nil))
+	var before, after httpapi.StatsResponse
+	require.NoError(t, json.Unmarshal(first.Body.Bytes(), &before))
+	require.NoError(t, json.Unmarshal(plain.Body.Bytes(), &after))
+	require.NotNil(t, after.FreshnessSeconds)
+	assert.InDelta(t, *before.FreshnessSeconds+10, *after.FreshnessSeconds, 1e-9)
+	assert.Equal(t, etag, plain.Header().Get("ETag"))
+	req := httptest.NewRequest(http.MethodGet, "/api/v1/stats", nil)
+	req.Header.Set("If-None-Match", etag)
+	assert.Equal(t, http.StatusNotModified, serve(h, req).Code)
+
+	// pks 4..6 arrive for 01:07 with new counts: the average moves.
+	var b influencer.Batch
+	b.Minute = min25(1, 7)
+	for pk := int64(4); pk <= 6; pk++ {
+		b.Samples = append(b.Samples, influencer.Sample{PK: pk, Username: "user" + strconv.FormatInt(pk, 10),
+			FollowerCount: 10, FollowingCount: 1, Minute: b.Minute, FetchedAt: b.Minute})
+	}
+	_, err := s.Record(context.Background(), b)
+	require.NoError(t, err)
+	req = httptest.NewRequest(http.MethodGet, "/api/v1/stats", nil)
+	req.Header.Set("If-None-Match", etag)
+	changed := serve(h, req)
+	assert.Equal(t, http.StatusOK, changed.Code)
+	assert.Contains(t, changed.Body.String(), `"averageFollowerCount":280`)
+	assert.NotEqual(t, etag, changed.Header().Get("ETag"))
 }
 
 // TestNotCached: errors, admin, health, readiness, metrics and the OpenAPI
@@ -435,4 +480,25 @@ func TestFirstSampleDue(t *testing.T) {
 		got := httpapi.FirstSampleDue(tc.since, tc.now, 512, shards, window)
 		assert.Equal(t, tc.want, got, tc.name)
 	}
+}
+
+// TestMetricsNotGzippedTwice: promhttp compresses /metrics itself; the
+// API's gzip leaves an answer with a Content-Encoding alone.
+func TestMetricsNotGzippedTwice(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClockAt(now)
+	reg := prometheus.NewRegistry()
+	h := httpapi.New(memory.New(clock), clock, discard(), nil, httpapi.Options{Metrics: httpapi.NewMetrics(reg)}).
+		Handler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), false)
+	serve(h, httptest.NewRequest(http.MethodGet, "/healthz", nil)) // a series to scrape
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	rec := serve(h, req)
+	require.Equal(t, http.StatusOK, rec.Code)
+	assert.Equal(t, []string{"gzip"}, rec.Header().Values("Content-Encoding"))
+	zr, err := gzip.NewReader(rec.Body)
+	require.NoError(t, err)
+	body, err := io.ReadAll(zr)
+	require.NoError(t, err)
+	assert.Contains(t, string(body), `mockstagram_http_request_duration_seconds_count{code="200",method="GET",route="/healthz"} 1`)
 }
