@@ -256,7 +256,8 @@ func TestOpenAPIResponses(t *testing.T) {
 		})
 	}
 	// Revalidation: the tag of a first answer gets 304.
-	for _, target := range []string{inf + "/1", inf + "/1/timeline?step=1h", inf + "?limit=2", "/api/v1/stats"} {
+	for _, target := range []string{inf + "/1", inf + "/1/timeline?step=1h", inf + "/1/timeline.csv", inf + "/1/growth",
+		inf + "?limit=2", "/api/v1/movers", "/api/v1/stats"} {
 		t.Run("304 "+target, func(t *testing.T) {
 			first := httptest.NewRecorder()
 			api.ServeHTTP(first, httptest.NewRequest(http.MethodGet, target, nil))
