@@ -12,6 +12,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 
 	"github.com/mockstagram/pipeline/config"
@@ -37,8 +38,10 @@ var HTTPModule = fx.Module("http",
 // NewHTTPServer listens on cfg.HTTPAddr at start and shuts down on stop.
 // A process with the scheduler role is ready only while its scheduler
 // leads or stands by behind another one (handlers.LeaderStatus.Ready).
+// Requests are measured on reg (mockstagram_http_request_duration_seconds)
+// and traced with tp; see httpapi.API.Handler for the middleware.
 func NewHTTPServer(lc fx.Lifecycle, cfg config.Config, roles Roles, s store.Store, router *message.Router, reg *prometheus.Registry,
-	clock clockwork.Clock, logger *slog.Logger, leader *handlers.LeaderStatus) (*HTTPServer, error) {
+	tp trace.TracerProvider, clock clockwork.Clock, logger *slog.Logger, leader *handlers.LeaderStatus) (*HTTPServer, error) {
 	ready := func(context.Context) error {
 		if len(router.Handlers()) > 0 && !router.IsRunning() {
 			return errors.New("router not running")
@@ -53,7 +56,16 @@ func NewHTTPServer(lc fx.Lifecycle, cfg config.Config, roles Roles, s store.Stor
 		AdminToken: cfg.AdminToken,
 		Dashboard:  web.Handler(),
 		// The stats change once a minute; the dashboard and clients poll them.
-		StatsCacheTTL: httpapi.DefaultStatsCacheTTL,
+		StatsCacheTTL:  httpapi.DefaultStatsCacheTTL,
+		Metrics:        httpapi.NewMetrics(reg),
+		TracerProvider: tp,
+		CORSOrigins:    cfg.CORSOrigins,
+		// Reads stay fresh until the minute that just ended is in: its
+		// deadline (deadline-grace past the boundary) plus recording.
+		CacheMargin:  cfg.DeadlineGrace + httpapi.DefaultCacheMargin,
+		Tracked:      s,
+		Shards:       cfg.Shards,
+		SpreadWindow: cfg.SpreadWindow,
 	})
 	h := api.Handler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), roles.API)
 	srv := httpapi.NewServer(cfg.HTTPAddr, h)

@@ -40,6 +40,7 @@ type Config struct {
 	Broker              string        `name:"broker" default:"gochannel" help:"Message broker: gochannel, kafka or postgres."`
 	KafkaBrokers        []string      `name:"kafka-brokers" sep:"," help:"Kafka bootstrap brokers (host:port, comma-separated)."`
 	HTTPAddr            string        `name:"http-addr" default:":8080" help:"Listen address of the HTTP API and dashboard."`
+	CORSOrigins         []string      `name:"cors-origins" sep:"," help:"Origins allowed to call the HTTP API from a browser (CORS), comma-separated: https://host[:port], https://*.example.com or *; empty: no CORS headers."`
 	PprofAddr           string        `name:"pprof-addr" help:"Listen address of Go's pprof endpoints (/debug/pprof/); empty: off. Keep it on a loopback or admin network."`
 	Shards              int           `name:"shards" default:"1024" help:"Number of shards pks are hashed into; one task per shard and minute."`
 	RegistryBootstrap   string        `name:"registry-bootstrap" default:"1000000-1000999" help:"pk range tracked at the first start of an empty registry (FROM-TO); empty: none."`
@@ -180,6 +181,11 @@ func (c Config) Validate() error {
 	}
 	if err := checkListenAddr(c.HTTPAddr); err != nil {
 		bad("http-addr: %w", err)
+	}
+	for _, o := range c.CORSOrigins {
+		if err := checkCORSOrigin(o); err != nil {
+			bad("cors-origins: %w", err)
+		}
 	}
 	if c.PprofAddr != "" {
 		if err := checkListenAddr(c.PprofAddr); err != nil {
@@ -336,6 +342,30 @@ func checkListenAddr(addr string) error {
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("%q: port %q not in [0, 65535]", addr, port)
+	}
+	return nil
+}
+
+// checkCORSOrigin reports why o cannot be an allowed CORS origin: "*"
+// (any origin), or scheme://host[:port] with scheme http or https, no path,
+// query or credentials, and at most one "*" in the host as a wildcard
+// (https://*.example.com).
+func checkCORSOrigin(o string) error {
+	if o == "*" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q: want http(s)://host[:port] or *", o)
+	}
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q: an origin has no path, query or credentials", o)
+	}
+	if u.Path == "/" {
+		return fmt.Errorf("%q: an origin has no trailing slash", o)
+	}
+	if strings.Count(u.Host, "*") > 1 {
+		return fmt.Errorf("%q: at most one * wildcard", o)
 	}
 	return nil
 }

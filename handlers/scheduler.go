@@ -157,7 +157,7 @@ type spread struct {
 }
 
 func (sp spread) offset(shard int) time.Duration {
-	return time.Duration(int64(sp.window) * int64(shard) / int64(sp.shards))
+	return influencer.SpreadOffset(shard, sp.shards, sp.window)
 }
 
 // run calls publish(ctx, period start, shard, now) for each shard when it is

@@ -2,6 +2,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	_ "embed"
@@ -20,6 +21,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	chimw "github.com/go-chi/chi/v5/middleware"
 	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/registry"
@@ -61,6 +63,21 @@ type API struct {
 	ready      Ready
 	dashboard  http.Handler
 	statsCache *statsCache // nil: no caching
+
+	metrics      *Metrics
+	tracer       trace.TracerProvider
+	corsOrigins  []string
+	cacheMargin  time.Duration
+	tracked      TrackedReader
+	shards       int
+	spreadWindow time.Duration
+	buffers      sync.Pool // *bytes.Buffer of cached
+}
+
+// TrackedReader reads registry rows (store.Store.Tracked): the API tells a
+// tracked pk without data from an unknown one.
+type TrackedReader interface {
+	Tracked(ctx context.Context, after int64, limit int) ([]influencer.Tracked, error)
 }
 
 // DefaultStatsCacheTTL is a sensible Options.StatsCacheTTL: the stats
@@ -85,11 +102,32 @@ type Options struct {
 	// StatsCacheTTL is how long GET /api/v1/stats answers from the last
 	// store read (e.g. DefaultStatsCacheTTL); 0 reads the store every time.
 	StatsCacheTTL time.Duration
+
+	Metrics        *Metrics             // nil: no HTTP metrics
+	TracerProvider trace.TracerProvider // nil: no server spans
+	// CORSOrigins are the origins browsers may call the API from (see
+	// config cors-origins); empty: no CORS headers, preflights get 405.
+	CORSOrigins []string
+	// CacheMargin is how long past each minute boundary cached reads stay
+	// fresh (Cache-Control max-age, see MaxAge), e.g. DefaultCacheMargin.
+	CacheMargin time.Duration
+	// Tracked, Shards and SpreadWindow let GET /api/v1/influencers/{pk}
+	// of a tracked pk without data say when its first sample is due; with
+	// Tracked nil it is answered like an unknown pk.
+	Tracked      TrackedReader
+	Shards       int
+	SpreadWindow time.Duration
 }
 
 // New creates the API.
 func New(store Reader, clock clockwork.Clock, logger *slog.Logger, ready Ready, opts Options) *API {
-	a := &API{store: store, registry: opts.Registry, adminToken: opts.AdminToken, clock: clock, logger: logger, ready: ready, dashboard: opts.Dashboard}
+	a := &API{store: store, registry: opts.Registry, adminToken: opts.AdminToken, clock: clock, logger: logger, ready: ready, dashboard: opts.Dashboard,
+		metrics: opts.Metrics, tracer: opts.TracerProvider, corsOrigins: opts.CORSOrigins, cacheMargin: opts.CacheMargin,
+		tracked: opts.Tracked, shards: opts.Shards, spreadWindow: opts.SpreadWindow,
+		buffers: sync.Pool{New: func() any { return new(bytes.Buffer) }}}
+	if a.tracked != nil && a.shards < 1 {
+		a.tracked = nil // no shard to compute a due time from
+	}
 	if opts.StatsCacheTTL > 0 {
 		a.statsCache = &statsCache{ttl: opts.StatsCacheTTL}
 	}
@@ -100,7 +138,26 @@ func New(store Reader, clock clockwork.Clock, logger *slog.Logger, ready Ready, 
 // (stage processes). metrics may be nil.
 func (a *API) Handler(metrics http.Handler, withAPI bool) http.Handler {
 	r := chi.NewRouter()
+	// Middleware, outer to inner:
+	//  1. the server span (when a tracer provider is set), so everything
+	//     below, and the access log line, carry its trace id;
+	//  2. observe: route metrics, span name, access log; outside the rest,
+	//     so it sees the final status (a recovered panic's 500, a 304) and
+	//     the bytes as sent (compressed);
+	//  3. Recoverer: a panic is answered 500;
+	//  4. CORS (when configured): preflights are answered before routing;
+	//  5. gzip, which compresses what the handlers (and cached) write;
+	//  6. Timeout: the handler's context ends after 10 s (504).
+	// Reads also run cached (ETag, 304, Cache-Control) inside all of them.
+	if a.tracer != nil {
+		r.Use(traced(a.tracer))
+	}
+	r.Use(a.observe)
 	r.Use(chimw.Recoverer)
+	if len(a.corsOrigins) > 0 {
+		r.Use(corsHandler(a.corsOrigins))
+	}
+	r.Use(compressed(a.logger))
 	r.Use(chimw.Timeout(10 * time.Second))
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -111,13 +168,17 @@ func (a *API) Handler(metrics http.Handler, withAPI bool) http.Handler {
 	}
 	if withAPI {
 		r.Route("/api/v1", func(r chi.Router) {
-			r.Get("/influencers", a.leaderboard)
-			r.Get("/influencers/{pk}", a.influencer)
-			r.Get("/influencers/{pk}/timeline", a.timeline)
-			r.Get("/influencers/{pk}/timeline.csv", a.timelineCSV)
-			r.Get("/influencers/{pk}/growth", a.growth)
-			r.Get("/movers", a.movers)
-			r.Get("/stats", a.stats)
+			// The reads: conditional (ETag, 304) and cacheable to the minute.
+			r.Group(func(r chi.Router) {
+				r.Use(a.cached)
+				r.Get("/influencers", a.leaderboard)
+				r.Get("/influencers/{pk}", a.influencer)
+				r.Get("/influencers/{pk}/timeline", a.timeline)
+				r.Get("/influencers/{pk}/timeline.csv", a.timelineCSV)
+				r.Get("/influencers/{pk}/growth", a.growth)
+				r.Get("/movers", a.movers)
+				r.Get("/stats", a.stats)
+			})
 			r.Get("/openapi.yaml", serveOpenAPI)
 			r.With(a.admin).Post("/registry", a.registryAdd)
 			r.With(a.admin).Delete("/registry/{pk}", a.registryRemove)
@@ -130,9 +191,7 @@ func (a *API) Handler(metrics http.Handler, withAPI bool) http.Handler {
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint")
 	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
-	})
+	r.MethodNotAllowed(allowMethods(r))
 	return r
 }
 
@@ -186,7 +245,7 @@ func (a *API) influencer(w http.ResponseWriter, r *http.Request) {
 	}
 	s, err := a.store.Summary(r.Context(), pk)
 	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "influencer "+strconv.FormatInt(pk, 10)+" has no data")
+		a.noData(w, r, pk)
 		return
 	}
 	if err != nil {
@@ -216,6 +275,62 @@ func (a *API) influencer(w http.ResponseWriter, r *http.Request) {
 		resp.Suspicious, resp.SuspicionCheckedAt = &q.Suspicious, &checked
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// NoDataResponse is the 404 of GET /api/v1/influencers/{pk} of a tracked
+// pk without data yet.
+type NoDataResponse struct {
+	Error          string `json:"error"`
+	FirstSampleDue string `json:"firstSampleDue"`
+}
+
+// noData answers a pk without data: 404 with when its first sample is due
+// if it is tracked, the plain 404 otherwise.
+func (a *API) noData(w http.ResponseWriter, r *http.Request, pk int64) {
+	plain := "influencer " + strconv.FormatInt(pk, 10) + " has no data"
+	if a.tracked == nil {
+		writeError(w, http.StatusNotFound, plain)
+		return
+	}
+	rows, err := a.tracked.Tracked(r.Context(), pk-1, 1)
+	if err != nil {
+		a.internal(w, r, err)
+		return
+	}
+	if len(rows) == 0 || rows[0].PK != pk || !rows[0].Active {
+		writeError(w, http.StatusNotFound, plain)
+		return
+	}
+	due := FirstSampleDue(rows[0].UpdatedAt, a.clock.Now(), influencer.ShardOf(pk, a.shards), a.shards, a.spreadWindow)
+	writeJSON(w, http.StatusNotFound, NoDataResponse{
+		Error:          "influencer " + strconv.FormatInt(pk, 10) + " is tracked but has no data yet",
+		FirstSampleDue: due.Format(time.RFC3339),
+	})
+}
+
+// FirstSampleDue is when the first fetch task of a pk tracked since `since`
+// is published, as of now: at its shard's offset (influencer.SpreadOffset)
+// in the first minute it counts as tracked in (store.TrackedAt: the
+// scheduler loads the registry as a minute starts), or, once that time has
+// passed without a sample (the fetch failed or is still being recorded),
+// at its next publish time. It is rounded up to the second.
+func FirstSampleDue(since, now time.Time, shard, shards int, window time.Duration) time.Time {
+	minute := since.Truncate(time.Minute)
+	if !store.TrackedAt(true, since, minute) {
+		minute = minute.Add(time.Minute)
+	}
+	offset := influencer.SpreadOffset(shard, shards, window)
+	due := minute.Add(offset)
+	if due.Before(now) {
+		due = now.Truncate(time.Minute).Add(offset)
+		if due.Before(now) {
+			due = due.Add(time.Minute)
+		}
+	}
+	if t := due.Truncate(time.Second); !t.Equal(due) {
+		due = t.Add(time.Second)
+	}
+	return due.UTC()
 }
 
 // PointResponse is one timeline point. At step 1m the counts are the stored
@@ -379,6 +494,14 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 		m := st.LastCompleteMinute.UTC().Format(time.RFC3339)
 		fresh := now.Sub(st.LastCompleteMinute).Seconds() // age of the newest complete minute
 		out.LastCompleteMinute, out.FreshnessSeconds = &m, &fresh
+	}
+	// The tag is of the figures, not of freshnessSeconds, which grows with
+	// every request: answers with the same figures are equivalent (a weak
+	// tag, see cached), and a client can age lastCompleteMinute itself.
+	figures := out
+	figures.FreshnessSeconds = nil
+	if b, err := json.Marshal(figures); err == nil {
+		w.Header().Set("ETag", ETag(b))
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -116,7 +117,8 @@ func TestOpenAPIResponses(t *testing.T) {
 	require.NoError(t, err)
 
 	s, clock := newReadStore(t)
-	api := httpapi.New(s, clock, discard(), nil, httpapi.Options{Registry: registry.New(s), AdminToken: adminToken}).Handler(nil, true)
+	api := httpapi.New(s, clock, discard(), nil, httpapi.Options{Registry: registry.New(s), AdminToken: adminToken,
+		Tracked: s, Shards: 16, SpreadWindow: 45 * time.Second}).Handler(nil, true)
 	broken := httpapi.New(failing{errors.New("connection refused")}, clock, discard(), nil,
 		httpapi.Options{Registry: registry.New(s), AdminToken: adminToken}).Handler(nil, true)
 	brokenRegistry := httpapi.New(s, clock, discard(), nil, httpapi.Options{Registry: failingRegistry{}, AdminToken: adminToken}).Handler(nil, true)
@@ -186,6 +188,7 @@ func TestOpenAPIResponses(t *testing.T) {
 		{"stats, store down", broken, "GET", "/api/v1/stats", "", "", 500},
 		{"stats, store unreachable", unreachable, "GET", "/api/v1/stats", "", "", 503},
 		{"registry add", api, "POST", reg, admin, `{"range": "100-104", "pks": [200]}`, 200},
+		{"influencer, tracked without data", api, "GET", inf + "/200", "", "", 404},
 		{"registry add, bad body", api, "POST", reg, admin, `{"range": "5-1"}`, 400},
 		{"registry add, unknown field", api, "POST", reg, admin, `{"x": 1}`, 400},
 		{"registry add, no token", api, "POST", reg, "", `{"pks": [1]}`, 401},
@@ -209,6 +212,29 @@ func TestOpenAPIResponses(t *testing.T) {
 	}
 
 	hit := map[string]bool{} // "METHOD path status"
+	validate := func(t *testing.T, req *http.Request, rec *httptest.ResponseRecorder) {
+		t.Helper()
+		route, params, err := router.FindRoute(req)
+		require.NoError(t, err, "no documented route for %s %s", req.Method, req.URL)
+		hit[req.Method+" "+route.Path+" "+strconv.Itoa(rec.Code)] = true
+
+		opts := &openapi3filter.Options{
+			IncludeResponseStatus: true, // an undocumented status fails
+			ExcludeRequestBody:    true, // requests are deliberately bad in places
+			AuthenticationFunc:    openapi3filter.NoopAuthenticationFunc,
+			MultiError:            true,
+		}
+		err = openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
+			RequestValidationInput: &openapi3filter.RequestValidationInput{
+				Request: req, PathParams: params, Route: route, Options: opts,
+			},
+			Status:  rec.Code,
+			Header:  rec.Header(),
+			Body:    io.NopCloser(bytes.NewReader(rec.Body.Bytes())),
+			Options: opts,
+		})
+		assert.NoError(t, err, "response: %s", rec.Body.String())
+	}
 	for _, tc := range cases {
 		// Sequential: the registry cases change the shared store.
 		t.Run(tc.name, func(t *testing.T) {
@@ -226,27 +252,22 @@ func TestOpenAPIResponses(t *testing.T) {
 			rec := httptest.NewRecorder()
 			tc.h.ServeHTTP(rec, req)
 			require.Equal(t, tc.status, rec.Code, rec.Body.String())
-
-			route, params, err := router.FindRoute(req)
-			require.NoError(t, err, "no documented route for %s %s", tc.method, tc.target)
-			hit[tc.method+" "+route.Path+" "+strconv.Itoa(rec.Code)] = true
-
-			opts := &openapi3filter.Options{
-				IncludeResponseStatus: true, // an undocumented status fails
-				ExcludeRequestBody:    true, // requests are deliberately bad in places
-				AuthenticationFunc:    openapi3filter.NoopAuthenticationFunc,
-				MultiError:            true,
-			}
-			err = openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
-				RequestValidationInput: &openapi3filter.RequestValidationInput{
-					Request: req, PathParams: params, Route: route, Options: opts,
-				},
-				Status:  rec.Code,
-				Header:  rec.Header(),
-				Body:    io.NopCloser(bytes.NewReader(rec.Body.Bytes())),
-				Options: opts,
-			})
-			assert.NoError(t, err, "response: %s", rec.Body.String())
+			validate(t, req, rec)
+		})
+	}
+	// Revalidation: the tag of a first answer gets 304.
+	for _, target := range []string{inf + "/1", inf + "/1/timeline?step=1h", inf + "/1/timeline.csv", inf + "/1/growth",
+		inf + "?limit=2", "/api/v1/movers", "/api/v1/stats"} {
+		t.Run("304 "+target, func(t *testing.T) {
+			first := httptest.NewRecorder()
+			api.ServeHTTP(first, httptest.NewRequest(http.MethodGet, target, nil))
+			require.Equal(t, http.StatusOK, first.Code)
+			req := httptest.NewRequest(http.MethodGet, target, nil)
+			req.Header.Set("If-None-Match", first.Header().Get("ETag"))
+			rec := httptest.NewRecorder()
+			api.ServeHTTP(rec, req)
+			require.Equal(t, http.StatusNotModified, rec.Code)
+			validate(t, req, rec)
 		})
 	}
 
@@ -289,9 +310,10 @@ func TestOpenAPIDetectsDrift(t *testing.T) {
 			err = openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
 				RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts},
 				Status:                 tc.status,
-				Header:                 http.Header{"Content-Type": []string{"application/json"}},
-				Body:                   io.NopCloser(strings.NewReader(tc.body)),
-				Options:                opts,
+				Header: http.Header{"Content-Type": []string{"application/json"},
+					"Etag": []string{`W/"x"`}, "Cache-Control": []string{"public, max-age=30"}},
+				Body:    io.NopCloser(strings.NewReader(tc.body)),
+				Options: opts,
 			})
 			if tc.ok {
 				assert.NoError(t, err)

@@ -45,3 +45,11 @@ func (s Sample) ValidateValues() error {
 	}
 	return errors.Join(errs...)
 }
+
+// SpreadOffset is when shard s of shards is published, relative to the
+// start of its period (a minute for fetch tasks): at s/shards of window.
+// This is the one place the rule is written; the scheduler publishes by it
+// and the HTTP API tells when a newly tracked pk's first sample is due.
+func SpreadOffset(shard, shards int, window time.Duration) time.Duration {
+	return time.Duration(int64(window) * int64(shard) / int64(shards))
+}
