@@ -42,9 +42,7 @@ const (
 // transaction), each with its own transaction and connection of a pool of the
 // subscriber's own (so a busy handler never takes the connections the store
 // and the publisher need). A fetch or suspicion task holds its loop for as
-// long as its slowest pk, seconds under API faults, so a subscription needs
-// tens of them to keep up with ~1.4 tasks/s (1024 shards over a 45 s
-// spread). While the queue is empty one loop polls every
+// long as its slowest pk, seconds under API faults. While the queue is empty one loop polls every
 // PostgresPollInterval and the others, together, postgresIdleShare times as
 // often: an idle subscription costs about three queries per interval
 // whatever its in-flight count, and a message is picked within a fraction of

@@ -85,7 +85,7 @@ type Config struct {
 	KafkaVersion         string        `name:"kafka-version" default:"3.7.0" help:"Kafka protocol version the client speaks (X.Y.Z); at most the brokers' version."`
 	KafkaPartitions      int           `name:"kafka-partitions" default:"16" help:"Partitions of each topic created at start when missing (existing topics are left as they are)."`
 	PostgresPollInterval time.Duration `name:"postgres-poll-interval" default:"250ms" help:"With broker postgres: how often an idle subscriber polls its topic table."`
-	PostgresInFlight     int           `name:"postgres-in-flight" default:"32" help:"With broker postgres: messages one subscription works on at once (each holds a connection of the subscriber's pool while its handler runs)."`
+	PostgresInFlight     int           `name:"postgres-in-flight" default:"8" help:"With broker postgres: messages one subscription works on at once (each holds a connection of the subscriber's pool while its handler runs)."`
 }
 
 // Default returns the configuration with every default applied; a test keeps
@@ -129,7 +129,7 @@ func Default() Config {
 		KafkaVersion:         "3.7.0",
 		KafkaPartitions:      16,
 		PostgresPollInterval: 250 * time.Millisecond,
-		PostgresInFlight:     32,
+		PostgresInFlight:     8,
 	}
 }
 
