@@ -201,3 +201,76 @@ func normalizeAll(pts []influencer.Point) []influencer.Point {
 	}
 	return out
 }
+
+// Closing the Postgres broker's subscriber (the router does on shutdown)
+// while the recorder writes in a message's read transaction: Close waits
+// for the handler's ack instead of ending the transaction under the write
+// (the loop's commit on the connection the write uses), and the write
+// commits with its ack. Run with -race: nothing touches the connection
+// from two goroutines.
+func TestPostgresBrokerCloseWaitsForTheRecordersWrite(t *testing.T) {
+	ctx := context.Background()
+	logger := slog.New(slog.DiscardHandler)
+	dsn := pgtest.NewDatabase(t)
+	s, err := postgres.New(ctx, dsn, logger, clockwork.NewFakeClockAt(start))
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	cfg := config.Default()
+	cfg.Broker = config.BrokerPostgres
+	b, err := broker.New(ctx, cfg, broker.Deps{Pool: s.Pool(), Logger: logger})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerRecorder))
+	require.NoError(t, err)
+	deliveries, err := sub.Subscribe(ctx, messages.TopicFetcherResults)
+	require.NoError(t, err)
+	r := handlers.NewRecorder(s, logger, metrics.New(prometheus.NewRegistry()))
+	f, g := simulator.Counts(firstPK, start)
+	msg, err := messages.NewResult(influencer.Batch{Minute: start, Shard: 3, Samples: []influencer.Sample{
+		{PK: firstPK, Username: simulator.Username(firstPK), FollowerCount: f, FollowingCount: g, Minute: start, FetchedAt: start}}})
+	require.NoError(t, err)
+	require.NoError(t, b.Publisher().Publish(messages.TopicFetcherResults, msg))
+	var d *message.Message
+	select {
+	case d = <-deliveries:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no delivery within 30 s")
+	}
+
+	// Another session holds every table lock the write needs (the
+	// registry lock Record takes shared), so the write waits in the
+	// transaction while Close is called.
+	blocker, err := pgx.Connect(ctx, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = blocker.Close(context.Background()) })
+	_, err = blocker.Exec(ctx, `SELECT pg_advisory_lock(x'6d6b7374'::int, 1)`)
+	require.NoError(t, err)
+	handled := make(chan error, 1)
+	go func() {
+		err := r.Handle(d)
+		if err == nil {
+			d.Ack()
+		} else {
+			d.Nack()
+		}
+		handled <- err
+	}()
+	waitFor(t, 30*time.Second, func() bool {
+		var waiting bool
+		require.NoError(t, s.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock' AND state = 'active')`).Scan(&waiting))
+		return waiting
+	}, "the write waiting for the lock")
+	closed := make(chan error, 1)
+	go func() { closed <- sub.Close() }()
+	_, err = blocker.Exec(ctx, `SELECT pg_advisory_unlock(x'6d6b7374'::int, 1)`)
+	require.NoError(t, err)
+	require.NoError(t, <-handled)
+	require.NoError(t, <-closed)
+
+	var rows, queued int
+	require.NoError(t, s.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM samples),
+	(SELECT count(*) FROM watermill_queue_fetcher_results)`).Scan(&rows, &queued))
+	assert.Equal(t, 1, rows, "the write committed")
+	assert.Zero(t, queued, "with its ack")
+}
