@@ -111,7 +111,8 @@ func (p *postgresBroker) subscriber(consumerGroup string) (message.Subscriber, e
 		pool.Close()
 		return nil, err
 	}
-	return &pgSubscriber{group: consumerGroup, inFlight: p.cfg.PostgresInFlight, first: first, rest: rest, pool: pool, logger: p.logger}, nil
+	return &pgSubscriber{group: consumerGroup, inFlight: p.cfg.PostgresInFlight, first: first, rest: rest, pool: pool, logger: p.logger,
+		stopping: make(chan struct{})}, nil
 }
 
 // pgSubscriber is one handler's subscriber on the postgres broker: it merges
@@ -125,10 +126,18 @@ type pgSubscriber struct {
 	pool        *pgxpool.Pool
 	logger      watermill.LoggerAdapter
 
-	mu      sync.Mutex
-	closed  bool
-	cancels []context.CancelFunc
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	closed   bool
+	stopping chan struct{} // closed by Close: no message is handed on after it
+	cancels  []context.CancelFunc
+	wg       sync.WaitGroup
+	// handed counts the messages handed to the handler and not yet acked,
+	// nacked or past their ack deadline: Close waits for them before it
+	// ends their read transactions, which their handler may be writing in
+	// (wsql.TxFromContext; the recorder does), so a write is never cut off
+	// by the loop's commit on the same connection, and an ack arriving
+	// meanwhile still commits.
+	handed sync.WaitGroup
 }
 
 func (s *pgSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -179,10 +188,21 @@ func (s *pgSubscriber) forward(ctx context.Context, topic string, in <-chan *mes
 		c := m.Copy()
 		delete(c.Metadata, offsetKey)
 		c.SetContext(m.Context())
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			continue // not handed on: Close ends the loop's transaction
+		}
+		s.handed.Add(1)
+		s.mu.Unlock()
 		select {
 		case out <- c:
 		case <-ctx.Done():
+			s.handed.Done()
 			continue // the loop stops waiting for the ack and closes in
+		case <-s.stopping:
+			s.handed.Done()
+			continue
 		}
 		select {
 		case <-c.Acked():
@@ -193,6 +213,7 @@ func (s *pgSubscriber) forward(ctx context.Context, topic string, in <-chan *mes
 			// The ack deadline passed or the subscription ends: the read's
 			// transaction ends without the ack and the message is free again.
 		}
+		s.handed.Done()
 	}
 }
 
@@ -217,8 +238,9 @@ func (s *pgSubscriber) nack(topic string, m *message.Message) {
 	}
 }
 
-// Close stops every subscription, waits for their read loops (each ends its
-// transaction) and closes the pool.
+// Close stops handing messages on, waits for the ones the handler has (see
+// handed), stops every subscription, waits for their read loops (each ends
+// its transaction) and closes the pool.
 func (s *pgSubscriber) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -226,10 +248,13 @@ func (s *pgSubscriber) Close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.stopping)
 	cancels := s.cancels
 	s.mu.Unlock()
-	// The loops first (an ack being written completes), then the
+	// The messages the handler has first (each until its ack, nack or ack
+	// deadline), then the loops (an ack being written completes), then the
 	// forwarders still waiting to hand a message on.
+	s.handed.Wait()
 	err := errors.Join(s.first.Close(), s.rest.Close())
 	for _, cancel := range cancels {
 		cancel()

@@ -42,6 +42,25 @@ import (
 // message comes back after a delay and the others pass it; a crash rolls the
 // transaction back and the row is free again at once.
 //
+// A handler may write in the read transaction (wsql.TxFromContext): the
+// recorder records its batch there (store/postgres RecordInTx), so the rows
+// and the ack commit together, exactly once. A crash, a lost connection or
+// the ack deadline before the commit leaves neither.
+//
+// Why a crash does not delay the message (as a nack does): the delay would
+// have to be committed before the handler runs, in a statement of its own
+// outside the read transaction (anything inside it is rolled back with the
+// crash), and before the row lock is taken (an UPDATE from another
+// connection would wait for this lock). watermill-sql gives the adapter no
+// such step: SelectQuery only returns the SQL its read transaction runs, with
+// no context and no connection. It would take a Beginner of our own that
+// leases the row on its connection before BEGIN (an extra round trip on
+// every poll, empty ones included, and an extra commit with its WAL flush
+// per delivery), a lease column the read then selects by, and a nack that
+// counts attempts apart from the lease. A crashed message is taken again at
+// once, by any consumer; SKIP LOCKED still lets the others pass any message
+// that is being handled.
+//
 // pgQueue is the SchemaAdapter, pgQueueOffsets the OffsetsAdapter.
 type pgQueue struct{}
 

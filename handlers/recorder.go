@@ -10,7 +10,9 @@ import (
 	"sync"
 	"time"
 
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/mockstagram/pipeline/influencer"
 	"github.com/mockstagram/pipeline/messages"
@@ -28,6 +30,15 @@ import (
 type BatchStore interface {
 	Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error)
 	Ping(ctx context.Context) error
+}
+
+// TxBatchStore is a BatchStore that can also record a batch inside a
+// transaction on its database (the Postgres store): the batch is stored if
+// and only if that transaction commits. Each call runs in a savepoint: on
+// an error it leaves the transaction as it was (unless its connection is
+// gone). Errors are classified as Record's.
+type TxBatchStore interface {
+	RecordInTx(ctx context.Context, tx pgx.Tx, b influencer.Batch) (store.RecordResult, error)
 }
 
 // ErrStoreUnavailable marks a transient error of the recorder while the
@@ -53,6 +64,22 @@ const pingTimeout = 2 * time.Second
 // through the same idempotent Record. k bad rows in n cost at most
 // 2 + 2k·⌈log₂ n⌉ Record calls.
 //
+// Exactly once on the Postgres broker: when the message carries the
+// broker's read transaction (wsql.TxFromContext; the broker shares the
+// store's database) and the store is a TxBatchStore, the batch is written
+// in that transaction, which the broker commits together with the ack
+// (deleting the message's queue row). A crash, a lost connection or the
+// ack deadline before that commit leaves neither the rows nor the ack; the
+// commit leaves both, and the message is not delivered again. Inside the
+// transaction the recorder never leaves a write behind an error: a failed
+// attempt is rolled back to its savepoint (by the store), a bisection runs
+// in a savepoint of its own that an error rolls back whole, so the nack
+// that may follow (which commits the transaction with the message's
+// delayed redelivery) commits nothing of the batch. The writes in the
+// transaction end txAckMargin before the ack deadline, while the broker
+// still waits for this handler. Other brokers (or stores) use the
+// idempotent Record: at-least-once delivery, each (pk, minute) stored once.
+//
 // Transient store errors are returned (the Retry middleware retries, then
 // the message is nacked). While the store keeps failing, one handler at a
 // time probes it at exponentially growing intervals and the others wait for
@@ -60,6 +87,8 @@ const pingTimeout = 2 * time.Second
 // does not turn every in-flight message into a retry loop.
 type Recorder struct {
 	store   BatchStore
+	txStore TxBatchStore // store, when it can record in the broker's transaction; else nil
+	txOf    func(context.Context) (pgx.Tx, bool)
 	logger  *slog.Logger
 	metrics *metrics.Pipeline
 	gate    gate
@@ -76,8 +105,36 @@ const (
 
 // NewRecorder creates a recorder.
 func NewRecorder(store BatchStore, logger *slog.Logger, m *metrics.Pipeline) *Recorder {
-	return &Recorder{store: store, logger: logger, metrics: m,
+	txStore, _ := store.(TxBatchStore)
+	return &Recorder{store: store, txStore: txStore, txOf: brokerTx, logger: logger, metrics: m,
 		gate: gate{initial: storeBackoffInitial, max: storeBackoffMax}}
+}
+
+// txAckMargin: the recorder's writes in the broker's transaction end this
+// long before the message's ack deadline (its context's deadline). At the
+// deadline the broker ends the transaction itself, and a statement still
+// running on its connection then would race with that (the broker's
+// commit fails with "conn busy"); cut short here, the statement's
+// connection is closed and the transaction rolled back, cleanly.
+const txAckMargin = 15 * time.Second
+
+// savepointRollbackTimeout bounds rolling back a bisection's savepoint,
+// which runs even when the handler's context has ended.
+const savepointRollbackTimeout = 5 * time.Second
+
+// brokerTx is the Postgres broker's read transaction a message carries.
+func brokerTx(ctx context.Context) (pgx.Tx, bool) {
+	tx, ok := wsql.TxFromContext(ctx)
+	if !ok {
+		return nil, false
+	}
+	switch t := tx.(type) {
+	case *wsql.PgxTx:
+		return t.Tx, t.Tx != nil
+	case wsql.PgxTx:
+		return t.Tx, t.Tx != nil
+	}
+	return nil, false
 }
 
 // Handle is the Watermill handler for fetcher_results.
@@ -95,14 +152,31 @@ func (r *Recorder) Handle(msg *message.Message) error {
 	wrap := func(err error) error {
 		return fmt.Errorf("record shard %d minute %s: %w", batch.Shard, batch.Minute.Format(time.RFC3339), err)
 	}
+	tx, inTx := r.tx(ctx)
+	if inTx {
+		if deadline, ok := ctx.Deadline(); ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, deadline.Add(-txAckMargin))
+			defer cancel()
+		}
+	}
 	done, err := r.gate.enter(ctx)
 	if err != nil {
 		return wrap(err) // the probe it waited for failed (ErrStoreUnavailable), or ctx ended
 	}
 	start := time.Now()
-	res, err := r.record(ctx, clean)
+	var res store.RecordResult
+	if inTx {
+		res, err = r.recordInTx(ctx, tx, clean)
+	} else {
+		res, err = r.record(ctx, r.store.Record, clean)
+	}
 	done(ctx, err)
-	// What a bisection committed before an error is stored: count it.
+	// What a bisection committed before an error is stored: count it (in
+	// the broker's transaction an error leaves nothing written, res is
+	// zero). In the transaction the rows commit with the ack, after this:
+	// only a commit that fails then (its connection lost in between) makes
+	// the redelivery count them once more.
 	r.metrics.SamplesStored.Add(float64(res.Inserted))
 	r.metrics.SamplesDuplicate.Add(float64(res.Duplicates))
 	r.metrics.SamplesMissed.Add(float64(res.Missed))
@@ -133,14 +207,69 @@ func (r *Recorder) unavailable(ctx context.Context, err error) error {
 	return err
 }
 
-// record stores b, bisecting it when the store rejects its data; the bad
-// rows found are then recorded as missed in one more batch.
-func (r *Recorder) record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
+// recordFunc stores one batch (BatchStore.Record, or TxBatchStore.RecordInTx
+// in a given transaction).
+type recordFunc func(ctx context.Context, b influencer.Batch) (store.RecordResult, error)
+
+// tx is the broker's transaction to record the message in, if the message
+// carries one and the store can write in it.
+func (r *Recorder) tx(ctx context.Context) (pgx.Tx, bool) {
+	if r.txStore == nil {
+		return nil, false
+	}
+	return r.txOf(ctx)
+}
+
+// recordInTx stores b in the broker's transaction tx. An error leaves tx as
+// it was: the first attempt is rolled back by the store; a bisection (the
+// store rejected a row) runs in a savepoint of its own, released when it
+// succeeds and rolled back whole on an error, so that no half of the batch
+// is written behind an error (and committed by a nack).
+func (r *Recorder) recordInTx(ctx context.Context, tx pgx.Tx, b influencer.Batch) (store.RecordResult, error) {
+	res, err := r.txStore.RecordInTx(ctx, tx, b)
+	if err == nil || !errors.Is(err, store.ErrInvalid) {
+		return res, err
+	}
+	sp, spErr := tx.Begin(ctx)
+	if spErr != nil {
+		return store.RecordResult{}, fmt.Errorf("savepoint for the bisection: %w (after: %w)", spErr, err)
+	}
+	res, err = r.recordRejected(ctx, func(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
+		return r.txStore.RecordInTx(ctx, sp, b)
+	}, b, err)
+	if err != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), savepointRollbackTimeout)
+		defer cancel()
+		if rbErr := sp.Rollback(rctx); rbErr != nil {
+			// The transaction is lost (its connection is gone): the broker
+			// cannot commit it, the message comes back.
+			return store.RecordResult{}, fmt.Errorf("%w (rollback of the bisection: %w)", err, rbErr)
+		}
+		return store.RecordResult{}, err
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return store.RecordResult{}, fmt.Errorf("release the bisection's savepoint: %w", err)
+	}
+	return res, nil
+}
+
+// record stores b with rec, bisecting it when the store rejects its data;
+// the bad rows found are then recorded as missed in one more batch.
+func (r *Recorder) record(ctx context.Context, rec recordFunc, b influencer.Batch) (store.RecordResult, error) {
+	res, err := rec(ctx, b)
+	if err == nil {
+		return res, nil
+	}
+	return r.recordRejected(ctx, rec, b, err)
+}
+
+// recordRejected goes on from rec's first answer err for the whole of b.
+func (r *Recorder) recordRejected(ctx context.Context, rec recordFunc, b influencer.Batch, err error) (store.RecordResult, error) {
 	var (
 		res store.RecordResult
 		bad []influencer.Failure
 	)
-	if err := r.bisect(ctx, b, &res, &bad); err != nil {
+	if err := r.rejected(ctx, rec, b, err, &res, &bad); err != nil {
 		return res, err
 	}
 	if len(bad) == 0 {
@@ -155,7 +284,7 @@ func (r *Recorder) record(ctx context.Context, b influencer.Batch) (store.Record
 		"minute", b.Minute, "shard", b.Shard, "pks", pks, "first_reason", bad[0].Reason)
 	// Only failures: a rejected one is dropped (logged) by bisect, so this
 	// pass adds nothing to bad.
-	return res, r.bisect(ctx, influencer.Batch{Minute: b.Minute, Shard: b.Shard, Failures: bad}, &res, nil)
+	return res, r.bisect(ctx, rec, influencer.Batch{Minute: b.Minute, Shard: b.Shard, Failures: bad}, &res, nil)
 }
 
 // bisect records b; when the store rejects it as invalid it records the
@@ -163,14 +292,20 @@ func (r *Recorder) record(ctx context.Context, b influencer.Batch) (store.Record
 // appended to bad as an "invalid" failure with the store's error; when bad
 // is nil (the pass that records those) a rejected row cannot be recorded at
 // all and is logged. Transient errors abort.
-func (r *Recorder) bisect(ctx context.Context, b influencer.Batch, acc *store.RecordResult, bad *[]influencer.Failure) error {
-	res, err := r.store.Record(ctx, b)
+func (r *Recorder) bisect(ctx context.Context, rec recordFunc, b influencer.Batch, acc *store.RecordResult, bad *[]influencer.Failure) error {
+	res, err := rec(ctx, b)
 	if err == nil {
 		acc.Inserted += res.Inserted
 		acc.Duplicates += res.Duplicates
 		acc.Missed += res.Missed
 		return nil
 	}
+	return r.rejected(ctx, rec, b, err, acc, bad)
+}
+
+// rejected goes on from rec's error err for b: a transient error aborts, a
+// rejection isolates the bad rows (see bisect).
+func (r *Recorder) rejected(ctx context.Context, rec recordFunc, b influencer.Batch, err error, acc *store.RecordResult, bad *[]influencer.Failure) error {
 	if !errors.Is(err, store.ErrInvalid) {
 		return err
 	}
@@ -190,10 +325,10 @@ func (r *Recorder) bisect(ctx context.Context, b influencer.Batch, acc *store.Re
 		return nil
 	}
 	left, right := split(b)
-	if err := r.bisect(ctx, left, acc, bad); err != nil {
+	if err := r.bisect(ctx, rec, left, acc, bad); err != nil {
 		return err
 	}
-	return r.bisect(ctx, right, acc, bad)
+	return r.bisect(ctx, rec, right, acc, bad)
 }
 
 // rowPK is the pk of a batch's only row.

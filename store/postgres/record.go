@@ -3,6 +3,7 @@ package postgres
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -260,6 +261,31 @@ const recordAttempts = 3
 // yet (an old or far-future minute) gets its partition created and the
 // batch is retried, so such a minute never wedges the pipeline.
 func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordResult, error) {
+	return s.record(ctx, nil, b)
+}
+
+// RecordInTx records b as Record does, inside tx, a transaction on the
+// store's database (the Postgres broker's read transaction of the message
+// that carries b, which shares the store's pool): the batch is stored if and
+// only if tx commits. tx must be READ COMMITTED (each statement sees what
+// committed before it, as recordSQL's locking requires).
+//
+// Every attempt runs in a savepoint of tx: an error (a deadlock, a missing
+// partition, a row the store rejects, a lost connection) rolls back that
+// attempt only, and tx is left as it was before the call, usable for the
+// next call or for the broker's nack, unless the connection itself is gone.
+// A retried attempt (deadlock, partition created on demand) is retried in
+// tx as well; the partition is created by another connection.
+func (s *Store) RecordInTx(ctx context.Context, tx pgx.Tx, b influencer.Batch) (store.RecordResult, error) {
+	if tx == nil {
+		return store.RecordResult{}, errors.New("record in transaction: no transaction")
+	}
+	return s.record(ctx, tx, b)
+}
+
+// record stores b in one transaction of its own (tx nil) or in a savepoint
+// per attempt inside tx.
+func (s *Store) record(ctx context.Context, tx pgx.Tx, b influencer.Batch) (store.RecordResult, error) {
 	if err := store.ValidateBatch(b); err != nil {
 		return store.RecordResult{}, err
 	}
@@ -308,7 +334,7 @@ func (s *Store) Record(ctx context.Context, b influencer.Batch) (store.RecordRes
 	partitionsEnsured := false
 	for attempt := 1; ; attempt++ {
 		var inserted, unmissed, missed int64
-		err := s.recordOnce(ctx, lockClasses, lockKeys, lockExclusive, func(row pgx.Row) error {
+		err := s.recordOnce(ctx, tx, lockClasses, lockKeys, lockExclusive, func(row pgx.Row) error {
 			return row.Scan(&inserted, &unmissed, &missed)
 		}, pks, minutes, followers, following, usernames, buckets,
 			gMinutes, gBuckets, gClasses, gReasons, fPKs, fGroups, s.clock.Now(), stripeOf(b.Shard), fMinutes)
@@ -356,22 +382,67 @@ func classify(err error) error {
 }
 
 // recordOnce sends the locks and recordSQL as one batch: one round trip,
-// one implicit transaction.
-func (s *Store) recordOnce(ctx context.Context, lockClasses, lockKeys []int32, lockExclusive []bool,
+// one implicit transaction. In tx the batch runs in a savepoint taken in a
+// round trip of its own before it (not in the batch: pgx describes a
+// statement new to the connection in a round trip ahead of the batch, and
+// the relation locks of that describe would belong to tx itself, so a
+// partition created on demand would wait for tx for good); the batch ends
+// with its RELEASE. After an error the server skips the rest of the batch
+// and the savepoint is rolled back, so tx is as it was before the attempt.
+func (s *Store) recordOnce(ctx context.Context, tx pgx.Tx, lockClasses, lockKeys []int32, lockExclusive []bool,
 	scan func(pgx.Row) error, args ...any) error {
 	batch := &pgx.Batch{}
 	batch.Queue(recordLockSQL, lockClasses, lockKeys, lockExclusive)
 	batch.Queue(recordSQL, args...)
-	br := s.pool.SendBatch(ctx, batch)
+	var br pgx.BatchResults
+	if tx == nil {
+		br = s.pool.SendBatch(ctx, batch)
+	} else {
+		if _, err := tx.Exec(ctx, `SAVEPOINT `+recordSavepoint); err != nil {
+			return fmt.Errorf("savepoint: %w", err) // tx was aborted already or is gone: nothing to roll back
+		}
+		batch.Queue(`RELEASE SAVEPOINT ` + recordSavepoint)
+		br = tx.SendBatch(ctx, batch)
+	}
 	_, err := br.Exec()
 	if err == nil {
 		err = scan(br.QueryRow())
 	}
+	if err == nil && tx != nil {
+		_, err = br.Exec()
+	}
 	closeErr := br.Close()
-	if err != nil {
+	if err == nil {
+		err = closeErr
+	}
+	if err != nil && tx != nil {
+		return rollbackAttempt(ctx, tx, err)
+	}
+	return err
+}
+
+// recordSavepoint is the savepoint of one RecordInTx attempt.
+const recordSavepoint = "record_attempt"
+
+// savepointRollbackTimeout bounds the rollback of a failed attempt.
+const savepointRollbackTimeout = 5 * time.Second
+
+// rollbackAttempt rolls tx back to the failed attempt's savepoint (and
+// drops it) and returns err. It runs even when ctx has ended (the attempt
+// may have failed because of it), on a bounded context of its own; when
+// the connection is gone (pgx closes it when a context ends mid-statement)
+// there is nothing to roll back to: the transaction is lost, and err says
+// why.
+func rollbackAttempt(ctx context.Context, tx pgx.Tx, err error) error {
+	if tx.Conn().IsClosed() {
 		return err
 	}
-	return closeErr
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), savepointRollbackTimeout)
+	defer cancel()
+	if _, rerr := tx.Exec(rctx, `ROLLBACK TO SAVEPOINT `+recordSavepoint+`; RELEASE SAVEPOINT `+recordSavepoint); rerr != nil {
+		return fmt.Errorf("%w (rollback to savepoint: %w)", err, rerr)
+	}
+	return err
 }
 
 // sampleDays returns the distinct UTC days of the samples' minutes.

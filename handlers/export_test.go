@@ -1,0 +1,11 @@
+package handlers
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// SetRecorderTx replaces how r finds the broker's transaction of a message
+// (wsql.TxFromContext), whose context key only watermill-sql can set.
+func SetRecorderTx(r *Recorder, txOf func(context.Context) (pgx.Tx, bool)) { r.txOf = txOf }
