@@ -63,6 +63,7 @@ func TestSubcommandHelp(t *testing.T) {
 		{[]string{"simulate"}, []string{"--addr", "--mode", "--range", "--capacity"}, false, []string{"--database-url", "--shards", "--broker", "--log-level"}},
 		{[]string{"kafka-dev"}, []string{"--addr", "--partitions"}, false, []string{"--database-url", "--shards", "--kafka-brokers"}},
 		{[]string{"bench"}, []string{"--influencers", "--wirings", "--database-url"}, false, []string{"--shards", "--broker"}},
+		{[]string{"healthcheck"}, []string{"--url", "--timeout", "--http-addr"}, false, []string{"--shards", "--database-url"}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			t.Parallel()
