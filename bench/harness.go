@@ -196,10 +196,10 @@ func (r runner) childDefaults() []string {
 }
 
 // simulatorEnv is the simulator's environment: the children's, without
-// MOCKSTAGRAM_CAPACITY (simulate's --capacity), which would limit every
+// MOCKSTAGRAM_SIMULATOR_CAPACITY (simulate's --capacity), which would limit every
 // wiring's simulator; the capacity comes from simulatorArgs only.
 func (r runner) simulatorEnv() []string {
-	return r.env(append(r.childDefaults(), "MOCKSTAGRAM_CAPACITY")...)
+	return r.env(append(r.childDefaults(), "MOCKSTAGRAM_SIMULATOR_CAPACITY")...)
 }
 
 // startSimulator starts the deterministic simulator on pks; capacity > 0

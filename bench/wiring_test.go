@@ -226,7 +226,7 @@ func TestSimulatorArgs(t *testing.T) {
 
 func TestSimulatorEnvironment(t *testing.T) {
 	t.Parallel()
-	r := runner{c: Config{Env: []string{"PATH=/bin", "MOCKSTAGRAM_CAPACITY=40", "MOCKSTAGRAM_LOG_LEVEL=debug"}}}
+	r := runner{c: Config{Env: []string{"PATH=/bin", "MOCKSTAGRAM_SIMULATOR_CAPACITY=40", "MOCKSTAGRAM_LOG_LEVEL=debug"}}}
 	assert.ElementsMatch(t, []string{"PATH=/bin", "MOCKSTAGRAM_LOG_LEVEL=debug", "MOCKSTAGRAM_LOG_FORMAT=text", "MOCKSTAGRAM_SHUTDOWN_TIMEOUT=10s"},
 		r.simulatorEnv(), "the capacity comes from the arguments only")
 }

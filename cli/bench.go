@@ -16,21 +16,29 @@ import (
 // write rates), then the pipeline for whole minutes in each selected
 // wiring, every process a child of this one (package bench).
 type BenchCmd struct {
-	Influencers   int           `default:"1000000" help:"Number of influencers (pks 1000000..)."`
-	Minutes       int           `default:"3" help:"Whole minutes to measure per wiring (the partial first minute is not counted)."`
-	Wirings       string        `default:"all" help:"Comma-separated wirings: all, or some of memory,gochannel-pg,kafka-pg,pg-pg,staged-kafka-pg and the capacity scenarios capacity-90,overload-2x."`
-	Capacity      float64       `default:"4800" env:"-" help:"The capacity scenarios' simulator capacity, requests per second (simulate --capacity); capacity-90 tracks 0.9 × capacity × 60 influencers, overload-2x twice as many (--influencers does not apply to them)."`
-	Readers       int           `default:"4" help:"Concurrent API readers during the measured minutes (GET /api/v1/influencers/{pk}, one in ten GET /api/v1/stats); 0 = none."`
-	ReadRate      float64       `default:"20" help:"Total read requests per second."`
-	LimitDuration time.Duration `default:"10s" help:"Duration of each limit measurement."`
+	Influencers   int           `env:"MOCKSTAGRAM_BENCH_INFLUENCERS" default:"1000000" help:"Number of influencers (pks 1000000..)."`
+	Minutes       int           `env:"MOCKSTAGRAM_BENCH_MINUTES" default:"3" help:"Whole minutes to measure per wiring (the partial first minute is not counted)."`
+	Wirings       string        `env:"MOCKSTAGRAM_BENCH_WIRINGS" default:"all" help:"Comma-separated wirings: all, or some of memory,gochannel-pg,kafka-pg,pg-pg,staged-kafka-pg and the capacity scenarios capacity-90,overload-2x."`
+	Capacity      float64       `default:"4800" env:"MOCKSTAGRAM_BENCH_CAPACITY" help:"The capacity scenarios' simulator capacity, requests per second (simulate --capacity); capacity-90 tracks 0.9 × capacity × 60 influencers, overload-2x twice as many (--influencers does not apply to them)."`
+	Readers       int           `env:"MOCKSTAGRAM_BENCH_READERS" default:"4" help:"Concurrent API readers during the measured minutes (GET /api/v1/influencers/{pk}, one in ten GET /api/v1/stats); 0 = none."`
+	ReadRate      float64       `env:"MOCKSTAGRAM_BENCH_READ_RATE" default:"20" help:"Total read requests per second."`
+	LimitDuration time.Duration `env:"MOCKSTAGRAM_BENCH_LIMIT_DURATION" default:"10s" help:"Duration of each limit measurement."`
 	JSON          string        `name:"json" env:"-" help:"Also write the result as JSON to this file."`
 	LogDir        string        `env:"-" help:"Keep the child processes' logs in this directory (default: a temporary one, removed unless a wiring fails)."`
+	DatabaseURL   string        `name:"database-url" help:"PostgreSQL URL (postgres://...) of a database of the server the Postgres wirings create their databases on (default: bench.DefaultAdminURL)."`
+}
+
+// Validate checks --database-url as config.Config does.
+func (c BenchCmd) Validate() error {
+	cfg := config.Default()
+	cfg.DatabaseURL = c.DatabaseURL
+	return cfg.Validate()
 }
 
 // Run runs the benchmark and prints the tables. The Postgres wirings
 // create their databases on --database-url (any database of the server;
 // default bench.DefaultAdminURL).
-func (c BenchCmd) Run(e env, cfg config.Config) error {
+func (c BenchCmd) Run(e env) error {
 	wirings, err := bench.ParseWirings(c.Wirings)
 	if err != nil {
 		return usageError{err}
@@ -39,7 +47,7 @@ func (c BenchCmd) Run(e env, cfg config.Config) error {
 	if err != nil {
 		return fmt.Errorf("bench: own binary: %w", err)
 	}
-	admin := cfg.DatabaseURL
+	admin := c.DatabaseURL
 	if admin == "" {
 		admin = bench.DefaultAdminURL
 	}
@@ -113,13 +121,15 @@ func writeJSON(path string, res bench.Result) error {
 
 // BenchNodeCmd is 'mockstagram bench-node' (hidden): a pipeline process of
 // 'mockstagram bench', 'run' or one stage with a meter around its store.
+// Its own flags have no variables: 'bench' passes them on its command line.
 type BenchNodeCmd struct {
-	Stage       string `default:"run" enum:"run,recorder,scheduler,fetcher,api" help:"run (every stage) or one stage."`
-	Influencers int    `required:"" help:"Registry size (a minute is complete at this many stored or missed)."`
-	MeterAddr   string `required:"" help:"Where to serve the meter (127.0.0.1:port)."`
+	Stage         string `env:"-" default:"run" enum:"run,recorder,scheduler,fetcher,api" help:"run (every stage) or one stage."`
+	Influencers   int    `env:"-" required:"" help:"Registry size (a minute is complete at this many stored or missed)."`
+	MeterAddr     string `env:"-" required:"" help:"Where to serve the meter (127.0.0.1:port)."`
+	config.Config `embed:"" group:"pipeline"`
 }
 
 // Run runs the node until interrupted.
-func (c BenchNodeCmd) Run(e env, cfg config.Config) error {
-	return bench.RunNode(e.ctx, cfg, bench.NodeConfig{Stage: c.Stage, Influencers: c.Influencers, MeterAddr: c.MeterAddr}, e.stdout)
+func (c BenchNodeCmd) Run(e env) error {
+	return bench.RunNode(e.ctx, c.Config, bench.NodeConfig{Stage: c.Stage, Influencers: c.Influencers, MeterAddr: c.MeterAddr}, e.stdout)
 }

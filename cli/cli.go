@@ -1,6 +1,8 @@
 // Package cli is the mockstagram command line: kong parses flags, the
-// MOCKSTAGRAM_* environment and the optional config file into config.Config,
-// and each subcommand starts the fx application or a tool.
+// MOCKSTAGRAM_* environment and the optional config file, and each
+// subcommand starts the fx application or a tool. The commands that run the
+// pipeline embed the whole config.Config (its flags grouped after the
+// command's own in --help); the tools take only the few settings they use.
 package cli
 
 import (
@@ -20,8 +22,9 @@ import (
 // CLI is the command line.
 type CLI struct {
 	config.File
-	config.Config `embed:""`
+	Version kong.VersionFlag `name:"version" env:"-" help:"Print the version and exit."`
 
+	// One line per subcommand.
 	Run       RunCmd       `cmd:"" help:"All stages and the HTTP API in one process (starts the built-in simulator when --api-url is unset)."`
 	Scheduler StageCmd     `cmd:"" help:"Only the scheduler (leader or hot standby)."`
 	Fetcher   StageCmd     `cmd:"" help:"Only a fetcher; run any number."`
@@ -45,25 +48,39 @@ type env struct {
 	stderr io.Writer
 }
 
+// groupPipeline is the help group of the pipeline's settings: the
+// commands that run the pipeline embed config.Config with group:"pipeline",
+// so --help lists them after the command's own flags.
+const groupPipeline = "pipeline"
+
+// Option changes how Main runs.
+type Option func(*options)
+
+type options struct {
+	version string
+}
+
+// WithVersion sets the version --version prints (set at link time, e.g.
+// -ldflags "-X main.version=v1.2.3"); empty: the module version and VCS
+// revision the binary was built from.
+func WithVersion(v string) Option { return func(o *options) { o.version = v } }
+
 // Main runs the command line and returns the exit code.
-func Main(args []string, stdout, stderr io.Writer) int {
+func Main(args []string, stdout, stderr io.Writer, opt ...Option) int {
+	var o options
+	for _, f := range opt {
+		f(&o)
+	}
 	var cli CLI
 	exitCode := -1
-	opts := append(config.KongOptions(),
-		kong.Name("mockstagram"),
-		kong.Description("Mockstagram follower pipeline."),
-		kong.UsageOnError(),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { exitCode = code }),
-	)
-	parser, err := kong.New(&cli, opts...)
+	parser, err := newParser(&cli, o, stdout, stderr, func(code int) { exitCode = code })
 	if err != nil {
 		fmt.Fprintln(stderr, "mockstagram:", err)
 		return 2
 	}
 	kctx, err := parser.Parse(args)
 	if exitCode >= 0 {
-		return exitCode // --help
+		return exitCode // --help, --version
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "mockstagram:", err)
@@ -72,7 +89,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	e := env{ctx: ctx, stdout: stdout, stderr: stderr}
-	if err := kctx.Run(e, cli.Config); err != nil {
+	if err := kctx.Run(e); err != nil {
 		var usage usageError
 		if errors.As(err, &usage) {
 			fmt.Fprintln(stderr, "mockstagram:", err)
@@ -85,3 +102,22 @@ func Main(args []string, stdout, stderr io.Writer) int {
 }
 
 type usageError struct{ error }
+
+// newParser is the command line's parser; exit is called for --help and
+// --version instead of exiting.
+func newParser(cli *CLI, o options, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, error) {
+	opts := append(config.KongOptions(),
+		kong.Name("mockstagram"),
+		kong.Description("Mockstagram follower pipeline."),
+		kong.UsageOnError(),
+		kong.Writers(stdout, stderr),
+		kong.Exit(exit),
+		kong.Vars{"version": versionString(o.version, readBuildInfo())},
+		kong.ExplicitGroups([]kong.Group{{
+			Key:         groupPipeline,
+			Title:       "Pipeline flags:",
+			Description: "Settings of the pipeline stages, shared by every process (each also a MOCKSTAGRAM_* variable and a --config key).",
+		}}),
+	)
+	return kong.New(cli, opts...)
+}

@@ -33,18 +33,111 @@ func TestHelp(t *testing.T) {
 		for _, cmd := range []string{"run", "scheduler", "fetcher", "recorder", "suspicion", "api", "simulate", "migrate", "registry", "bench"} {
 			assert.Regexp(t, `(?m)^\s+`+cmd+`\b`, r.stdout, "help lists %q", cmd)
 		}
-		for _, flag := range []string{"--database-url", "--api-url", "--shards", "--broker", "--config"} {
+		for _, flag := range []string{"--config", "--version"} {
 			assert.Contains(t, r.stdout, flag)
 		}
 	}
 }
 
+// TestSubcommandHelp: a command's own flags come first; the pipeline's
+// settings, for the commands that run it, come after them under "Pipeline
+// flags:"; the tools list only the settings they use.
 func TestSubcommandHelp(t *testing.T) {
 	t.Parallel()
-	r := run(t, "registry", "add", "--help")
-	assert.Equal(t, 0, r.code, r.stderr)
-	assert.Contains(t, r.stdout, "--range")
-	assert.Contains(t, r.stdout, "--pk")
+	pipelineFlags := []string{"--api-url", "--database-url", "--broker", "--shards", "--spread-window", "--log-format", "--postgres-poll-interval"}
+	for _, tc := range []struct {
+		args     []string
+		own      []string // in this order, before any pipeline flag
+		pipeline bool
+		absent   []string
+	}{
+		{[]string{"run"}, nil, true, nil},
+		{[]string{"fetcher"}, nil, true, nil},
+		{[]string{"scheduler"}, nil, true, nil},
+		{[]string{"dlq", "replay"}, []string{"--topic", "--id", "--dry-run"}, true, nil},
+		{[]string{"bench-node"}, []string{"--stage", "--influencers", "--meter-addr"}, true, nil},
+		{[]string{"registry", "add"}, []string{"--range", "--pk", "--database-url", "--retention"}, false, []string{"--shards", "--broker", "--api-url"}},
+		{[]string{"registry", "list"}, []string{"--after", "--limit", "--database-url"}, false, []string{"--shards", "--broker"}},
+		{[]string{"dlq", "list"}, []string{"--topic", "--limit", "--database-url"}, false, []string{"--shards", "--broker"}},
+		{[]string{"migrate"}, []string{"--database-url", "--log-level", "--log-format"}, false, []string{"--shards", "--broker"}},
+		{[]string{"simulate"}, []string{"--addr", "--mode", "--range", "--capacity"}, false, []string{"--database-url", "--shards", "--broker", "--log-level"}},
+		{[]string{"kafka-dev"}, []string{"--addr", "--partitions"}, false, []string{"--database-url", "--shards", "--kafka-brokers"}},
+		{[]string{"bench"}, []string{"--influencers", "--wirings", "--database-url"}, false, []string{"--shards", "--broker"}},
+		{[]string{"healthcheck"}, []string{"--url", "--timeout", "--http-addr"}, false, []string{"--shards", "--database-url"}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			r := run(t, append(tc.args, "--help")...)
+			require.Equal(t, 0, r.code, r.stderr)
+			out := r.stdout
+			pos := func(flag string) int { return strings.Index(out, "  "+flag) }
+			require.Contains(t, out, "Flags:")
+			groupAt := strings.Index(out, "Pipeline flags:")
+			if tc.pipeline {
+				require.Greater(t, groupAt, strings.Index(out, "Flags:"), "pipeline flags after the command's flags:\n%s", out)
+				for _, f := range pipelineFlags {
+					assert.Greater(t, pos(f), groupAt, "%s listed under Pipeline flags", f)
+				}
+			} else {
+				assert.Equal(t, -1, groupAt, out)
+			}
+			last := -1
+			for _, f := range tc.own {
+				p := pos(f)
+				require.GreaterOrEqual(t, p, 0, "%s listed:\n%s", f, out)
+				assert.Greater(t, p, last, "%s in order", f)
+				if groupAt >= 0 {
+					assert.Less(t, p, groupAt, "%s before the pipeline flags", f)
+				}
+				last = p
+			}
+			for _, f := range tc.absent {
+				assert.Equal(t, -1, pos(f), "%s is not a flag of %v", f, tc.args)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--version"}, {"run", "--version"}, {"registry", "add", "--version"}} {
+		r := run(t, args...)
+		assert.Equal(t, 0, r.code, "%v: %s", args, r.stderr)
+		assert.Regexp(t, `^mockstagram \S+( \(.*go1\.[0-9.]+\))?\n$`, r.stdout, "%v", args)
+		assert.Empty(t, r.stderr)
+	}
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, cli.Main([]string{"--version"}, &stdout, &stderr, cli.WithVersion("v1.2.3")))
+	assert.Regexp(t, `^mockstagram v1\.2\.3( \(.*\))?\n$`, stdout.String())
+}
+
+// TestVersionAndHelpIgnoreABadEnvironment: --version and --help answer
+// whatever MOCKSTAGRAM_* holds. Not parallel: it sets the environment.
+func TestVersionAndHelpIgnoreABadEnvironment(t *testing.T) {
+	t.Setenv("MOCKSTAGRAM_SHARDS", "abc")
+	for _, args := range [][]string{{"run", "--version"}, {"run", "--help"}} {
+		r := run(t, args...)
+		assert.Equal(t, 0, r.code, "%v: %s", args, r.stderr)
+	}
+	r := run(t, "run")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, `shards: expected a valid 64 bit int but got "abc" (from MOCKSTAGRAM_SHARDS)`)
+}
+
+// TestRegistryChangeIgnoresTheEnvironment: a registry change names its pks
+// on the command line; an exported MOCKSTAGRAM_RANGE (simulate's old
+// variable) or MOCKSTAGRAM_PK does not drive a bare 'registry add'. Not
+// parallel: it sets the environment.
+func TestRegistryChangeIgnoresTheEnvironment(t *testing.T) {
+	t.Setenv("MOCKSTAGRAM_RANGE", "1000000-1999999")
+	t.Setenv("MOCKSTAGRAM_PK", "5")
+	t.Setenv("MOCKSTAGRAM_SIMULATOR_RANGE", "1000000-1999999")
+	for _, cmd := range []string{"add", "remove"} {
+		r := run(t, "registry", cmd, "--database-url", "postgres://nobody@127.0.0.1:1/none")
+		assert.Equal(t, 2, r.code, "registry %s: %s", cmd, r.stdout)
+		assert.Contains(t, r.stderr, "give a range (FROM-TO) and/or pks", cmd)
+		assert.Empty(t, r.stdout)
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -88,11 +181,15 @@ func TestInvalidConfig(t *testing.T) {
 		args    []string
 		wantErr []string
 	}{
-		{"zero shards", []string{"--shards", "0", "registry", "list"}, []string{"shards: 0 not in [1, 1048576]"}},
-		{"bad broker and log level", []string{"--broker", "rabbit", "--log-level", "loud", "registry", "list"},
+		{"zero shards", []string{"fetcher", "--shards", "0"}, []string{"shards: 0 not in [1, 1048576]"}},
+		{"bad broker and log level", []string{"run", "--broker", "rabbit", "--log-level", "loud"},
 			[]string{`broker: "rabbit" is not one of gochannel, kafka, postgres`, `log-level: "loud" is not debug, info, warn or error`}},
-		{"bad database url", []string{"--database-url", "mysql://h/db", "migrate"}, []string{"database-url: want postgres://user@host:port/db"}},
-		{"bad api url", []string{"--api-url", "ftp://x", "fetcher"}, []string{`api-url: "ftp://x": want http(s)://host[:port]`}},
+		{"bad log format", []string{"run", "--log-format", "yaml"}, []string{`log-format: "yaml" is not auto, json or text`}},
+		{"bad database url", []string{"migrate", "--database-url", "mysql://h/db"}, []string{"database-url: want postgres://user@host:port/db"}},
+		{"migrate bad log level", []string{"migrate", "--log-level", "loud"}, []string{`log-level: "loud" is not debug, info, warn or error`}},
+		{"registry bad database url", []string{"registry", "list", "--database-url", "mysql://h/db"}, []string{"database-url: want postgres://user@host:port/db"}},
+		{"registry short retention", []string{"registry", "list", "--retention", "1h"}, []string{"retention: 1h0m0s is less than a day"}},
+		{"bad api url", []string{"fetcher", "--api-url", "ftp://x"}, []string{`api-url: "ftp://x": want http(s)://host[:port]`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -120,11 +217,12 @@ func TestMigrateAndRegistry(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"registry", "add", "--range", "1000000-1000009", "--database-url", dsn}, "10 influencers now tracked\n"},
-		{[]string{"registry", "add", "--pk", "5", "--database-url", dsn}, "1 influencers now tracked\n"},
-		{[]string{"registry", "add", "--pk", "5", "--database-url", dsn}, "0 influencers now tracked\n"},
-		{[]string{"registry", "remove", "--pk", "1000003", "--database-url", dsn}, "1 influencers no longer tracked\n"},
-		{[]string{"registry", "remove", "--pk", "1000003", "--pk", "424242", "--database-url", dsn}, "0 influencers no longer tracked\n"},
+		{[]string{"registry", "add", "--range", "1000000-1000009", "--database-url", dsn}, "added 10, 10 influencers now tracked\n"},
+		{[]string{"registry", "add", "--pk", "5", "--database-url", dsn}, "added 1, 11 influencers now tracked\n"},
+		{[]string{"registry", "add", "--pk", "5", "--database-url", dsn}, "added 0, 11 influencers now tracked\n"},
+		{[]string{"registry", "add", "--range", "1000000-1000009", "--database-url", dsn}, "added 0, 11 influencers now tracked\n"},
+		{[]string{"registry", "remove", "--pk", "1000003", "--database-url", dsn}, "removed 1, 10 influencers now tracked\n"},
+		{[]string{"registry", "remove", "--pk", "1000003", "--pk", "424242", "--database-url", dsn}, "removed 0, 10 influencers now tracked\n"},
 	} {
 		r := run(t, tc.args...)
 		require.Equal(t, 0, r.code, "%v: %s", tc.args, r.stderr)

@@ -78,10 +78,12 @@ func openDLQStore(ctx context.Context, cfg config.Config) (*postgres.Store, func
 type DLQList struct {
 	dlqSelect
 	Limit int `env:"-" default:"100" help:"At most this many letters."`
+	storeFlags
 }
 
 // Run prints the matching dead letters as a table.
-func (c DLQList) Run(e env, cfg config.Config) error {
+func (c DLQList) Run(e env) error {
+	cfg := c.config()
 	f, err := c.filter(time.Now())
 	if err != nil {
 		return usageError{err}
@@ -146,12 +148,15 @@ type DLQReplay struct {
 	dlqSelect
 	ID     []string `env:"-" name:"id" help:"Replay this dead letter (repeatable; even when it was replayed before). Without --id, every matching letter not yet replayed."`
 	DryRun bool     `env:"-" name:"dry-run" help:"Only say what would be replayed."`
+	// The broker and the rules of deadlines and suspicion rounds.
+	config.Config `embed:"" group:"pipeline"`
 }
 
 // Run re-publishes the selected dead letters (handlers.Replayer says how
 // each kind is replayed; a fetch whose minute is over is reported as
 // expired and left unreplayed) and prints one line per letter.
-func (c DLQReplay) Run(e env, cfg config.Config) error {
+func (c DLQReplay) Run(e env) error {
+	cfg := c.Config
 	now := time.Now()
 	f, err := c.filter(now)
 	if err != nil {

@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/mockstagram/pipeline/config"
 )
 
 // HealthCmd is 'mockstagram healthcheck': the container healthcheck of the
@@ -20,16 +18,18 @@ import (
 type HealthCmd struct {
 	URL     string        `name:"url" help:"URL to GET (default: /readyz of --http-addr on the loopback address)." placeholder:"URL"`
 	Timeout time.Duration `name:"timeout" default:"3s" help:"Give up after this long."`
+	// The probed process's setting (MOCKSTAGRAM_HTTP_ADDR), as config.Config has it.
+	HTTPAddr string `name:"http-addr" default:":8080" help:"Listen address of the process to probe (its --http-addr)."`
 }
 
 // healthBodyLimit bounds what is read (and printed) of the answer.
 const healthBodyLimit = 512
 
 // Run checks the URL.
-func (c HealthCmd) Run(e env, cfg config.Config) error {
+func (c HealthCmd) Run(e env) error {
 	url := c.URL
 	if url == "" {
-		u, err := readyzURL(cfg.HTTPAddr)
+		u, err := readyzURL(c.HTTPAddr)
 		if err != nil {
 			return usageError{err}
 		}

@@ -17,7 +17,7 @@ func TestRegistryProgress(t *testing.T) {
 
 	r := run(t, "registry", "add", "--range", "2000000-2024999", "--pk", "7", "--database-url", dsn)
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.Equal(t, "25001 influencers now tracked\n", r.stdout)
+	assert.Equal(t, "added 25001, 25001 influencers now tracked\n", r.stdout)
 	assert.Equal(t, ""+
 		"registry add: 10000/25001 pks (39%), 10000 changed\n"+
 		"registry add: 20000/25001 pks (79%), 20000 changed\n"+
@@ -26,13 +26,13 @@ func TestRegistryProgress(t *testing.T) {
 
 	r = run(t, "registry", "remove", "--range", "2000000-2019999", "--database-url", dsn)
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.Equal(t, "20000 influencers no longer tracked\n", r.stdout)
+	assert.Equal(t, "removed 20000, 5001 influencers now tracked\n", r.stdout)
 	assert.Equal(t, ""+
 		"registry remove: 10000/20000 pks (50%), 10000 changed\n"+
 		"registry remove: 20000/20000 pks (100%), 20000 changed\n", r.stderr)
 
 	r = run(t, "registry", "remove", "--range", "2019000-2020999", "--database-url", dsn)
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.Equal(t, "1000 influencers no longer tracked\n", r.stdout, "1000 of them were tracked")
+	assert.Equal(t, "removed 1000, 4001 influencers now tracked\n", r.stdout, "1000 of them were tracked")
 	assert.Empty(t, r.stderr, "one batch: no progress")
 }

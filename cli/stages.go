@@ -10,21 +10,26 @@ import (
 )
 
 // RunCmd is 'mockstagram run'.
-type RunCmd struct{}
+type RunCmd struct {
+	config.Config `embed:"" group:"pipeline"`
+}
 
 // Run starts every stage and the API in one process.
-func (RunCmd) Run(e env, cfg config.Config) error {
-	return app.Run(e.ctx, cfg, app.AllRoles(), func(p *app.Process) {
+func (c RunCmd) Run(e env) error {
+	return app.Run(e.ctx, c.Config, app.AllRoles(), func(p *app.Process) {
 		fmt.Fprintf(e.stdout, "Mockstagram pipeline running: API and dashboard at http://%s (try /api/v1/influencers/1000000), fetching from %s. Ctrl-C stops.\n",
 			displayHost(p.HTTPAddr), p.APIBaseURL)
 	})
 }
 
 // StageCmd runs one stage; which one is the command's name.
-type StageCmd struct{}
+type StageCmd struct {
+	config.Config `embed:"" group:"pipeline"`
+}
 
 // Run starts the stage named by the command, if it can run alone.
-func (StageCmd) Run(e env, cfg config.Config, kctx *kong.Context) error {
+func (c StageCmd) Run(e env, kctx *kong.Context) error {
+	cfg := c.Config
 	stage := kctx.Command()
 	roles, err := app.Stage(stage, cfg)
 	if err != nil {

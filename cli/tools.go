@@ -23,31 +23,33 @@ import (
 	"github.com/mockstagram/pipeline/store/postgres"
 )
 
-// SimulateCmd is 'mockstagram simulate'.
+// SimulateCmd is 'mockstagram simulate'. Its variables are
+// MOCKSTAGRAM_SIMULATOR_*: MOCKSTAGRAM_SIMULATOR_MODE is also the built-in
+// simulator's mode (run --simulator-mode), the same setting.
 type SimulateCmd struct {
-	Addr                 string        `default:":3000" help:"Listen address."`
-	Mode                 string        `default:"random-walk" enum:"random-walk,deterministic" help:"random-walk (like the real server) or deterministic (counts are a pure function of pk and minute)."`
-	Range                string        `default:"1000000-1999999" help:"Known pks (FROM-TO); others answer InfluencerNotFoundError."`
-	Seed                 int64         `default:"1" help:"Random seed."`
-	ErrorRate            float64       `help:"Fraction of GETs answered 5xx."`
-	RateLimitRate        float64       `name:"rate-limit-rate" help:"Fraction of GETs answered 429 with Retry-After."`
-	RetryAfter           time.Duration `default:"1s" help:"Retry-After of 429 answers."`
-	Latency              time.Duration `help:"Latency added to every GET."`
-	LatencyJitter        time.Duration `help:"Plus a uniform random latency below this."`
-	SpikeRate            float64       `help:"Fraction of GETs with a latency spike."`
-	SpikeLatency         time.Duration `help:"Latency of a spike."`
-	TimeoutRate          float64       `help:"Fraction of GETs that never answer."`
-	MalformedRate        float64       `help:"Fraction of GETs answered with a malformed body."`
-	OversizeRate         float64       `help:"Fraction of GETs answered with an oversized body."`
-	HugeHeaderRate       float64       `help:"Fraction of GETs answered with a response header of more than 9 MiB (hostile server)."`
-	AbsurdRetryAfterRate float64       `name:"absurd-retry-after-rate" help:"Fraction of GETs answered 429 with Retry-After: 99999999999999999 (hostile server)."`
-	UnknownRate          float64       `help:"Fraction of known pks answered as not found."`
-	MaxInFlight          int           `help:"Requests served at once (0 = unlimited); the rest queue."`
-	Capacity             float64       `help:"Requests served per second, one at a time in arrival order, like the real single-process server (0 = unlimited); the rest queue."`
+	Addr                 string        `env:"MOCKSTAGRAM_SIMULATOR_ADDR" default:":3000" help:"Listen address."`
+	Mode                 string        `env:"MOCKSTAGRAM_SIMULATOR_MODE" default:"random-walk" enum:"random-walk,deterministic" help:"random-walk (like the real server) or deterministic (counts are a pure function of pk and minute)."`
+	Range                string        `env:"MOCKSTAGRAM_SIMULATOR_RANGE" default:"1000000-1999999" help:"Known pks (FROM-TO); others answer InfluencerNotFoundError."`
+	Seed                 int64         `env:"MOCKSTAGRAM_SIMULATOR_SEED" default:"1" help:"Random seed."`
+	ErrorRate            float64       `env:"MOCKSTAGRAM_SIMULATOR_ERROR_RATE" help:"Fraction of GETs answered 5xx."`
+	RateLimitRate        float64       `env:"MOCKSTAGRAM_SIMULATOR_RATE_LIMIT_RATE" name:"rate-limit-rate" help:"Fraction of GETs answered 429 with Retry-After."`
+	RetryAfter           time.Duration `env:"MOCKSTAGRAM_SIMULATOR_RETRY_AFTER" default:"1s" help:"Retry-After of 429 answers."`
+	Latency              time.Duration `env:"MOCKSTAGRAM_SIMULATOR_LATENCY" help:"Latency added to every GET."`
+	LatencyJitter        time.Duration `env:"MOCKSTAGRAM_SIMULATOR_LATENCY_JITTER" help:"Plus a uniform random latency below this."`
+	SpikeRate            float64       `env:"MOCKSTAGRAM_SIMULATOR_SPIKE_RATE" help:"Fraction of GETs with a latency spike."`
+	SpikeLatency         time.Duration `env:"MOCKSTAGRAM_SIMULATOR_SPIKE_LATENCY" help:"Latency of a spike."`
+	TimeoutRate          float64       `env:"MOCKSTAGRAM_SIMULATOR_TIMEOUT_RATE" help:"Fraction of GETs that never answer."`
+	MalformedRate        float64       `env:"MOCKSTAGRAM_SIMULATOR_MALFORMED_RATE" help:"Fraction of GETs answered with a malformed body."`
+	OversizeRate         float64       `env:"MOCKSTAGRAM_SIMULATOR_OVERSIZE_RATE" help:"Fraction of GETs answered with an oversized body."`
+	HugeHeaderRate       float64       `env:"MOCKSTAGRAM_SIMULATOR_HUGE_HEADER_RATE" help:"Fraction of GETs answered with a response header of more than 9 MiB (hostile server)."`
+	AbsurdRetryAfterRate float64       `env:"MOCKSTAGRAM_SIMULATOR_ABSURD_RETRY_AFTER_RATE" name:"absurd-retry-after-rate" help:"Fraction of GETs answered 429 with Retry-After: 99999999999999999 (hostile server)."`
+	UnknownRate          float64       `env:"MOCKSTAGRAM_SIMULATOR_UNKNOWN_RATE" help:"Fraction of known pks answered as not found."`
+	MaxInFlight          int           `env:"MOCKSTAGRAM_SIMULATOR_MAX_IN_FLIGHT" help:"Requests served at once (0 = unlimited); the rest queue."`
+	Capacity             float64       `env:"MOCKSTAGRAM_SIMULATOR_CAPACITY" help:"Requests served per second, one at a time in arrival order, like the real single-process server (0 = unlimited); the rest queue."`
 }
 
 // Run serves the simulator until interrupted.
-func (c SimulateCmd) Run(e env, cfg config.Config) error {
+func (c SimulateCmd) Run(e env) error {
 	r, err := influencer.ParseRange(c.Range)
 	if err != nil {
 		return usageError{err}
@@ -83,10 +85,24 @@ func (c SimulateCmd) Run(e env, cfg config.Config) error {
 }
 
 // MigrateCmd is 'mockstagram migrate'.
-type MigrateCmd struct{}
+type MigrateCmd struct {
+	DatabaseURL string `name:"database-url" help:"PostgreSQL URL (postgres://...) of the database to migrate."`
+	LogLevel    string `name:"log-level" default:"info" help:"debug, info, warn or error."`
+	LogFormat   string `name:"log-format" default:"auto" help:"auto (text on a terminal, else json), json or text."`
+}
+
+func (c MigrateCmd) config() config.Config {
+	cfg := config.Default()
+	cfg.DatabaseURL, cfg.LogLevel, cfg.LogFormat = c.DatabaseURL, c.LogLevel, c.LogFormat
+	return cfg
+}
+
+// Validate checks the settings as config.Config does.
+func (c MigrateCmd) Validate() error { return c.config().Validate() }
 
 // Run applies the migrations.
-func (MigrateCmd) Run(e env, cfg config.Config) error {
+func (c MigrateCmd) Run(e env) error {
+	cfg := c.config()
 	if cfg.DatabaseURL == "" {
 		return usageError{errors.New("migrate needs --database-url (MOCKSTAGRAM_DATABASE_URL)")}
 	}
@@ -104,16 +120,34 @@ type RegistryCmd struct {
 	List   RegistryList   `cmd:"" help:"List tracked influencers."`
 }
 
-// RegistryChange selects pks by --range and/or --pk.
+// storeFlags are the settings of the tools that only open the store.
+type storeFlags struct {
+	DatabaseURL string        `name:"database-url" help:"PostgreSQL URL (postgres://...) of the pipeline's database."`
+	Retention   time.Duration `name:"retention" default:"168h" help:"How long minute points are kept (opening the store drops older whole days)."`
+}
+
+func (f storeFlags) config() config.Config {
+	cfg := config.Default()
+	cfg.DatabaseURL, cfg.Retention = f.DatabaseURL, f.Retention
+	return cfg
+}
+
+// Validate checks the settings as config.Config does.
+func (f storeFlags) Validate() error { return f.config().Validate() }
+
+// RegistryChange selects pks by --range and/or --pk. They have no
+// environment variables: a change names its pks on the command line.
 type RegistryChange struct {
-	Range string  `help:"Inclusive pk range FROM-TO."`
-	PK    []int64 `name:"pk" help:"A pk (repeatable)."`
+	Range string  `env:"-" help:"Inclusive pk range FROM-TO."`
+	PK    []int64 `env:"-" name:"pk" help:"A pk (repeatable)."`
+	storeFlags
 }
 
 // Run adds or removes pks, depending on the command; it goes through the
 // same registry.Editor as the admin API. A change of more than one batch
 // (registry.Batch pks) reports its progress on stderr at each whole percent.
-func (c RegistryChange) Run(e env, cfg config.Config, kctx *kong.Context) error {
+func (c RegistryChange) Run(e env, kctx *kong.Context) error {
+	cfg := c.config()
 	change := registry.Change{Range: c.Range, PKs: c.PK}
 	size, err := change.Size()
 	if err != nil {
@@ -124,9 +158,9 @@ func (c RegistryChange) Run(e env, cfg config.Config, kctx *kong.Context) error 
 		return err
 	}
 	defer closeStore()
-	op, done := registry.OpAdd, "now tracked"
+	op, verb := registry.OpAdd, "added"
 	if kctx.Command() == "registry remove" {
-		op, done = registry.OpRemove, "no longer tracked"
+		op, verb = registry.OpRemove, "removed"
 	}
 	var progress func(registry.Progress)
 	if size > registry.Batch {
@@ -136,8 +170,22 @@ func (c RegistryChange) Run(e env, cfg config.Config, kctx *kong.Context) error 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%d influencers %s\n", n, done)
+	st, err := s.Stats(e.ctx, time.Now())
+	if err != nil {
+		return fmt.Errorf("%s %d, then: %w", verb, n, err)
+	}
+	fmt.Fprintln(e.stdout, changeReport(verb, n, st.Tracked))
 	return nil
+}
+
+// changeReport is the line a registry change prints: "added 10, 1010
+// influencers now tracked".
+func changeReport(verb string, changed int, tracked int64) string {
+	noun := "influencers"
+	if tracked == 1 {
+		noun = "influencer"
+	}
+	return fmt.Sprintf("%s %d, %d %s now tracked", verb, changed, tracked, noun)
 }
 
 // progressPrinter prints a change's progress to w when it reaches a new
@@ -156,12 +204,14 @@ func progressPrinter(w io.Writer, command string) func(registry.Progress) {
 
 // RegistryList is 'mockstagram registry list'.
 type RegistryList struct {
-	After int64 `help:"List pks greater than this."`
-	Limit int   `default:"100" help:"At most this many rows."`
+	After int64 `env:"-" help:"List pks greater than this."`
+	Limit int   `env:"-" default:"100" help:"At most this many rows."`
+	storeFlags
 }
 
 // Run prints registry rows.
-func (c RegistryList) Run(e env, cfg config.Config) error {
+func (c RegistryList) Run(e env) error {
+	cfg := c.config()
 	if c.Limit < 1 || c.Limit > 1_000_000 {
 		return usageError{errors.New("--limit must be in [1, 1000000]")}
 	}

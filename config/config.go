@@ -31,6 +31,14 @@ const (
 	SimulatorDeterministic = "deterministic"
 )
 
+// Log formats accepted by MOCKSTAGRAM_LOG_FORMAT: auto is text when the
+// log's output (stderr) is a terminal, JSON otherwise.
+const (
+	LogFormatAuto = "auto"
+	LogFormatJSON = "json"
+	LogFormatText = "text"
+)
+
 // Config is shared by every subcommand. Flag names map to environment
 // variables by upper-casing and prefixing: --api-url is MOCKSTAGRAM_API_URL.
 // In a config file the keys are the flag names (api-url: ...).
@@ -62,7 +70,7 @@ type Config struct {
 	ReconcileLookback   time.Duration `name:"reconcile-lookback" default:"1h" help:"How far back the scheduler's leader records minutes nobody scheduled as missed (class not-scheduled)."`
 	SimulatorMode       string        `name:"simulator-mode" default:"random-walk" help:"Mode of the built-in simulator: random-walk or deterministic."`
 	LogLevel            string        `name:"log-level" default:"info" help:"debug, info, warn or error."`
-	LogFormat           string        `name:"log-format" default:"json" help:"json or text."`
+	LogFormat           string        `name:"log-format" default:"auto" help:"auto (text when stderr is a terminal, else json), json or text."`
 	ShutdownTimeout     time.Duration `name:"shutdown-timeout" default:"30s" help:"How long a stopping process waits for in-flight work."`
 	Retention           time.Duration `name:"retention" default:"168h" help:"How long minute points are kept (whole days are dropped); hourly and daily rollups are kept."`
 	DeadLetterRetention time.Duration `name:"dead-letter-retention" default:"168h" help:"How long archived dead letters are kept (replayed or not), from their receive time; older ones are deleted hourly in batches."`
@@ -111,7 +119,7 @@ func Default() Config {
 		ReconcileLookback:   time.Hour,
 		SimulatorMode:       SimulatorRandomWalk,
 		LogLevel:            "info",
-		LogFormat:           "json",
+		LogFormat:           LogFormatAuto,
 		ShutdownTimeout:     30 * time.Second,
 		Retention:           7 * 24 * time.Hour,
 		DeadLetterRetention: 7 * 24 * time.Hour,
@@ -247,8 +255,10 @@ func (c Config) Validate() error {
 	default:
 		bad("log-level: %q is not debug, info, warn or error", c.LogLevel)
 	}
-	if c.LogFormat != "json" && c.LogFormat != "text" {
-		bad("log-format: %q is not json or text", c.LogFormat)
+	switch c.LogFormat {
+	case LogFormatAuto, LogFormatJSON, LogFormatText:
+	default:
+		bad("log-format: %q is not auto, json or text", c.LogFormat)
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown-timeout: must be positive")

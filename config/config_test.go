@@ -61,6 +61,13 @@ func TestGoodFixtureValues(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, off.FetchAdaptive)
 	assert.Equal(t, 64, off.FetchConcurrency)
+
+	text, err := config.Load([]string{"--config", "testdata/log-format.good.yml"})
+	require.NoError(t, err)
+	assert.Equal(t, config.LogFormatText, text.LogFormat)
+	minimal, err := config.Load([]string{"--config", "testdata/minimal.good.yml"})
+	require.NoError(t, err)
+	assert.Equal(t, config.LogFormatAuto, minimal.LogFormat, "auto by default")
 }
 
 func TestBadFixtures(t *testing.T) {

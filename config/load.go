@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/alecthomas/kong"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // EnvPrefix prefixes every environment variable: MOCKSTAGRAM_API_URL.
@@ -147,8 +147,8 @@ func EnvNames() ([]string, error) {
 // mistyped flag is still reported alone.
 func (c *Config) BeforeReset(kctx *kong.Context) error {
 	for _, trace := range kctx.Path {
-		if trace.Flag != nil && trace.Flag.Name == "help" {
-			return nil // --help answers whatever the environment holds
+		if trace.Flag != nil && (trace.Flag.Name == "help" || trace.Flag.Name == "version") {
+			return nil // --help and --version answer whatever the environment holds
 		}
 	}
 	file := configFileKeys(kctx)

@@ -32,10 +32,23 @@ type SchedulerConfig struct {
 	Shards        int           // pks are hashed into this many shards
 	SpreadWindow  time.Duration // shard s is published at s/Shards of this window
 	DeadlineGrace time.Duration // a task for minute M expires at influencer.Deadline(M, grace)
+	// StartWindow is how long the first minute of Run takes: the minute in
+	// which the scheduler starts (or takes the lock over) is published whole,
+	// shard s at s/Shards of StartWindow after the start, cut to what is left
+	// of the spread window (past it, at once). So a fresh start has every
+	// tracked pk's first sample within seconds, not at its shard's offset
+	// (up to SpreadWindow later), and no shard of the starting minute is
+	// skipped; from the next minute on, each shard is at its offset. Zero:
+	// DefaultStartWindow; negative: none (the shards due at the start are
+	// published at once, the others at their offsets).
+	StartWindow time.Duration
 	// Tracer starts the trace of each shard-minute (nil: no spans); the
 	// task's metadata carries it on to the fetcher and the recorder.
 	Tracer trace.Tracer
 }
+
+// DefaultStartWindow is SchedulerConfig.StartWindow's default.
+const DefaultStartWindow = 5 * time.Second
 
 // Scheduler publishes, once per minute, one task per non-empty shard at the
 // shard's fixed offset inside the spread window. Call Run only while this
@@ -56,18 +69,23 @@ func (s *Scheduler) Offset(shard int) time.Duration {
 }
 
 func (s *Scheduler) spread() spread {
-	return spread{shards: s.cfg.Shards, period: time.Minute, window: s.cfg.SpreadWindow, clock: s.clock, logger: s.logger}
+	start := s.cfg.StartWindow
+	if start == 0 {
+		start = DefaultStartWindow
+	}
+	return spread{shards: s.cfg.Shards, period: time.Minute, window: s.cfg.SpreadWindow, start: max(start, 0), clock: s.clock, logger: s.logger}
 }
 
 // Run schedules minutes until ctx is done. On start (or on taking over from
-// another scheduler) the current minute's shards that are already due are
-// published at once: they are still inside their deadline, and a duplicate
-// of a shard the previous leader already published changes nothing.
+// another scheduler) the current minute's shards are published over the
+// start window (SchedulerConfig.StartWindow), each once: they are all
+// inside their deadline, and a duplicate of a shard the previous leader
+// already published changes nothing (its samples are stored once).
 func (s *Scheduler) Run(ctx context.Context) error {
 	return s.spread().run(ctx, s.registry.refresh, s.publish)
 }
 
-func (s *Scheduler) publish(ctx context.Context, minute time.Time, shard int, now time.Time) error {
+func (s *Scheduler) publish(ctx context.Context, minute time.Time, shard int, lag time.Duration) error {
 	published, err := s.publishShard(ctx, "scheduler publish", messages.TopicFetchTasks, minute, shard,
 		func(pks []int64) (*message.Message, error) {
 			return messages.NewTask(messages.Task{
@@ -83,7 +101,7 @@ func (s *Scheduler) publish(ctx context.Context, minute time.Time, shard int, no
 	}
 	if published {
 		s.metrics.TasksPublished.Inc()
-		s.metrics.SchedulerLag.Observe(now.Sub(minute.Add(s.Offset(shard))).Seconds())
+		s.metrics.SchedulerLag.Observe(lag.Seconds())
 	}
 	return nil
 }
@@ -147,11 +165,15 @@ func endSpan(span trace.Span, err *error) {
 
 // spread publishes every shard once per period, shard s at s/shards of the
 // window after the period starts (periods are aligned on the clock: minutes,
-// days). It refreshes the registry at the start of each period. Shards
-// already due when it starts are published at once.
+// days). It refreshes the registry at the start of each period. In the
+// period it starts in, with a start window, every shard s is published at
+// s/shards of min(start, what is left of the window) after the start;
+// without one, the shards already due are published at once and the
+// others at their offsets.
 type spread struct {
 	shards         int
 	period, window time.Duration
+	start          time.Duration // 0: no start window
 	clock          clockwork.Clock
 	logger         *slog.Logger
 }
@@ -160,28 +182,43 @@ func (sp spread) offset(shard int) time.Duration {
 	return influencer.SpreadOffset(shard, sp.shards, sp.window)
 }
 
-// run calls publish(ctx, period start, shard, now) for each shard when it is
-// due, until ctx is done; a failed publish is retried shortly.
+// run calls publish(ctx, period start, shard, lag) for each shard once
+// when it is due (lag: how late), until ctx is done; a failed publish is
+// retried shortly.
 func (sp spread) run(ctx context.Context, refresh func(context.Context) error,
-	publish func(ctx context.Context, round time.Time, shard int, now time.Time) error) error {
+	publish func(ctx context.Context, round time.Time, shard int, lag time.Duration) error) error {
 	var (
 		round time.Time
 		next  int // next shard index to publish in round
+		// The starting period's schedule: shard s at catchUp + s/shards of
+		// catchUpWidth (catchUp zero: the regular offsets).
+		catchUp      time.Time
+		catchUpWidth time.Duration
 	)
+	due := func(shard int) time.Time {
+		if !catchUp.IsZero() {
+			return catchUp.Add(time.Duration(int64(catchUpWidth) * int64(shard) / int64(sp.shards)))
+		}
+		return round.Add(sp.offset(shard))
+	}
 	for {
 		now := sp.clock.Now()
 		if r := now.Truncate(sp.period); !r.Equal(round) {
-			if !round.IsZero() && next < sp.shards {
+			starting := round.IsZero()
+			if !starting && next < sp.shards {
 				sp.logger.Warn("period ended before all shards were published", "period_start", round, "period", sp.period, "unpublished_from_shard", next)
 			}
-			round, next = r, 0
+			round, next, catchUp = r, 0, time.Time{}
+			if left := r.Add(sp.window).Sub(now); starting && sp.start > 0 && left > 0 {
+				catchUp, catchUpWidth = now, min(sp.start, left)
+			}
 			if err := refresh(ctx); err != nil {
 				// Keep scheduling the last known registry; retry next period.
 				sp.logger.Error("registry refresh", "err", err)
 			}
 		}
-		for next < sp.shards && !now.Before(round.Add(sp.offset(next))) {
-			if err := publish(ctx, round, next, now); err != nil {
+		for next < sp.shards && !now.Before(due(next)) {
+			if err := publish(ctx, round, next, now.Sub(due(next))); err != nil {
 				sp.logger.ErrorContext(ctx, "publish task", "period_start", round, "shard", next, "err", err)
 				break // retry shortly
 			}
@@ -189,7 +226,7 @@ func (sp spread) run(ctx context.Context, refresh func(context.Context) error,
 		}
 		wait := round.Add(sp.period).Sub(now)
 		if next < sp.shards {
-			wait = round.Add(sp.offset(next)).Sub(now)
+			wait = due(next).Sub(now)
 			if wait <= 0 {
 				wait = 200 * time.Millisecond // publishing failed; back off a little
 			}

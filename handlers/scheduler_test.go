@@ -81,13 +81,22 @@ type schedEnv struct {
 	s     *handlers.Scheduler
 }
 
+// newSchedEnv is a scheduler on the regular schedule from its first minute
+// on (no start window).
 func newSchedEnv(t *testing.T, start time.Time, reg *fakeRegistry, failN int) *schedEnv {
+	t.Helper()
+	return newSchedEnvWindow(t, start, reg, failN, -1)
+}
+
+// newSchedEnvWindow is a scheduler with SchedulerConfig.StartWindow startWindow.
+func newSchedEnvWindow(t *testing.T, start time.Time, reg *fakeRegistry, failN int, startWindow time.Duration) *schedEnv {
 	t.Helper()
 	clock := clockwork.NewFakeClockAt(start)
 	e := &schedEnv{ctx: waitCtx(t), clock: clock, reg: reg, m: newMetrics(),
 		pub: &fakePublisher{clock: clock, failN: failN, err: errors.New("broker down")}}
 	e.s = handlers.NewScheduler(reg, e.pub, clock,
-		handlers.SchedulerConfig{Shards: schedShards, SpreadWindow: schedSpread, DeadlineGrace: schedGrace}, discardLogger(), e.m)
+		handlers.SchedulerConfig{Shards: schedShards, SpreadWindow: schedSpread, DeadlineGrace: schedGrace, StartWindow: startWindow},
+		discardLogger(), e.m)
 	return e
 }
 
@@ -119,8 +128,14 @@ func (e *schedEnv) settle(t *testing.T) {
 // catch up after each.
 func (e *schedEnv) advance(t *testing.T, d time.Duration) {
 	t.Helper()
+	e.advanceBy(t, d, schedStep)
+}
+
+// advanceBy moves the clock by d in steps of step.
+func (e *schedEnv) advanceBy(t *testing.T, d, step time.Duration) {
+	t.Helper()
 	for d > 0 {
-		step := min(d, schedStep)
+		step := min(d, step)
 		e.clock.Advance(step)
 		e.settle(t)
 		d -= step
@@ -268,6 +283,61 @@ func TestSchedulerStartingMidMinutePublishesDueShardsAtOnce(t *testing.T) {
 	want := append(expectMinute(minute0, shards, 0, 4, start), expectMinute(minute0, shards, 4, 5, time.Time{})...)
 	assert.Equal(t, want, e.tasks(t))
 	assert.Equal(t, 4.0, testutil.ToFloat64(e.m.TasksPublished))
+}
+
+// TestSchedulerStartWindow: the minute a scheduler starts in is published
+// whole over the start window (cut to what is left of the spread window),
+// each non-empty shard once and before its deadline, so a fresh start does
+// not leave the pks of the late shards without data until their offsets;
+// the next minute is on the regular schedule.
+func TestSchedulerStartWindow(t *testing.T) {
+	t.Parallel()
+	pks := registryPKs()
+	shards := handlers.Assign(pks, schedShards)
+	for _, tc := range []struct {
+		name        string
+		startWindow time.Duration // 0: the default
+		elapsed     time.Duration // the start, after the minute's start
+		width       time.Duration // shard s at start + s/8 of width
+	}{
+		{"fresh start at :30, default window", 0, 30 * time.Second, handlers.DefaultStartWindow},
+		{"at the minute's start", 0, 0, handlers.DefaultStartWindow},
+		{"window cut to the rest of the spread window", 0, 38 * time.Second, 2 * time.Second},
+		{"past the spread window: at once", 0, 50 * time.Second, 0},
+		{"longer window", 20 * time.Second, 30 * time.Second, 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			start := minute0.Add(tc.elapsed)
+			e := newSchedEnvWindow(t, start, &fakeRegistry{version: 1, pks: pks}, 0, tc.startWindow)
+			e.run(t)
+			e.advanceBy(t, minute0.Add(time.Minute).Sub(start)-time.Nanosecond, 125*time.Millisecond)
+			first := e.tasks(t)
+
+			var want []scheduled
+			for s := range schedShards {
+				if len(shards[s]) == 0 {
+					continue
+				}
+				want = append(want, scheduled{at: start.Add(tc.width * time.Duration(s) / schedShards), task: messages.Task{
+					Minute: minute0, Shard: s, Deadline: minute0.Add(time.Minute + schedGrace), PKs: shards[s]}})
+			}
+			assert.Equal(t, want, first, "every non-empty shard of the starting minute once, spread over the start window")
+			for _, g := range first {
+				assert.False(t, g.at.Before(start), "shard %d published before the start", g.task.Shard)
+				assert.True(t, g.at.Before(g.task.Deadline), "shard %d published after its deadline", g.task.Shard)
+				assert.False(t, g.at.After(minute0.Add(max(schedSpread, tc.elapsed))), "shard %d published after the spread window", g.task.Shard)
+			}
+
+			// The next minute: each shard at its offset.
+			e.advanceBy(t, time.Nanosecond, time.Nanosecond)
+			e.advance(t, schedSpread)
+			want = append(want, expectMinute(minute0.Add(time.Minute), shards, 0, schedShards, time.Time{})...)
+			assert.Equal(t, want, e.tasks(t))
+			assert.Equal(t, float64(len(want)), testutil.ToFloat64(e.m.TasksPublished))
+			assert.Equal(t, 0.0, testutil.ToFloat64(e.m.ScheduleFailures))
+		})
+	}
 }
 
 func TestSchedulerRetriesAFailedPublish(t *testing.T) {

@@ -71,7 +71,7 @@ func (s *SuspicionScheduler) Run(ctx context.Context) error {
 	return s.spread().run(ctx, s.registry.refresh, s.publish)
 }
 
-func (s *SuspicionScheduler) publish(ctx context.Context, round time.Time, shard int, _ time.Time) error {
+func (s *SuspicionScheduler) publish(ctx context.Context, round time.Time, shard int, _ time.Duration) error {
 	published, err := s.publishShard(ctx, "suspicion scheduler publish", messages.TopicSuspicionTasks, round, shard,
 		func(pks []int64) (*message.Message, error) {
 			return messages.NewSuspicionTask(messages.SuspicionTask{

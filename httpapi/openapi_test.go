@@ -23,7 +23,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/mockstagram/pipeline/httpapi"
 	"github.com/mockstagram/pipeline/registry"
