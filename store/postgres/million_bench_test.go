@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -55,7 +56,14 @@ WHERE d.datname = current_database()`).Scan(
 // samples). Besides the backends' CPU (dbcpu-µs/sample) it reports the
 // server's background processes' CPU (bgcpu-µs/sample: checkpointer, WAL
 // writer, background writer), WAL bytes and full-page images per sample,
-// and the checkpoints and backend buffer writes during the run.
+// and the checkpoints and backend buffer writes during the run, and the
+// database's buffer accesses per sample (pages/sample: of this database
+// only, so unlike the others not disturbed by other load on the server).
+//
+// Knobs for experiments: MILLION_WRITERS (default 4) concurrent writers;
+// MILLION_SETUP, SQL run once after the fixture is loaded (say, a fill
+// factor and a CLUSTER); MILLION_AFTER_MINUTE, SQL run after each minute
+// (say, VACUUM influencer_summary).
 func BenchmarkRecordMillion(b *testing.B) {
 	const n = 1_000_000
 	s, _ := newStore(b, clockwork.NewFakeClockAt(storetest.Now()))
@@ -76,6 +84,10 @@ func BenchmarkRecordMillion(b *testing.B) {
 		if _, err := s.Pool().Exec(ctx, x); err != nil {
 			b.Fatal(err)
 		}
+	}
+	writers := 4
+	if w, err := strconv.Atoi(os.Getenv("MILLION_WRITERS")); err == nil && w > 0 {
+		writers = w
 	}
 	byShard := shardPKs()
 	usernames := make(map[int64]string, n)
@@ -98,7 +110,7 @@ func BenchmarkRecordMillion(b *testing.B) {
 			once sync.Once
 			fail error
 		)
-		for range 4 {
+		for range writers {
 			wg.Go(func() {
 				for shard := range shards {
 					batch := influencer.Batch{Minute: minute, Shard: shard}
