@@ -97,6 +97,7 @@ func BenchmarkRecordMillion(b *testing.B) {
 	if _, err := s.Pool().Exec(ctx, `CHECKPOINT`); err != nil {
 		b.Fatal(err)
 	}
+	tables := readTablePages(b, s.Pool())
 	cpu, bg := backendCPU(b, s.Pool()), serverCPU(b, s.Pool())
 	before := readServerCounters(b, s.Pool())
 	var samples int64
@@ -146,6 +147,7 @@ func BenchmarkRecordMillion(b *testing.B) {
 	}
 	b.StopTimer()
 	after := readServerCounters(b, s.Pool())
+	logTablePages(b, s.Pool(), tables, samples)
 	b.ReportMetric(float64(samples)/b.Elapsed().Seconds(), "samples/s")
 	reportBackendCPU(b, s.Pool(), cpu, samples)
 	reportCPUPer(b, bg, serverCPU(b, s.Pool()), samples, "bgcpu-µs/sample")
@@ -156,4 +158,55 @@ func BenchmarkRecordMillion(b *testing.B) {
 	b.ReportMetric(float64(after.pages-before.pages)/float64(samples), "pages/sample")
 	b.ReportMetric(float64(after.buffersBackend-before.buffersBackend)/float64(samples), "backendwrites/sample")
 	b.ReportMetric(float64(after.buffersCheckpoint-before.buffersCheckpoint+after.bufClean-before.bufClean)/float64(samples), "bgwrites/sample")
+}
+
+// tablePages are a table's buffer accesses (heap and index hits and reads,
+// pg_statio_user_tables, partitions summed under their parent's name) and
+// updates, HOT ones apart (pg_stat_user_tables).
+type tablePages struct{ pages, upd, hot int64 }
+
+func readTablePages(tb testing.TB, pool *pgxpool.Pool) map[string]tablePages {
+	tb.Helper()
+	rows, err := pool.Query(context.Background(), `
+SELECT regexp_replace(io.relname, '^samples_[0-9]+$', 'samples'),
+       sum(coalesce(io.heap_blks_hit, 0) + coalesce(io.heap_blks_read, 0) + coalesce(io.idx_blks_hit, 0) + coalesce(io.idx_blks_read, 0))::bigint,
+       sum(t.n_tup_upd)::bigint, sum(t.n_tup_hot_upd)::bigint
+FROM pg_statio_user_tables io JOIN pg_stat_user_tables t USING (relid)
+GROUP BY 1`)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]tablePages{}
+	for rows.Next() {
+		var (
+			name string
+			p    tablePages
+		)
+		if err := rows.Scan(&name, &p.pages, &p.upd, &p.hot); err != nil {
+			tb.Fatal(err)
+		}
+		out[name] = p
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// logTablePages logs, per table, the buffer accesses per sample and the
+// share of HOT updates since before.
+func logTablePages(tb testing.TB, pool *pgxpool.Pool, before map[string]tablePages, samples int64) {
+	tb.Helper()
+	for name, a := range readTablePages(tb, pool) {
+		d := tablePages{a.pages - before[name].pages, a.upd - before[name].upd, a.hot - before[name].hot}
+		if d.pages == 0 {
+			continue
+		}
+		hot := 0.0
+		if d.upd > 0 {
+			hot = 100 * float64(d.hot) / float64(d.upd)
+		}
+		tb.Logf("%-20s %7.2f pages/sample, %9d updates (%.0f%% HOT)", name, float64(d.pages)/float64(samples), d.upd, hot)
+	}
 }
