@@ -44,6 +44,14 @@ type Reader interface {
 	MoversReader
 }
 
+// SummaryRanker is implemented by a Reader that reads an influencer's
+// summary and rank together, in one round trip (the Postgres store);
+// ranked is false when the influencer is not tracked. GET
+// /api/v1/influencers/{pk} uses it when the Reader has it.
+type SummaryRanker interface {
+	SummaryRank(ctx context.Context, pk int64) (s influencer.Summary, rank int64, ranked bool, err error)
+}
+
 // RegistryEditor changes the tracked set (admin endpoints).
 type RegistryEditor interface {
 	Add(ctx context.Context, c registry.Change) (int, error)
@@ -243,22 +251,12 @@ func (a *API) influencer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s, err := a.store.Summary(r.Context(), pk)
+	s, rank, err := a.summaryRank(r.Context(), pk)
 	if errors.Is(err, store.ErrNotFound) {
 		a.noData(w, r, pk)
 		return
 	}
 	if err != nil {
-		a.internal(w, r, err)
-		return
-	}
-	var rank *int64
-	switch rk, err := a.store.Rank(r.Context(), pk); {
-	case err == nil:
-		rank = &rk
-	case errors.Is(err, store.ErrNotFound):
-		// has history but is no longer tracked: no rank
-	default:
 		a.internal(w, r, err)
 		return
 	}
@@ -331,6 +329,30 @@ func FirstSampleDue(since, now time.Time, shard, shards int, window time.Duratio
 		due = t.Add(time.Second)
 	}
 	return due.UTC()
+}
+
+// summaryRank reads pk's summary and its rank (nil when pk has history but
+// is no longer tracked): in one call when the store is a SummaryRanker.
+func (a *API) summaryRank(ctx context.Context, pk int64) (influencer.Summary, *int64, error) {
+	if sr, ok := a.store.(SummaryRanker); ok {
+		s, rk, ranked, err := sr.SummaryRank(ctx, pk)
+		if err != nil || !ranked {
+			return s, nil, err
+		}
+		return s, &rk, nil
+	}
+	s, err := a.store.Summary(ctx, pk)
+	if err != nil {
+		return influencer.Summary{}, nil, err
+	}
+	switch rk, err := a.store.Rank(ctx, pk); {
+	case err == nil:
+		return s, &rk, nil
+	case errors.Is(err, store.ErrNotFound):
+		return s, nil, nil // has history but is no longer tracked: no rank
+	default:
+		return influencer.Summary{}, nil, err
+	}
 }
 
 // PointResponse is one timeline point. At step 1m the counts are the stored

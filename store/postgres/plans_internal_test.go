@@ -137,6 +137,12 @@ FROM generate_series(1, 1440) AS m, generate_series(0, 63) AS b`, start)
 		assert.Equal(t, got, r.Rank, "leaderboard rank of pk %d", r.PK)
 	}
 
+	sr, srRank, ranked, err := s.SummaryRank(ctx, pk)
+	require.NoError(t, err)
+	assert.True(t, ranked)
+	assert.Equal(t, sum, sr, "SummaryRank's summary")
+	assert.Equal(t, rank, srRank, "SummaryRank's rank")
+
 	require.NotNil(t, sum.Suspicion, "the fixture answers every influencer")
 	assert.Equal(t, pk%50 == 0, sum.Suspicion.Suspicious)
 
@@ -195,6 +201,8 @@ FROM generate_series(1, 1440) AS m, generate_series(0, 63) AS b`, start)
 		{"Rank", rankSQL, []any{pk}},
 		{"Rank of a crowded low count", rankSQL, []any{lowPK}},
 		{"Rank of the top", rankSQL, []any{topPK}},
+		{"Summary with rank", summaryRankSQL, []any{pk}},
+		{"Summary with rank of a crowded low count", summaryRankSQL, []any{lowPK}},
 		{"Stats", statsSQL, statsArgs(next)},
 		{"Unreconciled minutes", unreconciledSQL, []any{next.Add(-time.Hour).Truncate(time.Minute), next.Truncate(time.Minute)}},
 		{"Leaderboard first page", leaderboardFirstSQL, []any{100}},

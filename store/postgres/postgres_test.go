@@ -77,7 +77,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 	require.NoError(t, migrations.Up(ctx, db, discard()))
 	var version int64
 	require.NoError(t, db.QueryRowContext(ctx, `SELECT max(version_id) FROM goose_db_version`).Scan(&version))
-	assert.EqualValues(t, 12, version)
+	assert.EqualValues(t, 13, version)
 	var metaRows int
 	require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM registry_meta`).Scan(&metaRows))
 	assert.Equal(t, 1, metaRows)

@@ -34,6 +34,17 @@ const (
 FROM (SELECT follower_count AS v, rank_bucket AS b FROM influencer_summary
       WHERE pk = $1 AND active) c`
 
+	// summaryRankSQL is summarySQL and rankSQL in one statement (one
+	// round trip, one snapshot): the rank is NULL when pk is not active.
+	summaryRankSQL = `
+SELECT c.username, c.follower_count, c.following_count, c.last_minute, c.samples, c.follower_sum,
+       q.suspicious, q.checked_at,
+       CASE WHEN c.active THEN ` + rankExpr + ` END
+FROM (SELECT pk, username, follower_count, following_count, last_minute, samples, follower_sum, active,
+             follower_count AS v, rank_bucket AS b
+      FROM influencer_summary WHERE pk = $1) c
+LEFT JOIN suspicion q ON q.pk = c.pk`
+
 	// leaderboardFirstSQL and leaderboardAfterSQL return a page in the order
 	// count DESC, pk ASC, which is the order of influencer_summary_rank_idx
 	// ((-rank_bucket), (-follower_count), pk) because rank_bucket is
@@ -106,6 +117,35 @@ func (s *Store) Rank(ctx context.Context, pk int64) (int64, error) {
 		return 0, fmt.Errorf("rank of pk %d: %w", pk, err)
 	}
 	return rank, nil
+}
+
+// SummaryRank returns Summary(pk) and Rank(pk), read in one statement;
+// ranked is false when pk is not tracked (Rank's store.ErrNotFound).
+// store.ErrNotFound when pk has no data.
+func (s *Store) SummaryRank(ctx context.Context, pk int64) (sum influencer.Summary, rank int64, ranked bool, err error) {
+	var (
+		suspicious *bool
+		checkedAt  *time.Time
+		r          *int64
+	)
+	sum.PK = pk
+	err = s.readPool.QueryRow(ctx, summaryRankSQL, pk).Scan(
+		&sum.Username, &sum.FollowerCount, &sum.FollowingCount, &sum.LastMinute, &sum.Samples, &sum.FollowerSum,
+		&suspicious, &checkedAt, &r)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return influencer.Summary{}, 0, false, fmt.Errorf("summary of pk %d: %w", pk, store.ErrNotFound)
+	}
+	if err != nil {
+		return influencer.Summary{}, 0, false, fmt.Errorf("summary of pk %d: %w", pk, err)
+	}
+	sum.LastMinute = sum.LastMinute.UTC()
+	if suspicious != nil && checkedAt != nil {
+		sum.Suspicion = &influencer.Suspicion{PK: pk, Suspicious: *suspicious, CheckedAt: checkedAt.UTC()}
+	}
+	if r == nil {
+		return sum, 0, false, nil
+	}
+	return sum, *r, true, nil
 }
 
 // Leaderboard returns up to limit (1..store.MaxLeaderboardLimit) active

@@ -193,3 +193,60 @@ ON CONFLICT (pk) DO UPDATE SET samples = s.samples + 1, follower_sum = s.followe
 		}
 	}
 }
+
+// TestSummaryRank checks that SummaryRank reads what Summary and Rank do:
+// a tracked pk with its rank, an untracked pk with history and no rank,
+// and store.ErrNotFound for a pk without data.
+func TestSummaryRank(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, clockwork.NewFakeClockAt(storetest.Now()))
+	_, err := s.Track(ctx, []int64{1, 2, 3})
+	require.NoError(t, err)
+	minute := storetest.Now().Add(-time.Minute)
+	_, err = s.Record(ctx, influencer.Batch{Minute: minute, Samples: []influencer.Sample{
+		{PK: 1, Username: "one", FollowerCount: 500, FollowingCount: 10, Minute: minute},
+		{PK: 2, Username: "two", FollowerCount: 900, FollowingCount: 20, Minute: minute},
+		{PK: 3, Username: "three", FollowerCount: 700, FollowingCount: 30, Minute: minute},
+	}})
+	require.NoError(t, err)
+	_, err = s.Untrack(ctx, []int64{3})
+	require.NoError(t, err)
+	checked := storetest.Now().Add(-2 * time.Minute)
+	require.NoError(t, s.SaveSuspicion(ctx, []influencer.Suspicion{{PK: 1, Suspicious: true, CheckedAt: checked}}))
+
+	tests := []struct {
+		name   string
+		pk     int64
+		rank   int64
+		ranked bool
+	}{
+		{"tracked, with suspicion", 1, 2, true},
+		{"tracked, the top", 2, 1, true},
+		{"untracked with history", 3, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want, err := s.Summary(ctx, tt.pk)
+			require.NoError(t, err)
+			got, rank, ranked, err := s.SummaryRank(ctx, tt.pk)
+			require.NoError(t, err)
+			assert.Equal(t, want, got)
+			assert.Equal(t, tt.ranked, ranked)
+			assert.Equal(t, tt.rank, rank)
+			if tt.ranked {
+				r, err := s.Rank(ctx, tt.pk)
+				require.NoError(t, err)
+				assert.Equal(t, r, rank)
+			}
+		})
+	}
+	got, _, _, err := s.SummaryRank(ctx, 1)
+	require.NoError(t, err)
+	require.NotNil(t, got.Suspicion)
+	assert.True(t, got.Suspicion.Suspicious)
+	assert.Equal(t, checked, got.Suspicion.CheckedAt)
+
+	_, _, _, err = s.SummaryRank(ctx, 99)
+	assert.ErrorIs(t, err, store.ErrNotFound)
+}

@@ -112,48 +112,14 @@ WITH input AS (
     WHERE g.stripe = $14 AND (d.n <> 0 OR d.t <> 0)
     RETURNING 1
 ), rh AS (
-    INSERT INTO rollup_hourly AS r
-        (pk, bucket_start, samples, follower_sum, follower_min, follower_max,
-         following_sum, following_min, following_max, last_minute, follower_last, following_last)
-    SELECT pk, date_bin('1 hour', minute, timestamptz '2000-01-01 00:00:00+00'), 1,
-           follower_count, follower_count, follower_count,
-           following_count, following_count, following_count, minute, follower_count, following_count
-    FROM ins
-    WHERE ins.minute < (SELECT folded_before FROM rollup_watermark)
-    ORDER BY 1, 2
-    ON CONFLICT (pk, bucket_start) DO UPDATE SET
-        samples        = r.samples + 1,
-        follower_sum   = r.follower_sum + EXCLUDED.follower_sum,
-        follower_min   = least(r.follower_min, EXCLUDED.follower_min),
-        follower_max   = greatest(r.follower_max, EXCLUDED.follower_max),
-        following_sum  = r.following_sum + EXCLUDED.following_sum,
-        following_min  = least(r.following_min, EXCLUDED.following_min),
-        following_max  = greatest(r.following_max, EXCLUDED.following_max),
-        follower_last  = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.follower_last ELSE r.follower_last END,
-        following_last = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.following_last ELSE r.following_last END,
-        last_minute    = greatest(r.last_minute, EXCLUDED.last_minute)
+    INSERT INTO rollup_hourly AS r ` + rollupColumns + `
+    SELECT pk, date_bin('1 hour', minute, timestamptz '2000-01-01 00:00:00+00'), ` + recordRollupValues + `
+    ` + rollupMerge + `
     RETURNING 1
 ), rd AS (
-    INSERT INTO rollup_daily AS r
-        (pk, bucket_start, samples, follower_sum, follower_min, follower_max,
-         following_sum, following_min, following_max, last_minute, follower_last, following_last)
-    SELECT pk, date_bin('1 day', minute, timestamptz '2000-01-01 00:00:00+00'), 1,
-           follower_count, follower_count, follower_count,
-           following_count, following_count, following_count, minute, follower_count, following_count
-    FROM ins
-    WHERE ins.minute < (SELECT folded_before FROM rollup_watermark)
-    ORDER BY 1, 2
-    ON CONFLICT (pk, bucket_start) DO UPDATE SET
-        samples        = r.samples + 1,
-        follower_sum   = r.follower_sum + EXCLUDED.follower_sum,
-        follower_min   = least(r.follower_min, EXCLUDED.follower_min),
-        follower_max   = greatest(r.follower_max, EXCLUDED.follower_max),
-        following_sum  = r.following_sum + EXCLUDED.following_sum,
-        following_min  = least(r.following_min, EXCLUDED.following_min),
-        following_max  = greatest(r.following_max, EXCLUDED.following_max),
-        follower_last  = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.follower_last ELSE r.follower_last END,
-        following_last = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.following_last ELSE r.following_last END,
-        last_minute    = greatest(r.last_minute, EXCLUDED.last_minute)
+    INSERT INTO rollup_daily AS r ` + rollupColumns + `
+    SELECT pk, date_bin('1 day', minute, timestamptz '2000-01-01 00:00:00+00'), ` + recordRollupValues + `
+    ` + rollupMerge + `
     RETURNING 1
 ), filled AS (
     -- The pks of missed_batches rows that inserted samples fill: only the
@@ -216,6 +182,16 @@ WITH input AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins), (SELECT coalesce(sum(k), 0) FROM unmiss), (SELECT coalesce(sum(n), 0) FROM miss)`
+
+// recordRollupValues are the rollup columns after bucket_start of one
+// inserted sample (a bucket of one minute), the rows of minutes before
+// the watermark only, in key order.
+const recordRollupValues = `1,
+           follower_count, follower_count, follower_count,
+           following_count, following_count, following_count, minute, follower_count, following_count
+    FROM ins
+    WHERE ins.minute < (SELECT folded_before FROM rollup_watermark)
+    ORDER BY 1, 2`
 
 // The registry lock: Record holds it shared for its transaction,
 // Track/Untrack/Bootstrap exclusively. Without it a first sample of a pk

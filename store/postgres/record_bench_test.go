@@ -26,8 +26,21 @@ import (
 // on this machine.
 func backendCPU(tb testing.TB, pool *pgxpool.Pool) map[int]time.Duration {
 	tb.Helper()
-	rows, err := pool.Query(context.Background(),
-		`SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+	return processCPU(tb, pool, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+}
+
+// serverCPU is backendCPU of the server's own processes (checkpointer, WAL
+// writer, background writer, ...), which serve every database.
+func serverCPU(tb testing.TB, pool *pgxpool.Pool) map[int]time.Duration {
+	tb.Helper()
+	return processCPU(tb, pool, `SELECT pid FROM pg_stat_activity WHERE datname IS NULL`)
+}
+
+// processCPU returns the CPU time used so far by each server process the
+// query lists.
+func processCPU(tb testing.TB, pool *pgxpool.Pool, query string) map[int]time.Duration {
+	tb.Helper()
+	rows, err := pool.Query(context.Background(), query)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -59,7 +72,12 @@ func reportBackendCPU(b *testing.B, pool *pgxpool.Pool, before map[int]time.Dura
 // reportBackendCPUPer is reportBackendCPU per n of unit.
 func reportBackendCPUPer(b *testing.B, pool *pgxpool.Pool, before map[int]time.Duration, samples int64, unit string) {
 	b.Helper()
-	after := backendCPU(b, pool)
+	reportCPUPer(b, before, backendCPU(b, pool), samples, unit)
+}
+
+// reportCPUPer reports the CPU used between before and after per n of unit.
+func reportCPUPer(b *testing.B, before, after map[int]time.Duration, samples int64, unit string) {
+	b.Helper()
 	if len(after) == 0 || samples == 0 {
 		return
 	}

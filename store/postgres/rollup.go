@@ -37,6 +37,28 @@ const (
 // that arrive later (retries, redeliveries) are folded row by row.
 const foldGrace = 10 * time.Minute
 
+// rollupColumns are the columns of rollup_hourly and rollup_daily, and
+// rollupMerge folds an inserted row (alias EXCLUDED) into an existing one
+// (alias r) of the same (pk, bucket): counts and sums add, min and max
+// widen, the "last" values move only forward in time. Record (a sample of
+// a minute before the watermark) and foldSQL (a folded hour merged into
+// its day) write the rollups with these.
+const (
+	rollupColumns = `(pk, bucket_start, samples, follower_sum, follower_min, follower_max,
+         following_sum, following_min, following_max, last_minute, follower_last, following_last)`
+	rollupMerge = `ON CONFLICT (pk, bucket_start) DO UPDATE SET
+        samples        = r.samples + EXCLUDED.samples,
+        follower_sum   = r.follower_sum + EXCLUDED.follower_sum,
+        follower_min   = least(r.follower_min, EXCLUDED.follower_min),
+        follower_max   = greatest(r.follower_max, EXCLUDED.follower_max),
+        following_sum  = r.following_sum + EXCLUDED.following_sum,
+        following_min  = least(r.following_min, EXCLUDED.following_min),
+        following_max  = greatest(r.following_max, EXCLUDED.following_max),
+        follower_last  = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.follower_last ELSE r.follower_last END,
+        following_last = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.following_last ELSE r.following_last END,
+        last_minute    = greatest(r.last_minute, EXCLUDED.last_minute)`
+)
+
 const (
 	// foldSQL folds the timeline's minutes in [$1, $2) ($3 = $1 in Unix
 	// seconds) into rollup_hourly (the hours are new there: only minutes
@@ -53,16 +75,12 @@ WITH h AS (
     WHERE minute >= $1::timestamptz AND minute < $2::timestamptz
     GROUP BY pk, b
 ), hourly AS (
-    INSERT INTO rollup_hourly
-        (pk, bucket_start, samples, follower_sum, follower_min, follower_max,
-         following_sum, following_min, following_max, last_minute, follower_last, following_last)
+    INSERT INTO rollup_hourly ` + rollupColumns + `
     SELECT pk, b, n, fs, fmin, fmax, gs, gmin, gmax, lm, fl, gl FROM h
     ORDER BY pk, b
     RETURNING 1
 ), daily AS (
-    INSERT INTO rollup_daily AS r
-        (pk, bucket_start, samples, follower_sum, follower_min, follower_max,
-         following_sum, following_min, following_max, last_minute, follower_last, following_last)
+    INSERT INTO rollup_daily AS r ` + rollupColumns + `
     SELECT pk, date_bin('1 day', b, timestamptz '2000-01-01 00:00:00+00'), sum(n), sum(fs), min(fmin), max(fmax),
            sum(gs), min(gmin), max(gmax), max(lm),
            max((((date_part('epoch', lm)::bigint - $3::bigint) / 60) << 34) | fl) & 17179869183,
@@ -70,17 +88,7 @@ WITH h AS (
     FROM h
     GROUP BY 1, 2
     ORDER BY 1, 2
-    ON CONFLICT (pk, bucket_start) DO UPDATE SET
-        samples        = r.samples + EXCLUDED.samples,
-        follower_sum   = r.follower_sum + EXCLUDED.follower_sum,
-        follower_min   = least(r.follower_min, EXCLUDED.follower_min),
-        follower_max   = greatest(r.follower_max, EXCLUDED.follower_max),
-        following_sum  = r.following_sum + EXCLUDED.following_sum,
-        following_min  = least(r.following_min, EXCLUDED.following_min),
-        following_max  = greatest(r.following_max, EXCLUDED.following_max),
-        follower_last  = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.follower_last ELSE r.follower_last END,
-        following_last = CASE WHEN EXCLUDED.last_minute > r.last_minute THEN EXCLUDED.following_last ELSE r.following_last END,
-        last_minute    = greatest(r.last_minute, EXCLUDED.last_minute)
+    ` + rollupMerge + `
     RETURNING 1
 ), mark AS (
     UPDATE rollup_watermark SET folded_before = $2::timestamptz RETURNING 1

@@ -17,7 +17,7 @@ func TestVacuumCounters(t *testing.T) {
 	require.NoError(t, s.VacuumCounters(ctx))
 
 	for table, want := range map[string]string{
-		"rank_buckets": "fillfactor=50", "global_stats": "fillfactor=10", "minute_progress": "fillfactor=50",
+		"rank_buckets": "fillfactor=10", "global_stats": "fillfactor=10", "minute_progress": "fillfactor=50",
 	} {
 		var opts []string
 		require.NoError(t, s.Pool().QueryRow(ctx, `SELECT coalesce(reloptions, '{}') FROM pg_class WHERE relname = $1`, table).Scan(&opts))
