@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -197,7 +198,14 @@ func (pgQueue) InsertQuery(params wsql.InsertQueryParams) (wsql.Query, error) {
 	values := make([]string, 0, len(params.Msgs))
 	args := make([]any, 0, 3*len(params.Msgs))
 	for i, msg := range params.Msgs {
-		metadata, err := json.Marshal(msg.Metadata)
+		meta := msg.Metadata
+		if _, ok := meta[DeliveriesKey]; ok {
+			// The count of a delivery, on a message published again (a
+			// handler's copy, a replayed dead letter): not the new one's.
+			meta = maps.Clone(meta)
+			delete(meta, DeliveriesKey)
+		}
+		metadata, err := json.Marshal(meta)
 		if err != nil {
 			return wsql.Query{}, fmt.Errorf("metadata of message %s: %w", msg.UUID, err)
 		}
@@ -318,7 +326,7 @@ func (pgQueueOffsets) AckMessageQuery(params wsql.AckMessageQueryParams) (wsql.Q
 	)
 DELETE FROM ` + deliveriesTable(params.Topic) + ` d USING acked
 WHERE d.consumer_group = acked.consumer_group AND d."offset" = acked."offset"`,
-		Args:  []any{params.ConsumerGroup, params.LastRow.Offset, attempts},
+		Args: []any{params.ConsumerGroup, params.LastRow.Offset, attempts},
 	}, nil
 }
 
