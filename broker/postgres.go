@@ -247,7 +247,7 @@ func (s *pgSubscriber) forward(ctx context.Context, topic string, in <-chan *mes
 // countDelivery counts a delivery of the row, committed before the handler
 // runs, and returns the count.
 func (s *pgSubscriber) countDelivery(ctx context.Context, topic string, offset int64) (int, error) {
-	q := deliveryQuery(topic, s.group, offset)
+	q := deliveryQuery(topic, s.group, offset, postgresNackDelay, postgresNackDelayMax)
 	var n int32
 	if err := s.shared.QueryRow(ctx, q.Query, q.Args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count delivery of %s offset %d: %w", topic, offset, err)
