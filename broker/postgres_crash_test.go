@@ -164,3 +164,35 @@ func TestPostgresNackCountsDeliveries(t *testing.T) {
 	}
 	assert.Zero(t, counted)
 }
+
+// An install of a version without the deliveries table (its queue tables
+// exist) gets it on the next Subscribe, and the count works from then on.
+func TestPostgresCreatesDeliveriesTableOfExistingTopic(t *testing.T) {
+	cfg, deps := postgresConfig(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	group := broker.ConsumerGroup(messages.HandlerFetcher)
+	roundTrip := func(b *broker.Broker) *message.Message {
+		t.Helper()
+		sub, err := b.Subscriber(group)
+		require.NoError(t, err)
+		ch, err := sub.Subscribe(ctx, messages.TopicFetchTasks)
+		require.NoError(t, err)
+		sent := message.NewMessage(watermill.NewUUID(), []byte("task"))
+		require.NoError(t, b.Publisher().Publish(messages.TopicFetchTasks, sent))
+		m := receiveAll(t, ch, 1)[0]
+		require.Equal(t, sent.UUID, m.UUID)
+		m.Ack()
+		return m
+	}
+	b := newBroker(t, cfg, deps)
+	roundTrip(b)
+	require.NoError(t, b.Close())
+	_, err := deps.Pool.Exec(ctx, `DROP TABLE `+deliveriesTasks)
+	require.NoError(t, err)
+
+	b = newBroker(t, cfg, deps)
+	defer func() { require.NoError(t, b.Close()) }()
+	m := roundTrip(b)
+	assert.Equal(t, "1", deliveriesOf(t, m), "counted in the table created again")
+}
