@@ -111,8 +111,8 @@ func (p *postgresBroker) subscriber(consumerGroup string) (message.Subscriber, e
 		pool.Close()
 		return nil, err
 	}
-	return &pgSubscriber{group: consumerGroup, inFlight: p.cfg.PostgresInFlight, first: first, rest: rest, pool: pool, logger: p.logger,
-		stopping: make(chan struct{})}, nil
+	return &pgSubscriber{group: consumerGroup, inFlight: p.cfg.PostgresInFlight, first: first, rest: rest, pool: pool, shared: p.pool,
+		logger: p.logger, stopping: make(chan struct{})}, nil
 }
 
 // pgSubscriber is one handler's subscriber on the postgres broker: it merges
@@ -124,7 +124,10 @@ type pgSubscriber struct {
 	inFlight    int
 	first, rest *wsql.Subscriber
 	pool        *pgxpool.Pool
-	logger      watermill.LoggerAdapter
+	// shared is the broker's (the store's) pool, for the delivery counts:
+	// never the read loops' connections, each inside its read transaction.
+	shared *pgxpool.Pool
+	logger watermill.LoggerAdapter
 
 	mu       sync.Mutex
 	closed   bool
@@ -179,10 +182,20 @@ func (s *pgSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *mes
 	return out, nil
 }
 
+// DeliveriesKey is the metadata key of a message's delivery count on the
+// postgres broker: 1 the first time, +1 on each redelivery (after a nack,
+// a crash of its consumer or its ack deadline), counted in the database so
+// it survives the process.
+const DeliveriesKey = "deliveries"
+
 // forward hands each message of one read loop on as a copy (without the
-// offset key) and answers the loop when the copy is acked or nacked. The
-// copy's context is the loop's message context: it carries the read's
-// transaction (wsql.TxFromContext) and ends at the ack deadline.
+// offset key, with DeliveriesKey) and answers the loop when the copy is
+// acked or nacked. The copy's context is the loop's message context: it
+// carries the read's transaction (wsql.TxFromContext) and ends at the ack
+// deadline. Before handing a message on it counts the delivery (see
+// postgres_queue.go); if that fails (a database error) the message is
+// handed on all the same, without DeliveriesKey: a crash of its handler
+// then frees it without a new delay, as a broker without the count would.
 func (s *pgSubscriber) forward(ctx context.Context, topic string, in <-chan *message.Message, out chan<- *message.Message) {
 	for m := range in {
 		c := m.Copy()
@@ -195,12 +208,25 @@ func (s *pgSubscriber) forward(ctx context.Context, topic string, in <-chan *mes
 		}
 		s.handed.Add(1)
 		s.mu.Unlock()
+		counted := false
+		offset, err := strconv.ParseInt(m.Metadata.Get(offsetKey), 10, 64)
+		if err != nil {
+			offset = -1 // not a row of ours: never counted, a nack only logs
+			s.logger.Error("Message without its row offset", err, watermill.LogFields{"uuid": m.UUID, "topic": topic})
+		} else if deliveries, err := s.countDelivery(m.Context(), topic, offset); err != nil {
+			s.logger.Error("Could not count the delivery", err, watermill.LogFields{"uuid": m.UUID, "topic": topic})
+		} else {
+			c.Metadata.Set(DeliveriesKey, strconv.Itoa(deliveries))
+			counted = true
+		}
 		select {
 		case out <- c:
 		case <-ctx.Done():
+			s.uncountDelivery(counted, topic, offset, m.UUID)
 			s.handed.Done()
 			continue // the loop stops waiting for the ack and closes in
 		case <-s.stopping:
+			s.uncountDelivery(counted, topic, offset, m.UUID)
 			s.handed.Done()
 			continue
 		}
@@ -208,23 +234,49 @@ func (s *pgSubscriber) forward(ctx context.Context, topic string, in <-chan *mes
 		case <-c.Acked():
 			m.Ack()
 		case <-c.Nacked():
-			s.nack(topic, m)
+			s.nack(topic, m, offset)
 		case <-m.Context().Done():
 			// The ack deadline passed or the subscription ends: the read's
-			// transaction ends without the ack and the message is free again.
+			// transaction ends without the ack and the message is free again
+			// after its delay.
 		}
 		s.handed.Done()
 	}
 }
 
+// countDelivery counts a delivery of the row, committed before the handler
+// runs, and returns the count.
+func (s *pgSubscriber) countDelivery(ctx context.Context, topic string, offset int64) (int, error) {
+	q := deliveryQuery(topic, s.group, offset, postgresNackDelay, postgresNackDelayMax)
+	var n int32
+	if err := s.shared.QueryRow(ctx, q.Query, q.Args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count delivery of %s offset %d: %w", topic, offset, err)
+	}
+	return int(n), nil
+}
+
+// uncountDelivery takes back the count of a message that was not handed on
+// (the subscription ends), so it is not delayed for it. Best effort: if it
+// fails, the message only waits for its delay.
+func (s *pgSubscriber) uncountDelivery(counted bool, topic string, offset int64, uuid string) {
+	if !counted {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	q := undeliveryQuery(topic, s.group, offset)
+	if _, err := s.shared.Exec(ctx, q.Query, q.Args...); err != nil {
+		s.logger.Error("Could not take back the delivery count", err, watermill.LogFields{"uuid": uuid, "topic": topic})
+	}
+}
+
 // nack delays the message's row in the read's transaction and lets the loop
 // commit it. If that fails the ack fails too and the transaction is rolled
-// back: the message is free again at once.
-func (s *pgSubscriber) nack(topic string, m *message.Message) {
+// back: the message is free again after its delivery's delay.
+func (s *pgSubscriber) nack(topic string, m *message.Message, offset int64) {
 	defer m.Ack()
-	offset, err := strconv.ParseInt(m.Metadata.Get(offsetKey), 10, 64)
-	if err != nil {
-		s.logger.Error("Nack: message without its row offset", err, watermill.LogFields{"uuid": m.UUID})
+	if offset < 0 {
+		s.logger.Error("Nack: message without its row offset", nil, watermill.LogFields{"uuid": m.UUID})
 		return
 	}
 	tx, ok := wsql.TxFromContext(m.Context())

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -15,21 +16,28 @@ import (
 )
 
 // The Postgres broker's work queue: a watermill-sql SchemaAdapter and
-// OffsetsAdapter (pgQueue is both) over three tables per topic.
+// OffsetsAdapter (pgQueue is both) over four tables per topic.
 //
-//	watermill_<topic>         messages published while the topic has no
-//	                          consumer group yet (the table of the former
-//	                          offset schema, kept as is); the first group to
-//	                          subscribe takes them over.
-//	watermill_groups_<topic>  the topic's consumer groups.
-//	watermill_queue_<topic>   one row per message and consumer group not yet
-//	                          acked: (consumer_group, offset) with the payload,
-//	                          metadata, created_at, visible_after, attempts.
+//	watermill_<topic>             messages published while the topic has no
+//	                              consumer group yet (the table of the former
+//	                              offset schema, kept as is); the first group
+//	                              to subscribe takes them over.
+//	watermill_groups_<topic>      the topic's consumer groups.
+//	watermill_queue_<topic>       one row per message and consumer group not
+//	                              yet acked: (consumer_group, offset) with the
+//	                              payload, metadata, created_at, visible_after,
+//	                              attempts.
+//	watermill_deliveries_<topic>  one row per queue row ever handed to a
+//	                              handler and not acked yet: (consumer_group,
+//	                              offset, deliveries, last_delivered_at,
+//	                              visible_after: the crash delay).
 //
 // A publish inserts one queue row per registered group (fan-out) in the one
 // INSERT statement of watermill-sql's publisher. A subscriber's read is
 //
 //	SELECT ... WHERE consumer_group = $1 AND visible_after <= now()
+//	  AND offset NOT IN (the group's deliveries rows whose
+//	                    visible_after is still ahead)
 //	ORDER BY offset LIMIT 1 FOR UPDATE SKIP LOCKED
 //
 // in a READ COMMITTED transaction that watermill-sql keeps open until the
@@ -37,29 +45,38 @@ import (
 // subscribers of the group (in this process or any other) skip that message
 // and take the next. Nothing depends on the oldest open transaction of the
 // server: a committed row is visible to the next read. The ack deletes the
-// row (WHERE attempts is still the delivered value) in that transaction; a
-// nack (pgSubscriber) bumps attempts and visible_after instead, so the
-// message comes back after a delay and the others pass it; a crash rolls the
-// transaction back and the row is free again at once.
+// row (WHERE attempts is still the delivered value) and its deliveries row
+// in that transaction; a nack (pgSubscriber) bumps attempts and
+// visible_after instead, so the message comes back after a delay and the
+// others pass it.
+//
+// A crash (or a lost connection, or the ack deadline) rolls the read
+// transaction back and unlocks the row, which is why the deliveries row
+// exists: before the handler gets the message, pgSubscriber counts the
+// delivery in a statement of its own on the broker's shared pool
+// (deliveryQuery: autocommit, so it survives the crash; on another table,
+// so it never waits for the row lock its own read holds), with a
+// visible_after of last_delivered_at + backoff(deliveries), the nack's
+// backoff (1 s, doubling, at most 1 min), which the read waits for: a
+// message that kills its consumer every time comes back ever more slowly,
+// the others pass it, and its count (the handler's "deliveries" metadata)
+// survives the process. While the reader lives the row is locked and
+// skipped anyway, so the delay only matters once the reader is gone. A read
+// that never reached the handler (the subscription closing) takes its count
+// back (undeliveryQuery). Cost: one small upsert (and its commit) per
+// delivery, none per empty poll.
+//
+// Nack and deliveries together: a nacked row is visible at the later of its
+// queue visible_after (nack time + base*2^attempts) and its deliveries
+// visible_after (last_delivered_at + base*2^(deliveries-1)). Without crashes deliveries-1 is the attempts the
+// nack saw and the delivery precedes the nack, so the nack's delay decides,
+// as before; after k crashes the deliveries term is 2^k times longer and
+// decides: crashes and nacks back off together, never added up.
 //
 // A handler may write in the read transaction (wsql.TxFromContext): the
 // recorder records its batch there (store/postgres RecordInTx), so the rows
 // and the ack commit together, exactly once. A crash, a lost connection or
 // the ack deadline before the commit leaves neither.
-//
-// Why a crash does not delay the message (as a nack does): the delay would
-// have to be committed before the handler runs, in a statement of its own
-// outside the read transaction (anything inside it is rolled back with the
-// crash), and before the row lock is taken (an UPDATE from another
-// connection would wait for this lock). watermill-sql gives the adapter no
-// such step: SelectQuery only returns the SQL its read transaction runs, with
-// no context and no connection. It would take a Beginner of our own that
-// leases the row on its connection before BEGIN (an extra round trip on
-// every poll, empty ones included, and an extra commit with its WAL flush
-// per delivery), a lease column the read then selects by, and a nack that
-// counts attempts apart from the lease. A crashed message is taken again at
-// once, by any consumer; SKIP LOCKED still lets the others pass any message
-// that is being handled.
 //
 // pgQueue is the SchemaAdapter, pgQueueOffsets the OffsetsAdapter.
 type pgQueue struct{}
@@ -76,6 +93,13 @@ func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
 func messagesTable(topic string) string { return ident("watermill_" + topic) }
 func groupsTable(topic string) string   { return ident("watermill_groups_" + topic) }
 func queueTable(topic string) string    { return ident("watermill_queue_" + topic) }
+func deliveriesTable(topic string) string {
+	return ident("watermill_deliveries_" + topic)
+}
+
+// maxBackoffExponent caps the doubling of the nack and crash delays before
+// the max applies (2^16 s is past any max; power() overflows past ~2^1023).
+const maxBackoffExponent = 16
 
 // offsetsTable is the per-group offsets table of the former schema
 // (DefaultPostgreSQLOffsetsAdapter); its presence means the topic still has
@@ -90,8 +114,10 @@ func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + 
 // and migrated, the one watermill-sql's default schema uses.
 var pgSchemaLock = wsql.DefaultSchemaInitializationLock("watermill")
 
-// SchemaInitializingQueries creates the topic's tables and migrates a topic
-// of the former offset schema (see migrateQueries), in one statement (a DO
+// SchemaInitializingQueries creates the topic's tables (those missing: an
+// install of a version without the deliveries table gets it on the first
+// start) and migrates a topic of the former offset schema (see
+// migrateQueries), in one statement (a DO
 // block: one transaction, under the advisory lock), so concurrent starts
 // neither race on CREATE TABLE nor migrate twice. watermill-sql runs it on a
 // subscriber's Subscribe and on the publisher's first publish to a topic.
@@ -124,11 +150,19 @@ BEGIN
 		attempts INT NOT NULL DEFAULT 0,
 		PRIMARY KEY (consumer_group, "offset")
 	) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+	CREATE TABLE IF NOT EXISTS %s (
+		consumer_group VARCHAR(255) NOT NULL,
+		"offset" BIGINT NOT NULL,
+		deliveries INT NOT NULL,
+		last_delivered_at TIMESTAMPTZ NOT NULL,
+		visible_after TIMESTAMPTZ NOT NULL,
+		PRIMARY KEY (consumer_group, "offset")
+	) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 	IF to_regclass(%s) IS NOT NULL THEN
 %s
 	END IF;
 END
-$pgq$`, pgSchemaLock, messagesTable(t), groupsTable(t), queueTable(t), literal(offsetsTable(t)), migrateQueries(t))
+$pgq$`, pgSchemaLock, messagesTable(t), groupsTable(t), queueTable(t), deliveriesTable(t), literal(offsetsTable(t)), migrateQueries(t))
 	return []wsql.Query{{Query: q}}, nil
 }
 
@@ -167,7 +201,14 @@ func (pgQueue) InsertQuery(params wsql.InsertQueryParams) (wsql.Query, error) {
 	values := make([]string, 0, len(params.Msgs))
 	args := make([]any, 0, 3*len(params.Msgs))
 	for i, msg := range params.Msgs {
-		metadata, err := json.Marshal(msg.Metadata)
+		meta := msg.Metadata
+		if _, ok := meta[DeliveriesKey]; ok {
+			// The count of a delivery, on a message published again (a
+			// handler's copy, a replayed dead letter): not the new one's.
+			meta = maps.Clone(meta)
+			delete(meta, DeliveriesKey)
+		}
+		metadata, err := json.Marshal(meta)
 		if err != nil {
 			return wsql.Query{}, fmt.Errorf("metadata of message %s: %w", msg.UUID, err)
 		}
@@ -193,19 +234,57 @@ WHERE NOT EXISTS (SELECT 1 FROM g)`,
 }
 
 // SelectQuery takes the group's oldest visible message that no other
-// subscriber holds, and locks it for this read's transaction.
+// subscriber holds and whose last delivery (if its reader is gone: crashed,
+// cut off or past its ack deadline) is older than the backoff of its
+// deliveries, and locks it for this read's transaction.
 func (pgQueue) SelectQuery(params wsql.SelectQueryParams) (wsql.Query, error) {
 	if params.ConsumerGroup == "" {
 		return wsql.Query{}, errors.New("the postgres queue needs a consumer group")
 	}
+	// NOT IN, not NOT EXISTS: a hashed subplan (the rows still in their
+	// delay, a few), whatever the tables' statistics; a NOT EXISTS anti-join
+	// ran before the sort over every visible row while the queue table had
+	// none (a new topic, a burst before autovacuum's analyze).
 	return wsql.Query{
-		Query: `SELECT "offset", uuid, payload, metadata, attempts FROM ` + queueTable(params.Topic) + `
-WHERE consumer_group = $1 AND visible_after <= now()
-ORDER BY "offset"
+		Query: `SELECT q."offset", q.uuid, q.payload, q.metadata, q.attempts FROM ` + queueTable(params.Topic) + ` q
+WHERE q.consumer_group = $1 AND q.visible_after <= now()
+	AND q."offset" NOT IN (SELECT d."offset" FROM ` + deliveriesTable(params.Topic) + ` d
+		WHERE d.consumer_group = $1 AND d.visible_after > now())
+ORDER BY q."offset"
 LIMIT 1
-FOR UPDATE SKIP LOCKED`,
+FOR UPDATE OF q SKIP LOCKED`,
 		Args: []any{params.ConsumerGroup},
 	}, nil
+}
+
+// deliveryQuery counts a delivery of the group's row (autocommit, before the
+// handler runs), sets the row's crash delay (visible_after: the nack's
+// backoff for this delivery) and returns the count. It commits without
+// waiting for the WAL flush (synchronous_commit off for its transaction
+// only): the count has to survive the consumer, not the server, and one
+// lost in a server crash only frees its message without the delay. (The
+// flush made a delivery and its ack cost half as much again on the broker
+// benchmark; without it about 15 %.)
+func deliveryQuery(topic, consumerGroup string, offset int64, base, max time.Duration) wsql.Query {
+	return wsql.Query{
+		Query: `INSERT INTO ` + deliveriesTable(topic) + ` AS d (consumer_group, "offset", deliveries, last_delivered_at, visible_after)
+SELECT $1::varchar, $2::bigint, 1, now(), now() + make_interval(secs => least($3::float8, $4::float8))
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+ON CONFLICT (consumer_group, "offset") DO UPDATE SET deliveries = d.deliveries + 1, last_delivered_at = now(),
+	visible_after = now() + make_interval(secs => least($3 * power(2, least(d.deliveries, ` + strconv.Itoa(maxBackoffExponent) + `)), $4))
+RETURNING deliveries`,
+		Args: []any{consumerGroup, offset, base.Seconds(), max.Seconds()},
+	}
+}
+
+// undeliveryQuery takes back a delivery counted by deliveryQuery whose
+// message never reached the handler: the count drops and no delay applies.
+func undeliveryQuery(topic, consumerGroup string, offset int64) wsql.Query {
+	return wsql.Query{
+		Query: `UPDATE ` + deliveriesTable(topic) + ` SET deliveries = deliveries - 1, visible_after = '-infinity'
+WHERE consumer_group = $1 AND "offset" = $2`,
+		Args: []any{consumerGroup, offset},
+	}
 }
 
 // attemptsKey is where a Row carries the attempts the message had when it
@@ -245,16 +324,22 @@ func (pgQueue) UnmarshalMessage(params wsql.UnmarshalMessageParams) (wsql.Row, e
 // pgx adapter turns the zero level into SERIALIZABLE.)
 func (pgQueue) SubscribeIsolationLevel() sql.IsolationLevel { return sql.LevelReadCommitted }
 
-// AckMessageQuery deletes the handled message's row of the group, unless a
-// nack in the same transaction changed its attempts.
+// AckMessageQuery deletes the handled message's row of the group and its
+// deliveries row, unless a nack in the same transaction changed its
+// attempts (then both stay).
 func (pgQueueOffsets) AckMessageQuery(params wsql.AckMessageQueryParams) (wsql.Query, error) {
 	attempts, ok := params.LastRow.ExtraData[attemptsKey].(int32)
 	if !ok {
 		return wsql.Query{}, fmt.Errorf("row %d has no attempts", params.LastRow.Offset)
 	}
 	return wsql.Query{
-		Query: `DELETE FROM ` + queueTable(params.Topic) + ` WHERE consumer_group = $1 AND "offset" = $2 AND attempts = $3`,
-		Args:  []any{params.ConsumerGroup, params.LastRow.Offset, attempts},
+		Query: `WITH acked AS (
+		DELETE FROM ` + queueTable(params.Topic) + ` WHERE consumer_group = $1 AND "offset" = $2 AND attempts = $3
+		RETURNING consumer_group, "offset"
+	)
+DELETE FROM ` + deliveriesTable(params.Topic) + ` d USING acked
+WHERE d.consumer_group = acked.consumer_group AND d."offset" = acked."offset"`,
+		Args: []any{params.ConsumerGroup, params.LastRow.Offset, attempts},
 	}, nil
 }
 
@@ -264,7 +349,7 @@ func (pgQueueOffsets) AckMessageQuery(params wsql.AckMessageQueryParams) (wsql.Q
 func nackQuery(topic, consumerGroup string, offset int64, base, max time.Duration) wsql.Query {
 	return wsql.Query{
 		Query: `UPDATE ` + queueTable(topic) + ` SET attempts = attempts + 1,
-	visible_after = clock_timestamp() + make_interval(secs => least($3 * power(2, attempts), $4))
+	visible_after = clock_timestamp() + make_interval(secs => least($3 * power(2, least(attempts, ` + strconv.Itoa(maxBackoffExponent) + `)), $4))
 WHERE consumer_group = $1 AND "offset" = $2`,
 		Args: []any{consumerGroup, offset, base.Seconds(), max.Seconds()},
 	}
