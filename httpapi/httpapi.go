@@ -390,36 +390,12 @@ func (a *API) timeline(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	out := TimelineResponse{PK: pk, From: q.From.Format(time.RFC3339), To: q.To.Format(time.RFC3339), Step: q.Step}
-	if q.StepDuration == time.Minute {
-		points, err := a.store.Timeline(r.Context(), pk, q.From, q.To, MaxPoints)
-		if err != nil {
-			a.internal(w, r, err)
-			return
-		}
-		out.Points = make([]PointResponse, 0, len(points))
-		for _, p := range points {
-			out.Points = append(out.Points, PointResponse{Minute: p.Minute.UTC().Format(time.RFC3339),
-				FollowerCount: float64(p.FollowerCount), FollowingCount: float64(p.FollowingCount), FollowerRatio: ratio(p.FollowerCount, p.FollowingCount)})
-		}
-		writeJSON(w, http.StatusOK, out)
-		return
-	}
-	buckets, err := a.store.Rollup(r.Context(), pk, q.StepDuration, q.From, q.To, MaxPoints)
+	points, err := a.timelinePoints(r.Context(), pk, q)
 	if err != nil {
 		a.internal(w, r, err)
 		return
 	}
-	out.Points = make([]PointResponse, 0, len(buckets))
-	for _, b := range buckets {
-		out.Points = append(out.Points, PointResponse{
-			Minute:        b.Start.UTC().Format(time.RFC3339),
-			FollowerCount: b.FollowerAvg, FollowingCount: b.FollowingAvg, FollowerRatio: floatRatio(b.FollowerAvg, b.FollowingAvg),
-			Samples:          b.Samples,
-			FollowerCountMin: &b.FollowerMin, FollowerCountMax: &b.FollowerMax, FollowerCountLast: &b.FollowerLast,
-			FollowingCountMin: &b.FollowingMin, FollowingCountMax: &b.FollowingMax, FollowingCountLast: &b.FollowingLast,
-		})
-	}
+	out := TimelineResponse{PK: pk, From: q.From.Format(time.RFC3339), To: q.To.Format(time.RFC3339), Step: q.Step, Points: points}
 	writeJSON(w, http.StatusOK, out)
 }
 
