@@ -381,18 +381,8 @@ type TimelineResponse struct {
 }
 
 func (a *API) timeline(w http.ResponseWriter, r *http.Request) {
-	pk, ok := parsePK(w, chi.URLParam(r, "pk"))
+	pk, q, points, ok := a.loadTimeline(w, r)
 	if !ok {
-		return
-	}
-	q, err := ParseTimelineQuery(r.URL.Query().Get("from"), r.URL.Query().Get("to"), r.URL.Query().Get("step"), a.clock.Now())
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	points, err := a.timelinePoints(r.Context(), pk, q)
-	if err != nil {
-		a.internal(w, r, err)
 		return
 	}
 	out := TimelineResponse{PK: pk, From: q.From.Format(time.RFC3339), To: q.To.Format(time.RFC3339), Step: q.Step, Points: points}

@@ -172,6 +172,24 @@ func (a *API) movers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// loadTimeline parses a timeline request (pk, from, to, step) and loads its
+// points; on a bad request or a store error it has answered and ok is false.
+func (a *API) loadTimeline(w http.ResponseWriter, r *http.Request) (pk int64, q TimelineQuery, points []PointResponse, ok bool) {
+	if pk, ok = parsePK(w, chi.URLParam(r, "pk")); !ok {
+		return 0, TimelineQuery{}, nil, false
+	}
+	q, err := ParseTimelineQuery(r.URL.Query().Get("from"), r.URL.Query().Get("to"), r.URL.Query().Get("step"), a.clock.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return 0, TimelineQuery{}, nil, false
+	}
+	if points, err = a.timelinePoints(r.Context(), pk, q); err != nil {
+		a.internal(w, r, err)
+		return 0, TimelineQuery{}, nil, false
+	}
+	return pk, q, points, true
+}
+
 // timelinePoints loads the points of a validated timeline query: stored
 // minutes at 1m, rollup buckets at 1h and 1d.
 func (a *API) timelinePoints(ctx context.Context, pk int64, q TimelineQuery) ([]PointResponse, error) {
@@ -212,18 +230,8 @@ var csvHeader = []string{"minute", "followerCount", "followingCount", "followerR
 // timelineCSV is GET /api/v1/influencers/{pk}/timeline.csv: the timeline's
 // points (same parameters and limits) as CSV with a header row.
 func (a *API) timelineCSV(w http.ResponseWriter, r *http.Request) {
-	pk, ok := parsePK(w, chi.URLParam(r, "pk"))
+	pk, q, points, ok := a.loadTimeline(w, r)
 	if !ok {
-		return
-	}
-	q, err := ParseTimelineQuery(r.URL.Query().Get("from"), r.URL.Query().Get("to"), r.URL.Query().Get("step"), a.clock.Now())
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	points, err := a.timelinePoints(r.Context(), pk, q)
-	if err != nil {
-		a.internal(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
