@@ -104,24 +104,13 @@ func TestLongTransactionInAnotherDatabaseOnPostgres(t *testing.T) {
 // left to deliver again.
 func TestRecorderExactlyOnceOnPostgresBroker(t *testing.T) {
 	ctx := context.Background()
-	logger := slog.New(slog.DiscardHandler)
-	dsn := pgtest.NewDatabase(t)
-	s, err := postgres.New(ctx, dsn, logger, clockwork.NewFakeClockAt(start))
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	cfg := config.Default()
-	cfg.Broker = config.BrokerPostgres
-	b, err := broker.New(ctx, cfg, broker.Deps{Pool: s.Pool(), Logger: logger})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = b.Close() })
-	sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerRecorder))
-	require.NoError(t, err)
+	_, s, b, sub := recorderOnPostgresBroker(t)
 	subCtx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
 	deliveries, err := sub.Subscribe(subCtx, messages.TopicFetcherResults)
 	require.NoError(t, err)
 	m := metrics.New(prometheus.NewRegistry())
-	r := handlers.NewRecorder(s, logger, m)
+	r := handlers.NewRecorder(s, slog.New(slog.DiscardHandler), m)
 
 	const n = 20
 	batch := influencer.Batch{Minute: start, Shard: 3}
@@ -210,21 +199,10 @@ func normalizeAll(pts []influencer.Point) []influencer.Point {
 // from two goroutines.
 func TestPostgresBrokerCloseWaitsForTheRecordersWrite(t *testing.T) {
 	ctx := context.Background()
-	logger := slog.New(slog.DiscardHandler)
-	dsn := pgtest.NewDatabase(t)
-	s, err := postgres.New(ctx, dsn, logger, clockwork.NewFakeClockAt(start))
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	cfg := config.Default()
-	cfg.Broker = config.BrokerPostgres
-	b, err := broker.New(ctx, cfg, broker.Deps{Pool: s.Pool(), Logger: logger})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = b.Close() })
-	sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerRecorder))
-	require.NoError(t, err)
+	dsn, s, b, sub := recorderOnPostgresBroker(t)
 	deliveries, err := sub.Subscribe(ctx, messages.TopicFetcherResults)
 	require.NoError(t, err)
-	r := handlers.NewRecorder(s, logger, metrics.New(prometheus.NewRegistry()))
+	r := handlers.NewRecorder(s, slog.New(slog.DiscardHandler), metrics.New(prometheus.NewRegistry()))
 	f, g := simulator.Counts(firstPK, start)
 	msg, err := messages.NewResult(influencer.Batch{Minute: start, Shard: 3, Samples: []influencer.Sample{
 		{PK: firstPK, Username: simulator.Username(firstPK), FollowerCount: f, FollowingCount: g, Minute: start, FetchedAt: start}}})
@@ -273,4 +251,25 @@ WHERE datname = current_database() AND wait_event_type = 'Lock' AND state = 'act
 	(SELECT count(*) FROM watermill_queue_fetcher_results)`).Scan(&rows, &queued))
 	assert.Equal(t, 1, rows, "the write committed")
 	assert.Zero(t, queued, "with its ack")
+}
+
+// recorderOnPostgresBroker opens a Postgres store on a fresh database, the
+// Postgres broker on its pool and a subscriber of the recorder's consumer
+// group, all closed when the test ends.
+func recorderOnPostgresBroker(t *testing.T) (string, *postgres.Store, *broker.Broker, message.Subscriber) {
+	t.Helper()
+	ctx := context.Background()
+	logger := slog.New(slog.DiscardHandler)
+	dsn := pgtest.NewDatabase(t)
+	s, err := postgres.New(ctx, dsn, logger, clockwork.NewFakeClockAt(start))
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	cfg := config.Default()
+	cfg.Broker = config.BrokerPostgres
+	b, err := broker.New(ctx, cfg, broker.Deps{Pool: s.Pool(), Logger: logger})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	sub, err := b.Subscriber(broker.ConsumerGroup(messages.HandlerRecorder))
+	require.NoError(t, err)
+	return dsn, s, b, sub
 }
