@@ -39,7 +39,7 @@ var sqlAllowList = map[string]string{
 	// The Postgres broker's work-queue schema (watermill-sql SchemaAdapter
 	// and OffsetsAdapter): one table set per topic, so the table names are
 	// part of the SQL — built from the topic by messagesTable, groupsTable,
-	// queueTable and offsetsTable and quoted with pgx.Identifier.Sanitize;
+	// queueTable, deliveriesTable and offsetsTable and quoted with pgx.Identifier.Sanitize;
 	// every value is a parameter ($n), except in the schema's DO block,
 	// which takes none (the topic and group names there are quoted literals).
 	"broker/postgres_queue.go:InsertQuery":              "topic tables quoted as identifiers; values are parameters",
@@ -47,7 +47,11 @@ var sqlAllowList = map[string]string{
 	"broker/postgres_queue.go:AckMessageQuery":          "topic tables quoted as identifiers; values are parameters",
 	"broker/postgres_queue.go:nackQuery":                "topic tables quoted as identifiers; values are parameters",
 	"broker/postgres_queue.go:BeforeSubscribingQueries": "topic tables quoted as identifiers; values are parameters",
+	"broker/postgres_queue.go:deliveryQuery":            "topic tables quoted as identifiers; values are parameters",
+	"broker/postgres_queue.go:undeliveryQuery":          "topic tables quoted as identifiers; values are parameters",
 	"broker/postgres.go:nack":                           "runs nackQuery's SQL",
+	"broker/postgres.go:countDelivery":                  "runs deliveryQuery's SQL",
+	"broker/postgres.go:uncountDelivery":                "runs undeliveryQuery's SQL",
 	"broker/postgres.go:queueStats":                     "topic tables quoted as identifiers; no values",
 }
 
