@@ -59,16 +59,7 @@ func deliveriesOf(t *testing.T, m *message.Message) string {
 // delivery (1 s, then 2 s), the messages published meanwhile pass it, its
 // delivery count survives, and the ack removes its deliveries row.
 func TestPostgresCrashedDeliveryIsDelayed(t *testing.T) {
-	cfg, deps := postgresConfig(t)
-	b := newBroker(t, cfg, deps)
-	defer func() { require.NoError(t, b.Close()) }()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	group := broker.ConsumerGroup(messages.HandlerFetcher)
-	sub, err := b.Subscriber(group)
-	require.NoError(t, err)
-	ch, err := sub.Subscribe(ctx, messages.TopicFetchTasks)
-	require.NoError(t, err)
+	ctx, b, deps, group, ch := subscribeFetchTasks(t)
 	publish := func(payload string) *message.Message {
 		t.Helper()
 		m := message.NewMessage(watermill.NewUUID(), []byte(payload))
@@ -129,16 +120,7 @@ func TestPostgresCrashedDeliveryIsDelayed(t *testing.T) {
 // message (a handler's copy of its input, a replayed dead letter) is not
 // kept: the delivery counts afresh.
 func TestPostgresNackCountsDeliveries(t *testing.T) {
-	cfg, deps := postgresConfig(t)
-	b := newBroker(t, cfg, deps)
-	defer func() { require.NoError(t, b.Close()) }()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	group := broker.ConsumerGroup(messages.HandlerFetcher)
-	sub, err := b.Subscriber(group)
-	require.NoError(t, err)
-	ch, err := sub.Subscribe(ctx, messages.TopicFetchTasks)
-	require.NoError(t, err)
+	ctx, b, deps, _, ch := subscribeFetchTasks(t)
 	sent := message.NewMessage(watermill.NewUUID(), []byte("nacked"))
 	sent.Metadata.Set(broker.DeliveriesKey, "7")
 	require.NoError(t, b.Publisher().Publish(messages.TopicFetchTasks, sent))
@@ -195,4 +177,22 @@ func TestPostgresCreatesDeliveriesTableOfExistingTopic(t *testing.T) {
 	defer func() { require.NoError(t, b.Close()) }()
 	m := roundTrip(b)
 	assert.Equal(t, "1", deliveriesOf(t, m), "counted in the table created again")
+}
+
+// subscribeFetchTasks starts the Postgres broker and subscribes the fetcher's
+// consumer group to the fetch tasks; the subscription ends and the broker
+// closes (without error) when the test ends.
+func subscribeFetchTasks(t *testing.T) (context.Context, *broker.Broker, broker.Deps, string, <-chan *message.Message) {
+	t.Helper()
+	cfg, deps := postgresConfig(t)
+	b := newBroker(t, cfg, deps)
+	t.Cleanup(func() { require.NoError(t, b.Close()) })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	group := broker.ConsumerGroup(messages.HandlerFetcher)
+	sub, err := b.Subscriber(group)
+	require.NoError(t, err)
+	ch, err := sub.Subscribe(ctx, messages.TopicFetchTasks)
+	require.NoError(t, err)
+	return ctx, b, deps, group, ch
 }
