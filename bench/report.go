@@ -53,7 +53,10 @@ type Latency struct {
 type Reads struct {
 	Influencer Latency `json:"influencer"` // GET /api/v1/influencers/{pk}
 	Stats      Latency `json:"stats"`      // GET /api/v1/stats
-	Errors     int64   `json:"errors"`     // neither 200 nor 404, or failed in transport
+	// Database is a primary-key lookup straight on a Postgres wiring's
+	// database (dbLookupSQL), the floor under the API's reads there.
+	Database *Latency `json:"database,omitempty"`
+	Errors   int64    `json:"errors"` // neither 200 nor 404, or failed in transport (or a failed database lookup)
 }
 
 // Process roles in a report.
@@ -288,22 +291,25 @@ func (r Result) WriteText(w io.Writer) error {
 	fmt.Fprintln(w)
 
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "wiring\tstored\tsamples/s\tfresh p50/p99\tGET influencer p50/p99\tGET stats p50/p99\tpipeline CPU/sample\tof sim limit\tof store limit\tcheck")
+	fmt.Fprintln(tw, "wiring\tstored\tsamples/s\tfresh p50/p99\tGET influencer p50/p99\tGET stats p50/p99\tdb lookup p50/p99\tpipeline CPU/sample\tof sim limit\tof store limit\tcheck")
 	for _, wr := range r.Wirings {
 		if wr.Error != "" && len(wr.Minutes) == 0 {
-			fmt.Fprintf(tw, "%s\tFAILED\t-\t-\t-\t-\t-\t-\t-\t%s\n", wr.Name, wr.Error)
+			fmt.Fprintf(tw, "%s\tFAILED\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", wr.Name, wr.Error)
 			continue
 		}
-		reads := [2]string{"-", "-"}
+		reads := [3]string{"-", "-", "-"}
 		if rd := wr.Reads; rd != nil {
-			reads = [2]string{latPair(rd.Influencer), latPair(rd.Stats)}
+			reads = [3]string{latPair(rd.Influencer), latPair(rd.Stats), "-"}
+			if rd.Database != nil {
+				reads[2] = latPair(*rd.Database)
+			}
 			if rd.Errors > 0 {
 				reads[1] += fmt.Sprintf(" (%d errors)", rd.Errors)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%.3f%%\t%.0f\t%+.1fs/%+.1fs\t%s\t%s\t%s\t%.1f%%\t%.1f%%\t%s\n",
+		fmt.Fprintf(tw, "%s\t%.3f%%\t%.0f\t%+.1fs/%+.1fs\t%s\t%s\t%s\t%s\t%.1f%%\t%.1f%%\t%s\n",
 			wr.Name, 100*wr.StoredShare(), wr.SamplesPerSecond(), wr.FreshnessP50.D().Seconds(), wr.FreshnessP99.D().Seconds(),
-			reads[0], reads[1], micros(Dur(wr.PipelineCPUPerSample())), 100*wr.OfSimulatorLimit, 100*wr.OfStoreLimit, checkText(wr))
+			reads[0], reads[1], reads[2], micros(Dur(wr.PipelineCPUPerSample())), 100*wr.OfSimulatorLimit, 100*wr.OfStoreLimit, checkText(wr))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

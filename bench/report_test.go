@@ -54,7 +54,8 @@ func sampleResult() Result {
 					{Minute: m2, Stored: 990, NotStored: 10, ByClass: map[string]int64{}, StoredShare: 0.99, FreshnessP50: Dur(900 * time.Millisecond), FreshnessP99: Dur(-300 * time.Millisecond)},
 				},
 				FreshnessP50: Dur(800 * time.Millisecond), FreshnessP99: Dur(-300 * time.Millisecond),
-				Reads: &Reads{Influencer: Latency{N: 2160, P50: Dur(1234567), P99: Dur(20 * time.Millisecond)}, Stats: Latency{N: 240, P50: Dur(3 * time.Millisecond), P99: Dur(9 * time.Millisecond)}},
+				Reads: &Reads{Influencer: Latency{N: 2160, P50: Dur(1234567), P99: Dur(20 * time.Millisecond)}, Stats: Latency{N: 240, P50: Dur(3 * time.Millisecond), P99: Dur(9 * time.Millisecond)},
+					Database: &Latency{N: 1200, P50: Dur(400 * time.Microsecond), P99: Dur(12 * time.Millisecond)}},
 				Processes: []ProcRow{
 					{Name: "kafka-pg-run", Role: RolePipeline, CPU: Dur(time.Second), CPUPerSample: Dur(503 * time.Microsecond), Cores: 0.25, PeakRSS: 200 << 20},
 					{Name: "postgres", Role: RolePostgres, CPU: Dur(time.Second / 2), CPUPerSample: Dur(251500 * time.Nanosecond), Cores: 0.125, PeakRSS: 50 << 20},
@@ -93,11 +94,11 @@ kafka-pg     12:02   990     99.000%   0       10          never        +0.9s/-0
 capacity-90  12:01   540     100.000%  0       0           never        -10.0s/-2.0s   
 overload-2x  12:01   480     44.444%   600     0           +0.1s        -20.0s/-1.0s   expired:600
 
-wiring       stored    samples/s  fresh p50/p99  GET influencer p50/p99  GET stats p50/p99  pipeline CPU/sample  of sim limit  of store limit  check
-kafka-pg     99.400%   17         +0.8s/-0.3s    1.23ms/20ms             3ms/9ms            503.0µs              0.1%          0.0%            OK (database: 2100 values, 0 wrong, 0 dup, 10 unaccounted, 0 bad summaries)
-pg-pg        FAILED    -          -              -                       -                  -                    -             -               pg-pg-run exited
-capacity-90  100.000%  9          +0.0s/+0.0s    -                       -                  0.0µs                0.0%          0.0%            OK (meter: 540 values, 0 wrong, 0 dup, 0 unaccounted)
-overload-2x  44.444%   8          +0.0s/+0.0s    -                       -                  0.0µs                0.0%          0.0%            OK (meter: 480 values, 0 wrong, 0 dup, 0 unaccounted)
+wiring       stored    samples/s  fresh p50/p99  GET influencer p50/p99  GET stats p50/p99  db lookup p50/p99  pipeline CPU/sample  of sim limit  of store limit  check
+kafka-pg     99.400%   17         +0.8s/-0.3s    1.23ms/20ms             3ms/9ms            400µs/12ms         503.0µs              0.1%          0.0%            OK (database: 2100 values, 0 wrong, 0 dup, 10 unaccounted, 0 bad summaries)
+pg-pg        FAILED    -          -              -                       -                  -                  -                    -             -               pg-pg-run exited
+capacity-90  100.000%  9          +0.0s/+0.0s    -                       -                  -                  0.0µs                0.0%          0.0%            OK (meter: 540 values, 0 wrong, 0 dup, 0 unaccounted)
+overload-2x  44.444%   8          +0.0s/+0.0s    -                       -                  -                  0.0µs                0.0%          0.0%            OK (meter: 480 values, 0 wrong, 0 dup, 0 unaccounted)
 
 scenario     capacity  load  influencers  stored    samples/s  of capacity  of baseline                 graceful (target)
 capacity-90  10/s      0.90  540          100.000%  9          90.0%        -                           -

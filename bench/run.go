@@ -217,7 +217,7 @@ func (r runner) wiring(ctx context.Context, w Wiring, limits Limits) (wr WiringR
 	readCtx, stopReaders := context.WithCancel(ctx)
 	defer stopReaders()
 	go func() {
-		readsDone <- readLoad(readCtx, apiURL, r.c.Readers, r.c.ReadRate, pks, first, end)
+		readsDone <- readLoad(readCtx, apiURL, db, r.c.Readers, r.c.ReadRate, pks, first, end)
 	}()
 
 	var mark0, mark1 map[string]procUsage

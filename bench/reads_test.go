@@ -1,0 +1,53 @@
+package bench
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mockstagram/pipeline/influencer"
+	"github.com/mockstagram/pipeline/store/postgres"
+	"github.com/mockstagram/pipeline/store/postgres/pgtest"
+)
+
+func TestDBLookups(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDatabase(t)
+	s, err := postgres.New(ctx, db, slog.New(slog.DiscardHandler), clockwork.NewRealClock())
+	require.NoError(t, err)
+	defer s.Close()
+	pks := influencer.Range{From: FirstPK, To: FirstPK + 9}
+	_, err = s.Track(ctx, pks.PKs())
+	require.NoError(t, err)
+	// Half the pks have a summary: a lookup of the others answers no row,
+	// which is an answer too.
+	_, err = s.Record(ctx, writeBatch(influencer.Range{From: FirstPK, To: FirstPK + 4}, time.Now().UTC().Truncate(time.Minute), 0))
+	require.NoError(t, err)
+
+	lat, failed := dbLookups(ctx, db, 200, pks, time.Now().Add(300*time.Millisecond))
+	require.NotNil(t, lat)
+	assert.Zero(t, failed)
+	assert.Greater(t, lat.N, int64(5), "about 60 lookups at 200/s in 300 ms")
+	assert.Positive(t, lat.P50)
+	assert.GreaterOrEqual(t, lat.P99, lat.P50)
+
+	lat, failed = dbLookups(ctx, "postgres://nobody@127.0.0.1:1/none?connect_timeout=1", 200, pks, time.Now().Add(time.Second))
+	assert.Nil(t, lat, "no connection, no lookups")
+	assert.Equal(t, int64(1), failed)
+}
+
+func TestLatencyOf(t *testing.T) {
+	t.Parallel()
+	assert.Nil(t, latencyOf(nil))
+	lat := make([]time.Duration, 0, 200)
+	for i := 200; i >= 1; i-- {
+		lat = append(lat, time.Duration(i)*time.Millisecond)
+	}
+	assert.Equal(t, &Latency{N: 200, P50: Dur(101 * time.Millisecond), P99: Dur(199 * time.Millisecond)}, latencyOf(lat))
+}
