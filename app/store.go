@@ -49,7 +49,7 @@ func NewStore(lc fx.Lifecycle, cfg config.Config, clock clockwork.Clock, tp trac
 	defer cancel()
 	pg, err := postgres.New(ctx, cfg.DatabaseURL, logger, clock, postgres.WithRetention(cfg.Retention),
 		postgres.WithDeadLetterRetention(cfg.DeadLetterRetention), postgres.WithMissedRetention(cfg.MissedRetention),
-		postgres.WithTracerProvider(tp))
+		postgres.WithWriters(cfg.PostgresWriters), postgres.WithTracerProvider(tp))
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}

@@ -74,6 +74,7 @@ type Config struct {
 	ShutdownTimeout     time.Duration `name:"shutdown-timeout" default:"30s" help:"How long a stopping process waits for in-flight work."`
 	Retention           time.Duration `name:"retention" default:"168h" help:"How long minute points are kept (whole days are dropped); hourly and daily rollups are kept."`
 	DeadLetterRetention time.Duration `name:"dead-letter-retention" default:"168h" help:"How long archived dead letters are kept (replayed or not), from their receive time; older ones are deleted hourly in batches."`
+	PostgresWriters     int           `name:"postgres-writers" default:"2" help:"With a database-url: batch writes of the recorder that run at once in this process (more wait; the server's CPU, not their number, bounds the write rate)."`
 	MissedRetention     time.Duration `name:"missed-retention" default:"168h" help:"How long missed (pk, minute) entries are kept, from their minute; older ones are deleted hourly in batches (never kept past the minute points' retention)."`
 
 	// Suspicion checks (SPEC §1.6).
@@ -124,6 +125,7 @@ func Default() Config {
 		Retention:           7 * 24 * time.Hour,
 		DeadLetterRetention: 7 * 24 * time.Hour,
 		MissedRetention:     7 * 24 * time.Hour,
+		PostgresWriters:     2,
 		TraceSampleRatio:    1,
 
 		SuspicionInterval:    24 * time.Hour,
@@ -183,6 +185,9 @@ func (c Config) Validate() error {
 	}
 	if c.PostgresPollInterval <= 0 || c.PostgresPollInterval > time.Minute {
 		bad("postgres-poll-interval: %s not in (0s, 1m]", c.PostgresPollInterval)
+	}
+	if c.PostgresWriters < 1 || c.PostgresWriters > 64 {
+		bad("postgres-writers: %d not in [1, 64]", c.PostgresWriters)
 	}
 	if c.PostgresInFlight < 1 || c.PostgresInFlight > 256 {
 		bad("postgres-in-flight: %d not in [1, 256]", c.PostgresInFlight)

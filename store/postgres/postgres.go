@@ -56,8 +56,10 @@ type Store struct {
 	// Rank, Leaderboard, Stats) so that they never wait for a connection
 	// behind the recorder's batch writes and the broker's subscriptions in
 	// pool.
-	readPool            *pgxpool.Pool
-	readConns           int32
+	readPool  *pgxpool.Pool
+	readConns int32
+	// writeSlots bounds the batch writes running at once (WithWriters).
+	writeSlots          chan struct{}
 	logger              *slog.Logger
 	clock               clockwork.Clock
 	leaseCheckInterval  time.Duration
@@ -99,6 +101,29 @@ func WithReadConns(n int32) Option {
 	return func(s *Store) {
 		if n > 0 {
 			s.readConns = n
+		}
+	}
+}
+
+// DefaultWriters is how many batch writes (Record, RecordInTx) run at once
+// by default (see WithWriters).
+const DefaultWriters = 2
+
+// WithWriters sets how many batch writes of this store run at once (default
+// DefaultWriters); the others wait for a slot (their context bounds the
+// wait). A batch write is CPU-bound on the server and updates a few shared
+// counter rows (rank buckets, the batch's stripe): two writers already take
+// ~50,000 samples/s on a 2-core server (BenchmarkRecordMillion, three times
+// one million a minute), while more of them add no throughput but lengthen
+// the server's run queue in bursts (a Kafka recorder consumes 16 partitions
+// at once, the Postgres broker postgres-in-flight messages), and the API's
+// reads on the same server wait behind them; on the Postgres broker a
+// writer also keeps the counter rows locked until its message commits, so
+// concurrent writers queue on each other's commits.
+func WithWriters(n int) Option {
+	return func(s *Store) {
+		if n > 0 {
+			s.writeSlots = make(chan struct{}, n)
 		}
 	}
 }
@@ -155,6 +180,7 @@ func New(ctx context.Context, dsn string, logger *slog.Logger, clock clockwork.C
 		readConns:           DefaultReadConns,
 		deadLetterRetention: DefaultDeadLetterRetention,
 		missedRetention:     DefaultMissedRetention,
+		writeSlots:          make(chan struct{}, DefaultWriters),
 	}
 	for _, o := range opts {
 		o(s)

@@ -310,10 +310,14 @@ func (s *Store) record(ctx context.Context, tx pgx.Tx, b influencer.Batch) (stor
 	partitionsEnsured := false
 	for attempt := 1; ; attempt++ {
 		var inserted, unmissed, missed int64
+		if err := s.acquireWriteSlot(ctx); err != nil {
+			return fail(err)
+		}
 		err := s.recordOnce(ctx, tx, lockClasses, lockKeys, lockExclusive, func(row pgx.Row) error {
 			return row.Scan(&inserted, &unmissed, &missed)
 		}, pks, minutes, followers, following, usernames, buckets,
 			gMinutes, gBuckets, gClasses, gReasons, fPKs, fGroups, s.clock.Now(), stripeOf(b.Shard), fMinutes)
+		<-s.writeSlots
 		if err == nil {
 			return store.RecordResult{
 				Inserted:   int(inserted),
@@ -339,6 +343,19 @@ func (s *Store) record(ctx context.Context, tx pgx.Tx, b influencer.Batch) (stor
 		default:
 			return fail(err)
 		}
+	}
+}
+
+// acquireWriteSlot waits for one of the store's batch-write slots
+// (WithWriters) or for ctx to end; the caller gives it back after its
+// attempt. A slot is held for one attempt's round trip only, never while a
+// caller's transaction waits for its commit or creates a partition.
+func (s *Store) acquireWriteSlot(ctx context.Context) error {
+	select {
+	case s.writeSlots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for a write slot: %w", context.Cause(ctx))
 	}
 }
 
