@@ -17,16 +17,25 @@ import (
 	"github.com/mockstagram/pipeline/store/postgres/pgtest"
 )
 
-func TestCheckDB(t *testing.T) {
-	t.Parallel()
+// trackedStore is a Postgres store on a database of its own (its URL
+// returned too) that tracks pks.
+func trackedStore(t *testing.T, pks influencer.Range) (*postgres.Store, string) {
+	t.Helper()
 	ctx := context.Background()
 	db := pgtest.NewDatabase(t)
 	s, err := postgres.New(ctx, db, slog.New(slog.DiscardHandler), clockwork.NewRealClock())
 	require.NoError(t, err)
-	defer s.Close()
-	pks := influencer.Range{From: FirstPK, To: FirstPK + 3}
+	t.Cleanup(s.Close)
 	_, err = s.Track(ctx, pks.PKs())
 	require.NoError(t, err)
+	return s, db
+}
+
+func TestCheckDB(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pks := influencer.Range{From: FirstPK, To: FirstPK + 3}
+	s, db := trackedStore(t, pks)
 
 	a := time.Now().UTC().Truncate(time.Minute).Add(-5 * time.Minute)
 	b := a.Add(time.Minute)
@@ -34,7 +43,7 @@ func TestCheckDB(t *testing.T) {
 	batch := writeBatch(influencer.Range{From: FirstPK, To: FirstPK + 2}, a, 0)
 	batch.Samples[2].FollowerCount++
 	batch.Failures = []influencer.Failure{{PK: FirstPK + 3, Minute: a, Class: "timeout", Reason: "deadline", Attempts: 2}}
-	_, err = s.Record(ctx, batch)
+	_, err := s.Record(ctx, batch)
 	require.NoError(t, err)
 	// Minute b: pk 0 stored; the others neither stored nor missed. A
 	// minute before a is outside the checked minutes.

@@ -2,32 +2,23 @@ package bench
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/jonboulle/clockwork"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/mockstagram/pipeline/influencer"
-	"github.com/mockstagram/pipeline/store/postgres"
-	"github.com/mockstagram/pipeline/store/postgres/pgtest"
 )
 
 func TestDBLookups(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := pgtest.NewDatabase(t)
-	s, err := postgres.New(ctx, db, slog.New(slog.DiscardHandler), clockwork.NewRealClock())
-	require.NoError(t, err)
-	defer s.Close()
 	pks := influencer.Range{From: FirstPK, To: FirstPK + 9}
-	_, err = s.Track(ctx, pks.PKs())
-	require.NoError(t, err)
+	s, db := trackedStore(t, pks)
 	// Half the pks have a summary: a lookup of the others answers no row,
 	// which is an answer too.
-	_, err = s.Record(ctx, writeBatch(influencer.Range{From: FirstPK, To: FirstPK + 4}, time.Now().UTC().Truncate(time.Minute), 0))
+	_, err := s.Record(ctx, writeBatch(influencer.Range{From: FirstPK, To: FirstPK + 4}, time.Now().UTC().Truncate(time.Minute), 0))
 	require.NoError(t, err)
 
 	lat, failed := dbLookups(ctx, db, 200, pks, time.Now().Add(300*time.Millisecond))
