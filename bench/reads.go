@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -105,8 +104,8 @@ func dbLookups(ctx context.Context, db string, rate float64, pks influencer.Rang
 		}
 		pk := pks.From + rand.Int64N(pks.To-pks.From+1)
 		start := time.Now()
-		var count int64
-		err := conn.QueryRow(ctx, dbLookupSQL, pk).Scan(&count)
+		var followers int64
+		err := conn.QueryRow(ctx, dbLookupSQL, pk).Scan(&followers)
 		switch {
 		case ctx.Err() != nil:
 			return latencyOf(lat), failed
@@ -118,12 +117,15 @@ func dbLookups(ctx context.Context, db string, rate float64, pks influencer.Rang
 	}
 }
 
-// latencyOf is the median and 99th percentile of lat (nil when empty).
+// latencyOf is the median and 99th percentile of lat (weightedQuantile,
+// the freshness quantiles' definition), nil when lat is empty.
 func latencyOf(lat []time.Duration) *Latency {
 	if len(lat) == 0 {
 		return nil
 	}
-	slices.Sort(lat)
-	at := func(q float64) Dur { return Dur(lat[min(len(lat)-1, int(q*float64(len(lat))))]) }
-	return &Latency{N: int64(len(lat)), P50: at(0.50), P99: at(0.99)}
+	xs := make([]weighted, len(lat))
+	for i, d := range lat {
+		xs[i] = weighted{v: d, w: 1}
+	}
+	return &Latency{N: int64(len(lat)), P50: Dur(weightedQuantile(xs, 0.50)), P99: Dur(weightedQuantile(xs, 0.99))}
 }

@@ -40,5 +40,6 @@ func TestLatencyOf(t *testing.T) {
 	for i := 200; i >= 1; i-- {
 		lat = append(lat, time.Duration(i)*time.Millisecond)
 	}
-	assert.Equal(t, &Latency{N: 200, P50: Dur(101 * time.Millisecond), P99: Dur(199 * time.Millisecond)}, latencyOf(lat))
+	// The smallest values with at least half and 99 % of the 200 at or below them.
+	assert.Equal(t, &Latency{N: 200, P50: Dur(100 * time.Millisecond), P99: Dur(198 * time.Millisecond)}, latencyOf(lat))
 }

@@ -74,8 +74,8 @@ type Config struct {
 	ShutdownTimeout     time.Duration `name:"shutdown-timeout" default:"30s" help:"How long a stopping process waits for in-flight work."`
 	Retention           time.Duration `name:"retention" default:"168h" help:"How long minute points are kept (whole days are dropped); hourly and daily rollups are kept."`
 	DeadLetterRetention time.Duration `name:"dead-letter-retention" default:"168h" help:"How long archived dead letters are kept (replayed or not), from their receive time; older ones are deleted hourly in batches."`
-	PostgresWriters     int           `name:"postgres-writers" default:"2" help:"With a database-url: batch writes of the recorder that run at once in this process (more wait; the server's CPU, not their number, bounds the write rate)."`
 	MissedRetention     time.Duration `name:"missed-retention" default:"168h" help:"How long missed (pk, minute) entries are kept, from their minute; older ones are deleted hourly in batches (never kept past the minute points' retention)."`
+	PostgresWriters     int           `name:"postgres-writers" default:"2" help:"With a database-url: batch writes of the recorder that run at once in this process (more wait; the server's CPU, not their number, bounds the write rate)."`
 
 	// Suspicion checks (SPEC §1.6).
 	SuspicionInterval    time.Duration `name:"suspicion-interval" default:"24h" help:"How often each influencer's is_suspicious answer is refreshed; the checks of a round are spread over it."`

@@ -15,21 +15,18 @@ import (
 	"github.com/mockstagram/pipeline/store/storetest"
 )
 
-// The registry lock's keys (record.go): Record takes it shared, so a
-// session holding it exclusively keeps every batch write waiting inside
-// its statement.
-const registryLock = `SELECT pg_advisory_lock(1835758452, 1)` // 0x6d6b7374 "mkst", 1
-
 // waitingWriters polls until n sessions of s's database wait for the
-// registry lock.
+// registry lock (Record takes it shared, so a session holding it
+// exclusively keeps every batch write waiting inside its statement).
 func waitingWriters(t *testing.T, s *postgres.Store, n int) {
 	t.Helper()
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		var waiting int
 		require.NoError(c, s.Pool().QueryRow(context.Background(), `
 SELECT count(*) FROM pg_locks
-WHERE locktype = 'advisory' AND NOT granted AND classid = 1835758452 AND objid = 1
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting))
+WHERE locktype = 'advisory' AND NOT granted AND classid = $1 AND objid = $2
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+			postgres.RegistryLockClass, postgres.RegistryLockID).Scan(&waiting))
 		assert.Equal(c, n, waiting)
 	}, 10*time.Second, 10*time.Millisecond)
 }
@@ -49,7 +46,7 @@ func TestWritersBoundConcurrentBatchWrites(t *testing.T) {
 			holder, err := s.Pool().Acquire(ctx)
 			require.NoError(t, err)
 			defer holder.Release()
-			_, err = holder.Exec(ctx, registryLock)
+			_, err = holder.Exec(ctx, `SELECT pg_advisory_lock($1, $2)`, postgres.RegistryLockClass, postgres.RegistryLockID)
 			require.NoError(t, err)
 
 			first := make(chan error, 1)
@@ -76,7 +73,7 @@ func TestWritersBoundConcurrentBatchWrites(t *testing.T) {
 			}()
 			waitingWriters(t, s, tc.running)
 
-			_, err = holder.Exec(ctx, `SELECT pg_advisory_unlock(1835758452, 1)`)
+			_, err = holder.Exec(ctx, `SELECT pg_advisory_unlock($1, $2)`, postgres.RegistryLockClass, postgres.RegistryLockID)
 			require.NoError(t, err)
 			require.NoError(t, <-first)
 			require.NoError(t, <-secondDone)
