@@ -85,7 +85,7 @@ func (p *postgresBroker) subscriber(consumerGroup string) (message.Subscriber, e
 	if err != nil {
 		return nil, fmt.Errorf("subscriber pool: %w", err)
 	}
-	db := wsql.BeginnerFromPgx(pool)
+	db := hookBeginner{wsql.BeginnerFromPgx(pool)}
 	newSub := func(poll time.Duration) (*wsql.Subscriber, error) {
 		ackDeadline := postgresAckDeadline
 		return wsql.NewSubscriber(db, wsql.SubscriberConfig{

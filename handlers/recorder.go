@@ -89,9 +89,12 @@ type Recorder struct {
 	store   BatchStore
 	txStore TxBatchStore // store, when it can record in the broker's transaction; else nil
 	txOf    func(context.Context) (pgx.Tx, bool)
-	logger  *slog.Logger
-	metrics *metrics.Pipeline
-	gate    gate
+	// afterCommit is how the recorder defers counting a batch written in
+	// the broker's transaction until that commits (nil: no such hook).
+	afterCommit func(context.Context) func(func())
+	logger      *slog.Logger
+	metrics     *metrics.Pipeline
+	gate        gate
 }
 
 // Store backoff after a transient error: the first probe waits about
@@ -106,7 +109,7 @@ const (
 // NewRecorder creates a recorder.
 func NewRecorder(store BatchStore, logger *slog.Logger, m *metrics.Pipeline) *Recorder {
 	txStore, _ := store.(TxBatchStore)
-	return &Recorder{store: store, txStore: txStore, txOf: brokerTx, logger: logger, metrics: m,
+	return &Recorder{store: store, txStore: txStore, txOf: brokerTx, afterCommit: brokerAfterCommit, logger: logger, metrics: m,
 		gate: gate{initial: storeBackoffInitial, max: storeBackoffMax}}
 }
 
@@ -133,8 +136,24 @@ func brokerTx(ctx context.Context) (pgx.Tx, bool) {
 		return t.Tx, t.Tx != nil
 	case wsql.PgxTx:
 		return t.Tx, t.Tx != nil
+	case interface{ Pgx() (pgx.Tx, bool) }: // the postgres broker's (broker.CommitHookTx)
+		return t.Pgx()
 	}
 	return nil, false
+}
+
+// brokerAfterCommit is how to run a function once the broker's read
+// transaction of a message commits, if the broker offers it
+// (broker.CommitHookTx); nil otherwise.
+func brokerAfterCommit(ctx context.Context) func(func()) {
+	tx, ok := wsql.TxFromContext(ctx)
+	if !ok {
+		return nil
+	}
+	if h, ok := tx.(interface{ AfterCommit(func()) }); ok {
+		return h.AfterCommit
+	}
+	return nil
 }
 
 // Handle is the Watermill handler for fetcher_results.
@@ -174,14 +193,22 @@ func (r *Recorder) Handle(msg *message.Message) error {
 	done(ctx, err)
 	// What a bisection committed before an error is stored: count it (in
 	// the broker's transaction an error leaves nothing written, res is
-	// zero). In the transaction the rows commit with the ack, after this:
-	// only a commit that fails then (its connection lost in between) makes
-	// the redelivery count them once more.
-	r.metrics.SamplesStored.Add(float64(res.Inserted))
-	r.metrics.SamplesDuplicate.Add(float64(res.Duplicates))
-	r.metrics.SamplesMissed.Add(float64(res.Missed))
-	if res.Inserted > 0 {
-		r.metrics.NewestMinute.Set(float64(batch.Minute.Unix()))
+	// zero). In the transaction the rows commit with the ack, after this
+	// handler: they are counted when that commit succeeds (a commit that
+	// fails, its connection lost in between, counts nothing, and the
+	// redelivery counts them once), or at once if the broker cannot say.
+	count := func() {
+		r.metrics.SamplesStored.Add(float64(res.Inserted))
+		r.metrics.SamplesDuplicate.Add(float64(res.Duplicates))
+		r.metrics.SamplesMissed.Add(float64(res.Missed))
+		if res.Inserted > 0 {
+			r.metrics.NewestMinute.Set(float64(batch.Minute.Unix()))
+		}
+	}
+	if hook := r.commitHook(ctx, inTx, err); hook != nil {
+		hook(count)
+	} else {
+		count()
 	}
 	if err != nil {
 		return wrap(r.unavailable(ctx, err))
@@ -210,6 +237,15 @@ func (r *Recorder) unavailable(ctx context.Context, err error) error {
 // recordFunc stores one batch (BatchStore.Record, or TxBatchStore.RecordInTx
 // in a given transaction).
 type recordFunc func(ctx context.Context, b influencer.Batch) (store.RecordResult, error)
+
+// commitHook is where to defer counting a batch written in the broker's
+// transaction tx (nil: count at once).
+func (r *Recorder) commitHook(ctx context.Context, inTx bool, err error) func(func()) {
+	if !inTx || err != nil || r.afterCommit == nil {
+		return nil
+	}
+	return r.afterCommit(ctx)
+}
 
 // tx is the broker's transaction to record the message in, if the message
 // carries one and the store can write in it.

@@ -179,6 +179,8 @@ func TestRecorderInTheBrokersTransaction(t *testing.T) {
 			r := handlers.NewRecorder(bs, discardLogger(), m)
 			tx := newFakeTx()
 			handlers.SetRecorderTx(r, func(context.Context) (pgx.Tx, bool) { return tx, !tt.noTx })
+			hooks := &commitHooks{}
+			handlers.SetRecorderAfterCommit(r, hooks.of)
 			b := influencer.Batch{Minute: minute0, Shard: 5}
 			if !tt.empty {
 				for _, pk := range pkRange(1, n) {
@@ -196,9 +198,13 @@ func TestRecorderInTheBrokersTransaction(t *testing.T) {
 			if !tt.noTx && !tt.notTxStore {
 				assert.Empty(t, storedBefore, "stored before the broker's commit")
 			}
+			if !tt.noTx && !tt.notTxStore {
+				assert.Zero(t, testutil.ToFloat64(m.SamplesStored), "counted before the broker's commit")
+			}
 			// The broker commits after the ack, and after a nack too.
 			require.NoError(t, tx.Commit(context.Background()))
 			st.commitTx(tx)
+			hooks.commit()
 
 			_, stored, missed := st.snapshot()
 			assert.Len(t, stored, tt.wantStored)
@@ -211,6 +217,23 @@ func TestRecorderInTheBrokersTransaction(t *testing.T) {
 	}
 }
 
+// commitHooks stands for the broker's commit hooks (broker.CommitHookTx):
+// the functions the recorder defers run at commit, a rollback drops them.
+type commitHooks struct{ fns []func() }
+
+func (h *commitHooks) of(context.Context) func(func()) {
+	return func(fn func()) { h.fns = append(h.fns, fn) }
+}
+
+func (h *commitHooks) commit() {
+	for _, fn := range h.fns {
+		fn()
+	}
+	h.fns = nil
+}
+
+func (h *commitHooks) rollback() { h.fns = nil }
+
 // A redelivery after a rolled-back transaction (a crash before the
 // broker's commit) stores and counts the batch once.
 func TestRecorderTransactionRolledBackThenRedelivered(t *testing.T) {
@@ -220,18 +243,23 @@ func TestRecorderTransactionRolledBackThenRedelivered(t *testing.T) {
 	r := handlers.NewRecorder(st, discardLogger(), m)
 	b := influencer.Batch{Minute: minute0, Shard: 5, Samples: []influencer.Sample{sample(1), sample(2), sample(3)}}
 
-	first := newFakeTx()
+	first, firstHooks := newFakeTx(), &commitHooks{}
 	handlers.SetRecorderTx(r, func(context.Context) (pgx.Tx, bool) { return first, true })
+	handlers.SetRecorderAfterCommit(r, firstHooks.of)
 	require.NoError(t, r.Handle(resultMessage(t, b)))
 	require.NoError(t, first.Rollback(context.Background())) // the process dies before the commit
+	firstHooks.rollback()
 
-	second := newFakeTx()
+	second, secondHooks := newFakeTx(), &commitHooks{}
 	handlers.SetRecorderTx(r, func(context.Context) (pgx.Tx, bool) { return second, true })
+	handlers.SetRecorderAfterCommit(r, secondHooks.of)
 	require.NoError(t, r.Handle(resultMessage(t, b)))
 	require.NoError(t, second.Commit(context.Background()))
 	st.commitTx(second)
+	secondHooks.commit()
 
 	_, stored, _ := st.snapshot()
 	assert.Equal(t, []int64{1, 2, 3}, stored)
+	assert.Equal(t, float64(3), testutil.ToFloat64(m.SamplesStored), "counted once, at the commit that stored them")
 	assert.Zero(t, testutil.ToFloat64(m.SamplesDuplicate), "the rolled-back write left nothing to find")
 }

@@ -108,7 +108,7 @@ func TestDatabasePartitionLeadership(t *testing.T) {
 	}, "not ready while the lock is unconfirmed")
 
 	// Its next retry takes the lock back from the stale session, and it is
-	// ready again: waitNudging allows 30 s.
+	// ready again: waitNudging allows 60 s.
 	minute1 := start.Add(time.Minute)
 	p.waitNudging(t, minute1.Add(30*time.Second), func() bool {
 		code, _ := readyz(t, p)

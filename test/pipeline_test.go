@@ -14,7 +14,9 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/fx"
@@ -165,23 +167,57 @@ func stored(t *testing.T, s store.Store, minute time.Time) int {
 	return n
 }
 
-// waitNudging polls cond for up to 30 s of real time while moving the fake
+// waitNudging polls cond for up to 60 s of real time while moving the fake
 // clock on by 50 ms every 50 ms, up to limit, so that timers of the waited-for
-// work (a retry's backoff) fire.
+// work (a retry's backoff) fire. 60 s, as runMinute's wait: on a loaded CI
+// machine the test database has stalled for 20 s (the scheduler's lease
+// check timing out).
 func (p *pipeline) waitNudging(t *testing.T, limit time.Time, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s (clock %s)", what, p.clock.Now())
+			t.Fatalf("timed out waiting for: %s (clock %s; %s)", what, p.clock.Now(), p.state())
 		}
 		if p.clock.Now().Before(limit) {
 			p.clock.Advance(50 * time.Millisecond)
 		}
 		<-tick.C
 	}
+}
+
+// state is the pipeline's counters, for a timeout's message: it says which
+// stage the waited-for work stopped in.
+func (p *pipeline) state() string {
+	m := p.metrics
+	v := func(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
+	sum := func(c prometheus.Collector) float64 {
+		ch := make(chan prometheus.Metric, 64)
+		go func() { c.Collect(ch); close(ch) }()
+		total := 0.0
+		for mt := range ch {
+			var pb dto.Metric
+			if mt.Write(&pb) == nil && pb.Counter != nil {
+				total += pb.Counter.GetValue()
+			}
+		}
+		return total
+	}
+	return fmt.Sprintf("tasks published %.0f, publish failures %.0f, tasks expired %.0f, fetch retries %.0f, fetch failures %.0f, "+
+		"breaker state %.0f, adaptive limit %.0f in flight %.0f waiting %.0f, samples stored %.0f duplicate %.0f missed %.0f rejected %.0f, batches written %d",
+		v(m.TasksPublished), v(m.ScheduleFailures), v(m.TasksExpired), v(m.FetchRetries), sum(m.FetchFailures),
+		v(m.BreakerState), v(m.AdaptiveLimit), v(m.AdaptiveInFlight), v(m.AdaptiveWaiting),
+		v(m.SamplesStored), v(m.SamplesDuplicate), v(m.SamplesMissed), v(m.SamplesRejected), histogramCount(m.WriteDuration))
+}
+
+func histogramCount(h prometheus.Histogram) uint64 {
+	var pb dto.Metric
+	if h.Write(&pb) != nil {
+		return 0
+	}
+	return pb.GetHistogram().GetSampleCount()
 }
 
 // waitFor polls cond until it holds or the real-time deadline passes.
