@@ -49,6 +49,9 @@ type fakePublisher struct {
 	clock clockwork.Clock
 	err   error // returned by failing calls
 
+	// slow, with a fake clock, is how long each call takes on it.
+	slow time.Duration
+
 	mu    sync.Mutex
 	failN int
 	calls int
@@ -71,6 +74,9 @@ func (p *fakePublisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 	for _, m := range msgs {
 		p.msgs = append(p.msgs, published{topic: topic, msg: m, at: at})
+	}
+	if fc, ok := p.clock.(*clockwork.FakeClock); ok && p.slow > 0 {
+		fc.Advance(p.slow)
 	}
 	return nil
 }

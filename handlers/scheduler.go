@@ -217,19 +217,25 @@ func (sp spread) run(ctx context.Context, refresh func(context.Context) error,
 				sp.logger.Error("registry refresh", "err", err)
 			}
 		}
+		failed := false
 		for next < sp.shards && !now.Before(due(next)) {
 			if err := publish(ctx, round, next, now.Sub(due(next))); err != nil {
 				sp.logger.ErrorContext(ctx, "publish task", "period_start", round, "shard", next, "err", err)
+				failed = true
 				break // retry shortly
 			}
 			next++
 		}
+		// The wait counts from now, not from before the publishes: a slow
+		// broker would otherwise push every later shard, and the next
+		// period, back by as long as its publishes took.
+		now = sp.clock.Now()
 		wait := round.Add(sp.period).Sub(now)
 		if next < sp.shards {
 			wait = due(next).Sub(now)
-			if wait <= 0 {
-				wait = 200 * time.Millisecond // publishing failed; back off a little
-			}
+		}
+		if failed {
+			wait = max(wait, 200*time.Millisecond) // back off a little
 		}
 		select {
 		case <-ctx.Done():

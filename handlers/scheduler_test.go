@@ -340,6 +340,26 @@ func TestSchedulerStartWindow(t *testing.T) {
 	}
 }
 
+// A slow broker delays only the publish it is slow on: each shard is still
+// published at its offset (the wait counts from after the publish), and the
+// next minute starts on its boundary.
+func TestSchedulerSlowPublishDoesNotPushTheScheduleBack(t *testing.T) {
+	t.Parallel()
+	pks := []int64{pkInShard(0, 0), pkInShard(0, 1), pkInShard(0, schedShards-1)}
+	e := newSchedEnv(t, minute0, &fakeRegistry{version: 1, pks: pks}, 0)
+	e.pub.slow = 3 * time.Second // less than a shard's step (5 s)
+	shards := handlers.Assign(pks, schedShards)
+
+	e.run(t) // shard 0 at :00, done at :03
+	for e.clock.Now().Before(minute0.Add(time.Minute)) {
+		e.advanceBy(t, time.Second, time.Second)
+	}
+	require.Equal(t, minute0.Add(time.Minute+3*time.Second), e.clock.Now(), "the next minute's shard 0 published on the boundary")
+	want := append(expectMinute(minute0, shards, 0, schedShards, time.Time{}),
+		expectMinute(minute0.Add(time.Minute), shards, 0, 1, time.Time{})...)
+	assert.Equal(t, want, e.tasks(t), "each shard at its offset, the next minute at :00")
+}
+
 func TestSchedulerRetriesAFailedPublish(t *testing.T) {
 	t.Parallel()
 	pks := []int64{pkInShard(0, 0), pkInShard(0, 1)}
