@@ -169,9 +169,8 @@ func stored(t *testing.T, s store.Store, minute time.Time) int {
 
 // waitNudging polls cond for up to 60 s of real time while moving the fake
 // clock on by 50 ms every 50 ms, up to limit, so that timers of the waited-for
-// work (a retry's backoff) fire. 60 s, as runMinute's wait: on a loaded CI
-// machine the test database has stalled for 20 s (the scheduler's lease
-// check timing out).
+// work (a retry's backoff) fire. 60 s, as runMinute's wait: a loaded CI
+// machine is slow (the scheduler's lease check has timed out there).
 func (p *pipeline) waitNudging(t *testing.T, limit time.Time, cond func() bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
