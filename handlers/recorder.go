@@ -131,12 +131,7 @@ func brokerTx(ctx context.Context) (pgx.Tx, bool) {
 	if !ok {
 		return nil, false
 	}
-	switch t := tx.(type) {
-	case *wsql.PgxTx:
-		return t.Tx, t.Tx != nil
-	case wsql.PgxTx:
-		return t.Tx, t.Tx != nil
-	case interface{ Pgx() (pgx.Tx, bool) }: // the postgres broker's (broker.CommitHookTx)
+	if t, ok := tx.(interface{ Pgx() (pgx.Tx, bool) }); ok { // the postgres broker's (broker.CommitHookTx)
 		return t.Pgx()
 	}
 	return nil, false

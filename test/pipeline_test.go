@@ -191,22 +191,10 @@ func (p *pipeline) waitNudging(t *testing.T, limit time.Time, cond func() bool, 
 // stage the waited-for work stopped in.
 func (p *pipeline) state() string {
 	m := p.metrics
-	v := func(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
-	sum := func(c prometheus.Collector) float64 {
-		ch := make(chan prometheus.Metric, 64)
-		go func() { c.Collect(ch); close(ch) }()
-		total := 0.0
-		for mt := range ch {
-			var pb dto.Metric
-			if mt.Write(&pb) == nil && pb.Counter != nil {
-				total += pb.Counter.GetValue()
-			}
-		}
-		return total
-	}
-	return fmt.Sprintf("tasks published %.0f, publish failures %.0f, tasks expired %.0f, fetch retries %.0f, fetch failures %.0f, "+
+	v := testutil.ToFloat64
+	return fmt.Sprintf("tasks published %.0f, publish failures %.0f, tasks expired %.0f, fetch retries %.0f, fetch failures %s, "+
 		"breaker state %.0f, adaptive limit %.0f in flight %.0f waiting %.0f, samples stored %.0f duplicate %.0f missed %.0f rejected %.0f, batches written %d",
-		v(m.TasksPublished), v(m.ScheduleFailures), v(m.TasksExpired), v(m.FetchRetries), sum(m.FetchFailures),
+		v(m.TasksPublished), v(m.ScheduleFailures), v(m.TasksExpired), v(m.FetchRetries), labelled(m, "fetch"),
 		v(m.BreakerState), v(m.AdaptiveLimit), v(m.AdaptiveInFlight), v(m.AdaptiveWaiting),
 		v(m.SamplesStored), v(m.SamplesDuplicate), v(m.SamplesMissed), v(m.SamplesRejected), histogramCount(m.WriteDuration))
 }
